@@ -1,0 +1,5 @@
+"""Allow ``python -m flowgif``."""
+
+from flowgif.cli import main
+
+main()

@@ -1,0 +1,456 @@
+"""The ``flowgif`` command line: parses, calls the library, reports. No logic of its own.
+
+Heavy modules (torch and everything that uses it) are imported inside the commands, so that
+``flowgif --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowgif import __version__
+from flowgif.errors import FlowgifError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it.",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Method(StrEnum):
+    fm = "fm"
+    ffjord = "ffjord"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ColorMode(StrEnum):
+    position = "position"
+    image = "image"
+    density = "density"
+    mono = "mono"
+
+
+class Background(StrEnum):
+    light = "light"
+    dark = "dark"
+
+
+class Loop(StrEnum):
+    forward = "forward"
+    pingpong = "pingpong"
+
+
+RunArg = Annotated[
+    Path | None,
+    typer.Argument(help="Run folder (default: the latest run under runs/).", show_default=False),
+]
+DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the noise the particles start from.")]
+
+
+def guarded(fn: F) -> F:
+    """Turn FlowgifError into one red line and exit 1, Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch/typer chatter
+                warnings.simplefilter("default", RuntimeWarning)
+                return fn(*args, **kwargs)
+        except FlowgifError as err:
+            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"flowgif {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it."""
+
+
+def _run_or_latest(run: Path | None) -> Path:
+    from flowgif.run import find_latest_run
+
+    return run if run is not None else find_latest_run(Path("runs"))
+
+
+def _config_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
+        return Path("configs") / f"{value}.toml"
+    return path
+
+
+@app.command()
+@guarded
+def train(
+    img: Annotated[
+        Path | None,
+        typer.Option(help="The picture (PNG, JPEG, GIF, BMP, WebP ...).", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder \\[default: runs/<image name>, numbered if taken].",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="TOML config file, or the name of one in configs/ (fast, default, quality).",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        Method | None,
+        typer.Option(
+            help="fm: flow matching (fast); ffjord: maximum likelihood through the adjoint ODE.",
+            show_default=False,
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Training steps (alone, no time limit).", show_default=False),
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01, help="Wall-time budget (alone, no step limit).", show_default=False
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Points per step.", show_default=False)
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="Peak learning rate.", show_default=False)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of every random stream.", show_default=False)
+    ] = None,
+    device: Annotated[
+        Device | None, typer.Option(help="auto uses CUDA when present.", show_default=False)
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="CPU threads (0: torch default; 1 is fastest on a busy 2-core machine).",
+            show_default=False,
+        ),
+    ] = None,
+    invert: Annotated[
+        bool | None,
+        typer.Option(
+            "--invert/--no-invert",
+            help="Light shapes on a dark background are the ink.",
+            show_default=False,
+        ),
+    ] = None,
+    ink_floor: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="Ink below this is paper (0.1 clears off-white paper).",
+            show_default=False,
+        ),
+    ] = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(min=2, help="Working resolution, longer side in pixels.", show_default=False),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run in this folder from its last checkpoint.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Fit a flow to a picture; writes a run folder (config, checkpoint, loss.csv, samples.png)."""
+    from flowgif.config import load_config
+    from flowgif.run import load_checkpoint, new_run_dir
+
+    if resume is not None:
+        ckpt = load_checkpoint(resume / "checkpoint.pt")
+        from flowgif.config import Config
+
+        cfg = Config.from_dict(ckpt["config"], source=str(resume))
+        img = img or Path(ckpt.get("image", ""))
+        out = resume
+    else:
+        if img is None:
+            raise FlowgifError("give a picture with --img PATH (or --resume RUN)")
+        cfg = load_config(_config_path(config))
+    overrides: dict[str, Any] = {
+        "train.method": method.value if method else None,
+        "train.steps": steps,
+        "train.minutes": minutes,
+        "train.batch": batch,
+        "train.lr": lr,
+        "train.seed": seed,
+        "train.device": device.value if device else None,
+        "train.threads": threads,
+        "density.invert": invert,
+        "density.ink_floor": ink_floor,
+        "density.resolution": resolution,
+    }
+    if steps is not None and minutes is None:
+        overrides["train.minutes"] = 0.0
+    if minutes is not None and steps is None:
+        overrides["train.steps"] = 0
+    cfg = cfg.updated({k: v for k, v in overrides.items() if v is not None})
+    from flowgif.density import load_image
+
+    load_image(img)  # a bad picture is reported before any folder is made
+    out = out or new_run_dir(Path("runs"), img.stem)
+    from flowgif.train import train_run
+
+    tc = cfg.train
+    budget = (
+        (f"{tc.steps} steps" if tc.steps else "")
+        + (" or " if tc.steps and tc.minutes else "")
+        + (f"{tc.minutes:g} min" if tc.minutes else "")
+    )
+    err_console.print(
+        f"training [bold]{tc.method}[/bold] on {img} for {budget} -> {out}", highlight=False
+    )
+    with _progress_bar() as update:
+        result = train_run(img, cfg, out, progress=update, resume=resume is not None)
+    out_console.print(
+        f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
+        f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
+        f"{out}",
+        highlight=False,
+    )
+
+
+class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
+    """A rich progress bar on a terminal; silent otherwise (loss.csv has everything)."""
+
+    def __enter__(self) -> Callable[[Any], None]:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = None
+        if not err_console.is_terminal:
+            return lambda p: None
+        self.bar = Progress(
+            TextColumn("step {task.fields[step]}"),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.1f} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=1.0, step=0, loss=float("nan"), rate=0.0)
+
+        def update(p: Any) -> None:
+            self.bar.update(
+                task,
+                completed=p.fraction,
+                step=p.step,
+                loss=p.loss,
+                rate=p.step / max(p.seconds, 1e-9),
+            )
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@app.command()
+@guarded
+def render(
+    run: RunArg = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output: .gif, .mp4, .webp, or a folder for "
+            "PNG frames \\[default: <run>/flow.gif].",
+            show_default=False,
+        ),
+    ] = None,
+    frames: Annotated[int, typer.Option(min=2, help="Frames from noise to picture.")] = 120,
+    fps: Annotated[
+        int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
+    ] = 25,
+    particles: Annotated[int, typer.Option(min=1, help="Particles drawn.")] = 20_000,
+    size: Annotated[int, typer.Option(min=16, max=4096, help="Longer side in pixels.")] = 512,
+    color: Annotated[
+        ColorMode,
+        typer.Option(
+            help="position: hue by starting angle; image: the "
+            "picture's colours; density: heat map; mono."
+        ),
+    ] = ColorMode.position,
+    background: Annotated[Background, typer.Option(help="Canvas colour.")] = Background.light,
+    loop: Annotated[Loop, typer.Option(help="pingpong plays back to the noise.")] = Loop.forward,
+    hold: Annotated[
+        float, typer.Option(min=0.0, help="Seconds on the finished picture (half on the noise).")
+    ] = 1.0,
+    ease: Annotated[bool, typer.Option(help="Slow start and end.")] = True,
+    dot: Annotated[
+        int, typer.Option(min=0, max=16, help="Particle size in pixels (0: from --size).")
+    ] = 0,
+    quality: Annotated[int, typer.Option(min=0, max=10, help="MP4 quality.")] = 7,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+) -> None:
+    """Animate a trained run: particles from N(0,I) carried to the picture."""
+    from flowgif.render import RenderOptions
+    from flowgif.render import render as do_render
+    from flowgif.run import load_run, resolve_device
+
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    loaded = load_run(path, dev)
+    out = out or path / "flow.gif"
+    opts = RenderOptions(
+        frames=frames,
+        fps=fps,
+        particles=particles,
+        size=size,
+        color=color.value,
+        background=background.value,
+        seed=seed,
+        ease=ease,
+        hold=hold,
+        loop=loop.value,
+        quality=quality,
+        dot=dot,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        report = do_render(loaded, out, opts, dev)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+    s = report.seconds
+    out_console.print(
+        f"wrote {out} ({report.frames} frames, {report.width}x{report.height}, "
+        f"{report.bytes / 1e6:.1f} MB) in {sum(s.values()):.1f} s: solve {s['solve']:.1f} s "
+        f"({report.nfe} NFE), draw {s['draw']:.1f} s, encode {s['encode']:.1f} s",
+        highlight=False,
+    )
+
+
+@app.command()
+@guarded
+def sample(
+    run: RunArg = None,
+    n: Annotated[int, typer.Option(min=1, help="Number of samples.")] = 100_000,
+    out: Annotated[
+        Path | None,
+        typer.Option(help=".npy file \\[default: <run>/samples.npy].", show_default=False),
+    ] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+) -> None:
+    """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
+    import numpy as np
+
+    from flowgif.ode import sample as draw_samples
+    from flowgif.run import atomic_write, load_run, resolve_device
+
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    loaded = load_run(path, dev)
+    sc = loaded.config.solve
+    x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev)
+    uv = loaded.density.to_pixels(x).astype(np.float32)
+    out = out or path / "samples.npy"
+    if out.suffix != ".npy":
+        raise FlowgifError(f"--out must end in .npy, got {out.name}")
+    atomic_write(out, lambda f: np.save(f, uv))
+    out_console.print(
+        f"wrote {out}: {n} samples, shape ({n}, 2), pixel coordinates of the "
+        f"{loaded.density.size[0]}x{loaded.density.size[1]} picture",
+        highlight=False,
+    )
+
+
+@app.command(name="eval")
+@guarded
+def eval_(
+    run: RunArg = None,
+    n_nll: Annotated[
+        int, typer.Option(min=100, help="Picture samples for the likelihood.")
+    ] = 20_000,
+    samples: Annotated[
+        int, typer.Option(min=100, help="Flow samples for tv and on_ink.")
+    ] = 100_000,
+    cells: Annotated[int, typer.Option(min=2, help="Grid cells on the longer side for tv.")] = 64,
+    device: DeviceOpt = Device.auto,
+) -> None:
+    """Score a run against its picture: kl (nats), nll, entropy, tv, on_ink, NFE; writes
+    <run>/eval.json."""
+    from flowgif.evaluate import evaluate
+    from flowgif.run import atomic_write_text, load_run, resolve_device
+
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    loaded = load_run(path, dev)
+    res = evaluate(loaded, n_nll, samples, cells, device=dev)
+    table = Table(title=f"eval {path}", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in res.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out_console.print(table)
+    atomic_write_text(path / "eval.json", json.dumps(res, indent=2) + "\n")
+
+
+def main() -> None:
+    """Entry point of the ``flowgif`` script."""
+    sys.exit(app())

@@ -1,0 +1,340 @@
+"""Run configuration: documented dataclasses that map 1:1 to the TOML files in ``configs/``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowgif.errors import FlowgifError
+
+__all__ = [
+    "Config",
+    "DensityConfig",
+    "FFJORDConfig",
+    "FMConfig",
+    "FieldConfig",
+    "SolveConfig",
+    "TrainConfig",
+    "dump_toml",
+    "load_config",
+]
+
+
+@dataclass
+class DensityConfig:
+    """How a picture becomes a density (see :mod:`flowgif.density`).
+
+    Attributes:
+        resolution: longer side, in pixels, of the working grid; larger pictures are area-averaged
+            down to it.
+        invert: use lightness instead of darkness as ink (light shapes on a dark ground).
+        ink_floor: ink below this level counts as paper and the rest is stretched to [0, 1]; 0.1
+            clears the off-white paper of a photographed page.
+        extent: half the longer side of the picture in model units; 2 suits N(0, I).
+    """
+
+    resolution: int = 256
+    invert: bool = False
+    ink_floor: float = 0.0
+    extent: float = 2.0
+
+
+@dataclass
+class FieldConfig:
+    """The time-conditioned MLP ``v(t, x)`` (see :mod:`flowgif.field`).
+
+    Attributes:
+        width: hidden units per layer.
+        depth: number of hidden layers.
+        activation: one of ``silu``, ``tanh``, ``softplus``, ``gelu``, ``relu``.
+        time_features: sin/cos features of t (0 feeds t itself).
+        fourier_features: random Fourier features of x (0 = off); they help sharp edges.
+        fourier_scale: standard deviation of the Fourier frequencies, in cycles per model unit.
+    """
+
+    width: int = 256
+    depth: int = 4
+    activation: str = "silu"
+    time_features: int = 8
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """What every trainer shares.
+
+    Attributes:
+        method: ``fm`` (flow matching, no ODE solve while training) or ``ffjord`` (maximum
+            likelihood through the adjoint ODE).
+        steps: optimisation steps; 0 means "as many as ``minutes`` allows".
+        minutes: wall-time budget; training stops at whichever of steps/minutes comes first.
+        batch: points of the picture per step.
+        lr: peak Adam learning rate.
+        weight_decay: Adam weight decay.
+        schedule: ``cosine`` (decay to 1% over the budget) or ``constant``.
+        warmup: steps of linear learning-rate warm-up.
+        grad_clip: clip the gradient norm to this (0 = off).
+        ema: decay of the exponential moving average of the weights used for sampling (0 = off).
+        seed: seeds every random stream.
+        threads: torch CPU threads (0 = torch's default). One is fastest on a busy 2-core machine.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        checkpoint_every: steps between checkpoints.
+    """
+
+    method: str = "fm"
+    steps: int = 0
+    minutes: float = 3.0
+    batch: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    checkpoint_every: int = 1000
+
+
+@dataclass
+class FMConfig:
+    """Conditional flow matching on straight paths from N(0, I) to the picture.
+
+    Attributes:
+        ot: pair noise and picture points by minibatch optimal transport (straighter paths).
+        ot_batch: sub-batch size for the exact OT assignment (cost grows as its cube).
+        time_sampling: ``uniform`` or ``logit_normal`` (t = sigmoid(N(time_loc, time_scale))).
+        time_loc: location of the logit-normal; > 0 spends more steps near the picture.
+        time_scale: scale of the logit-normal.
+        sigma: standard deviation of the Gaussian tube around each straight path.
+    """
+
+    ot: bool = False
+    ot_batch: int = 512
+    time_sampling: str = "logit_normal"
+    time_loc: float = 0.5
+    time_scale: float = 1.0
+    sigma: float = 0.0
+
+
+@dataclass
+class FFJORDConfig:
+    """Maximum likelihood through the instantaneous change of variables (FFJORD).
+
+    Attributes:
+        divergence: ``exact`` (two backward passes in 2D) or ``hutchinson`` (one, noisy).
+        noise: Hutchinson noise, ``rademacher`` or ``gaussian``; fixed per solve.
+        solver: torchdiffeq method, e.g. ``dopri5``.
+        atol: absolute tolerance of the training solves.
+        rtol: relative tolerance of the training solves.
+        adjoint: backpropagate with the adjoint method (memory O(1) in the number of steps).
+        kinetic: weight of the kinetic-energy regulariser (RNODE).
+        jacobian: weight of the Jacobian Frobenius-norm regulariser (RNODE).
+    """
+
+    divergence: str = "exact"
+    noise: str = "rademacher"
+    solver: str = "dopri5"
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    adjoint: bool = True
+    kinetic: float = 0.0
+    jacobian: float = 0.0
+
+
+@dataclass
+class SolveConfig:
+    """The ODE solves used to sample, render and evaluate a trained field.
+
+    Attributes:
+        method: torchdiffeq method for sampling and rendering.
+        atol: absolute tolerance for sampling and rendering.
+        rtol: relative tolerance for sampling and rendering.
+        eval_tol: atol = rtol of the likelihood solves in ``flowgif eval``.
+    """
+
+    method: str = "dopri5"
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    eval_tol: float = 1e-5
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
+    "train.method": ("fm", "ffjord"),
+    "train.schedule": ("cosine", "constant"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "fm.time_sampling": ("uniform", "logit_normal"),
+    "ffjord.divergence": ("exact", "hutchinson"),
+    "ffjord.noise": ("rademacher", "gaussian"),
+    "ffjord.solver": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),
+    "solve.method": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),
+}
+
+# Options that must be positive, or at least zero.
+POSITIVE = {
+    "density.resolution",
+    "density.extent",
+    "field.width",
+    "field.depth",
+    "train.batch",
+    "train.lr",
+    "train.checkpoint_every",
+    "fm.ot_batch",
+    "fm.time_scale",
+    "ffjord.atol",
+    "ffjord.rtol",
+    "solve.atol",
+    "solve.rtol",
+    "solve.eval_tol",
+}
+NON_NEGATIVE = {
+    "field.time_features",
+    "field.fourier_features",
+    "field.fourier_scale",
+    "train.steps",
+    "train.minutes",
+    "train.weight_decay",
+    "train.warmup",
+    "train.grad_clip",
+    "train.threads",
+    "fm.sigma",
+    "ffjord.kinetic",
+    "ffjord.jacobian",
+}
+
+
+@dataclass
+class Config:
+    """Everything needed to reproduce a run; each attribute is one section of the TOML file."""
+
+    density: DensityConfig = dataclasses.field(default_factory=DensityConfig)
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    fm: FMConfig = dataclasses.field(default_factory=FMConfig)
+    ffjord: FFJORDConfig = dataclasses.field(default_factory=FFJORDConfig)
+    solve: SolveConfig = dataclasses.field(default_factory=SolveConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict (TOML- and checkpoint-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Config:
+        """Build a validated config from nested dicts; unknown keys and wrong types are errors."""
+        config = cls()
+        if not isinstance(data, dict):
+            raise FlowgifError(f"{source}: expected a table of sections")
+        overrides = {}
+        for section, values in data.items():
+            if section not in SECTIONS:
+                raise FlowgifError(
+                    f"{source}: unknown section [{section}]; valid: {', '.join(SECTIONS)}"
+                )
+            if not isinstance(values, dict):
+                raise FlowgifError(f"{source}: [{section}] must be a table")
+            for key, value in values.items():
+                overrides[f"{section}.{key}"] = value
+        return config.updated(overrides, source)
+
+    def updated(self, overrides: dict[str, Any], source: str = "option") -> Config:
+        """A copy with ``{"section.key": value}`` overrides applied and validated."""
+        new = Config(**{s: dataclasses.replace(getattr(self, s)) for s in SECTIONS})
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in SECTIONS:
+                raise FlowgifError(f"{source}: unknown section '{section}'")
+            part = getattr(new, section)
+            types = {f.name: f.type for f in dataclasses.fields(part)}
+            if key not in types:
+                raise FlowgifError(
+                    f"{source}: unknown key '{dotted}'; valid keys of [{section}]: "
+                    f"{', '.join(types)}"
+                )
+            setattr(part, key, _coerce(dotted, value, types[key], source))
+        new.validate(source)
+        return new
+
+    def validate(self, source: str = "config") -> None:
+        """Raise FlowgifError naming the first option out of range."""
+        for dotted, choices in CHOICES.items():
+            value = self.get(dotted)
+            if value not in choices:
+                raise FlowgifError(
+                    f"{source}: {dotted} = {value!r} is not one of: {', '.join(choices)}"
+                )
+        for dotted in POSITIVE | NON_NEGATIVE:
+            value = self.get(dotted)
+            if not math.isfinite(value) or value < 0 or (dotted in POSITIVE and value == 0):
+                need = "> 0" if dotted in POSITIVE else ">= 0"
+                raise FlowgifError(f"{source}: {dotted} = {value} must be {need}")
+        if not 0 <= self.density.ink_floor < 1:
+            raise FlowgifError(f"{source}: density.ink_floor must be in [0, 1)")
+        if not 0 <= self.train.ema < 1:
+            raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
+        if self.train.steps == 0 and self.train.minutes == 0:
+            raise FlowgifError(f"{source}: set train.steps or train.minutes above 0")
+
+    def get(self, dotted: str) -> Any:
+        section, _, key = dotted.partition(".")
+        return getattr(getattr(self, section), key)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _coerce(dotted: str, value: Any, kind: Any, source: str) -> Any:
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
+    ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) or (
+        kind is float and isinstance(value, int) and not isinstance(value, bool)
+    )
+    if not ok:
+        raise FlowgifError(
+            f"{source}: {dotted} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return kind(value)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config (defaults where a key is absent).
+
+    Raises:
+        FlowgifError: the file is missing, not TOML, or has an unknown key or a wrong type.
+    """
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FlowgifError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FlowgifError(f"cannot read config {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FlowgifError(f"{path} is not valid TOML: {err}") from None
+    return Config.from_dict(data, source=str(path))
+
+
+def dump_toml(data: dict[str, dict[str, Any]]) -> str:
+    """Write sections of scalars as TOML (all that a Config holds)."""
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = json.dumps(value)  # JSON string escapes are valid TOML basic strings
+            elif isinstance(value, float):
+                text = repr(value)
+            else:
+                text = str(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Drawing particles with numpy: canvas framing, one fixed palette, index-image frames.
+
+Every frame is an ``(H, W)`` uint8 image of indices into one 256-colour palette chosen before
+the first frame, so GIF frames need no per-frame quantisation and colours never flicker.
+Palette layout: index 0 is the background; index ``1 + k * L + (l - 1)`` is colour ``k`` at
+brightness level ``l`` in ``1..L`` (more particles on a pixel, a stronger colour).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flowgif.run import atomic_write
+
+__all__ = ["Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
+
+BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 14, 20)}
+
+
+@dataclass
+class Canvas:
+    """Maps picture pixel coordinates ``(u, v)`` onto a canvas of ``width x height`` pixels.
+
+    The canvas keeps the picture's aspect ratio, adds ``margin`` (a fraction of the longer
+    side) around it and has even sides (H.264 needs them).
+    """
+
+    width: int
+    height: int
+    scale: float  # canvas pixels per picture pixel
+    offset: tuple[float, float]
+
+    @classmethod
+    def around(cls, size: tuple[int, int], longer: int, margin: float = 0.04) -> Canvas:
+        w0, h0 = size
+        inner = longer / (1 + 2 * margin)
+        scale = inner / max(w0, h0)
+        width = max(2, 2 * round((w0 * scale + 2 * margin * inner) / 2))
+        height = max(2, 2 * round((h0 * scale + 2 * margin * inner) / 2))
+        return cls(width, height, scale, ((width - w0 * scale) / 2, (height - h0 * scale) / 2))
+
+    def flat_index(self, uv: np.ndarray, dot: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Flat canvas indices covered by ``dot x dot`` squares at the points, and the point
+        each index belongs to (points off the canvas are dropped)."""
+        cx = np.floor(uv[:, 0] * self.scale + self.offset[0] - (dot - 1) / 2).astype(np.int64)
+        cy = np.floor(uv[:, 1] * self.scale + self.offset[1] - (dot - 1) / 2).astype(np.int64)
+        idx, who = [], []
+        for dy in range(dot):
+            for dx in range(dot):
+                x, y = cx + dx, cy + dy
+                inside = np.flatnonzero((x >= 0) & (x < self.width) & (y >= 0) & (y < self.height))
+                idx.append(y[inside] * self.width + x[inside])
+                who.append(inside)
+        return np.concatenate(idx), np.concatenate(who)
+
+
+@dataclass
+class Palette:
+    """256 RGB colours; ``colors`` hues at ``levels`` brightness levels over a background."""
+
+    rgb: np.ndarray  # (256, 3) uint8
+    levels: int
+    colors: int
+
+
+def make_palette(
+    colors: np.ndarray, background: tuple[int, int, int], min_alpha: float = 0.6
+) -> Palette:
+    """Palette for ``K`` particle colours ``(K, 3)`` over ``background``, as many levels as fit.
+
+    Level 1 (one particle) blends ``min_alpha`` of the colour into the background, so a lone
+    dot is clearly visible; the top level is the pure colour.
+    """
+    colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
+    k = len(colors)
+    levels = max(1, 255 // k)
+    alpha = np.linspace(min_alpha, 1.0, levels) if levels > 1 else np.ones(1)
+    bg = np.asarray(background, dtype=np.float64)
+    rgb = np.zeros((256, 3))
+    rgb[:] = bg
+    blend = bg + alpha[None, :, None] * (colors[:, None, :] - bg)  # (K, L, 3)
+    rgb[1 : 1 + k * levels] = blend.reshape(-1, 3)
+    return Palette(np.clip(np.round(rgb), 0, 255).astype(np.uint8), levels, k)
+
+
+def hue_colors(k: int, dark: bool) -> np.ndarray:
+    """``k`` evenly spaced hues, strong enough to read on the given background."""
+    v, s = (1.0, 0.65) if dark else (0.80, 0.85)
+    return np.array([colorsys.hsv_to_rgb(i / k, s, v) for i in range(k)]) * 255
+
+
+def draw_frame(
+    index: np.ndarray, color: np.ndarray, canvas: Canvas, palette: Palette, saturate: float = 4.0
+) -> np.ndarray:
+    """One ``(H, W)`` uint8 index frame.
+
+    Args:
+        index: flat canvas index per particle on the canvas.
+        color: colour number (``0..K-1``) per particle, same length.
+        canvas: the frame geometry.
+        palette: the fixed palette.
+        saturate: particles per pixel that reach full colour (log scale in between).
+    """
+    n = canvas.width * canvas.height
+    counts = np.bincount(index, minlength=n)
+    top = np.zeros(n, dtype=np.int64)
+    top[index] = color  # where particles share a pixel, one of their colours shows
+    levels = palette.levels
+    if levels > 1:
+        lvl = 1 + np.floor((levels - 1) * np.log(np.maximum(counts, 1)) / np.log(saturate))
+        lvl = np.minimum(lvl, levels).astype(np.int64)
+    else:
+        lvl = np.ones(n, dtype=np.int64)
+    frame = np.where(counts > 0, 1 + top * levels + lvl - 1, 0)
+    return frame.astype(np.uint8).reshape(canvas.height, canvas.width)
+
+
+def flatten_rgb(
+    img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
+    """The picture as RGB, transparency composited over ``background``."""
+    rgba = (
+        img.convert("RGBA")
+        if img.mode not in ("I", "I;16", "I;16B", "F")
+        else (Image.fromarray(_to_8bit(np.asarray(img))).convert("RGBA"))
+    )
+    base = Image.new("RGBA", rgba.size, (*background, 255))
+    return Image.alpha_composite(base, rgba).convert("RGB")
+
+
+def _to_8bit(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    top = 65535.0 if a.max() > 255 else 255.0
+    return np.clip(a / top * 255, 0, 255).astype(np.uint8)
+
+
+def write_samples_png(
+    path: Path, img: Image.Image, samples_uv: np.ndarray, height: int = 320
+) -> None:
+    """The target beside a histogram of model samples (pixel coordinates), both upright."""
+    canvas = Canvas.around(img.size, height, margin=0.0)
+    target = flatten_rgb(img).resize((canvas.width, canvas.height), Image.Resampling.LANCZOS)
+    palette = make_palette(np.array([[20, 20, 30]]), BACKGROUNDS["light"], min_alpha=0.25)
+    index, _ = canvas.flat_index(samples_uv)
+    frame = draw_frame(index, np.zeros(len(index), dtype=np.int64), canvas, palette, 8.0)
+    drawn = Image.fromarray(frame, mode="P")
+    drawn.putpalette(palette.rgb.ravel().tolist())
+    gap = 8
+    out = Image.new("RGB", (2 * canvas.width + gap, canvas.height), (200, 200, 200))
+    out.paste(target, (0, 0))
+    out.paste(drawn.convert("RGB"), (canvas.width + gap, 0))
+    atomic_write(path, lambda f: out.save(f, format="PNG"))

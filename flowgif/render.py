@@ -1,0 +1,341 @@
+"""Render a trained run: particles carried from N(0, I) to the picture, as GIF, MP4, WebP or PNGs.
+
+One adaptive ODE solve gives every frame (dense output at the frame times); frames are drawn
+with numpy into index images over one fixed palette (:mod:`flowgif.draw`) and streamed to the
+writer chosen by the output's suffix.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from PIL import Image
+
+from flowgif.draw import BACKGROUNDS, Canvas, Palette, draw_frame, hue_colors, make_palette
+from flowgif.errors import FlowgifError
+from flowgif.ode import SolveStats, sample_paths
+from flowgif.run import Run, atomic_write
+
+__all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
+
+COLORS = ("position", "image", "density", "mono")
+FORMATS = (".gif", ".mp4", ".webp", "folder of PNG frames (no suffix)")
+DENSITY_STOPS = np.array(
+    [
+        [0.0, 0, 0, 4],
+        [0.25, 87, 16, 110],
+        [0.5, 188, 55, 84],
+        [0.75, 249, 142, 9],
+        [1.0, 252, 255, 164],
+    ]
+)  # an inferno-like ramp
+
+
+@dataclass
+class RenderOptions:
+    """How to render.
+
+    Attributes:
+        frames: frames from noise to picture.
+        fps: frames per second (GIF delays are whole 10 ms, so 25 or 50 play exactly).
+        particles: particles drawn.
+        size: canvas pixels on the longer side (aspect of the picture kept).
+        color: ``position`` (hue by starting angle), ``image`` (the picture's colour where the
+            particle lands), ``density`` (heat map of particle counts) or ``mono``.
+        background: ``light`` or ``dark``.
+        seed: seed of the particles' noise.
+        ease: slow the start and the end of the motion (a cosine time warp).
+        hold: seconds the finished picture stays (half as long on the noise).
+        loop: ``forward`` or ``pingpong`` (noise -> picture -> noise).
+        quality: MP4 quality, 0-10.
+        dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
+    """
+
+    frames: int = 120
+    fps: int = 25
+    particles: int = 20_000
+    size: int = 512
+    color: str = "position"
+    background: str = "light"
+    seed: int = 0
+    ease: bool = True
+    hold: float = 1.0
+    loop: str = "forward"
+    quality: int = 7
+    dot: int = 0
+
+
+@dataclass
+class RenderReport:
+    """What a render did; seconds per part."""
+
+    path: Path
+    frames: int
+    nfe: int
+    width: int
+    height: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes: int = 0
+
+
+def frame_times(frames: int, ease: bool) -> torch.Tensor:
+    """``frames`` times from 0 to 1, cosine-eased when ``ease``."""
+    s = torch.linspace(0.0, 1.0, frames, dtype=torch.float64)
+    return (0.5 - 0.5 * torch.cos(math.pi * s) if ease else s).float()
+
+
+def particle_colors(
+    run: Run, z: np.ndarray, end: np.ndarray, mode: str, background: str
+) -> tuple[np.ndarray, Palette]:
+    """Colour number per particle and the palette, for a colour mode."""
+    bg = BACKGROUNDS[background]
+    dark = background == "dark"
+    if mode == "position":
+        k = 12
+        angle = (np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0
+        return np.minimum((angle * k).astype(np.int64), k - 1), make_palette(
+            hue_colors(k, dark), bg
+        )
+    if mode == "image":
+        rgb = run.colors.reshape(-1, 3)[run.density.cell_index(end)]
+        strip = Image.fromarray(rgb[None, :, :].astype(np.uint8), mode="RGB")
+        quant = strip.quantize(
+            colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        used = np.asarray(quant).ravel().astype(np.int64)
+        colors = np.asarray(quant.getpalette()[: 3 * 16], dtype=np.float64).reshape(-1, 3)
+        return used, make_palette(colors, bg)
+    ink = (235, 235, 245) if dark else (16, 16, 28)
+    if mode == "mono":
+        return np.zeros(len(z), dtype=np.int64), make_palette(np.array([ink]), bg)
+    # density: one colour, levels mapped through a heat ramp instead of a blend
+    palette = make_palette(np.array([ink]), bg)
+    s = np.linspace(0.15, 1.0, palette.levels)
+    ramp = np.stack(
+        [np.interp(s, DENSITY_STOPS[:, 0], DENSITY_STOPS[:, c]) for c in (1, 2, 3)], axis=1
+    )
+    if not dark:
+        ramp = ramp[::-1]  # dense = dark on a light ground
+    palette.rgb[1 : 1 + palette.levels] = np.round(ramp).astype(np.uint8)
+    return np.zeros(len(z), dtype=np.int64), palette
+
+
+def render(
+    run: Run, out: Path, options: RenderOptions | None = None, device: torch.device | str = "cpu"
+) -> RenderReport:
+    """Animate ``run`` into ``out`` (format by suffix, see ``FORMATS``).
+
+    Raises:
+        FlowgifError: unknown suffix or option, or the output cannot be written.
+    """
+    o = options or RenderOptions()
+    out = Path(out)
+    kind = _format(out)
+    _check(o)
+    report = RenderReport(out, 0, 0, 0, 0)
+    clock = time.perf_counter()
+    gen = torch.Generator(device=device).manual_seed(o.seed)
+    z = torch.randn(o.particles, 2, device=device, generator=gen)
+    sc, stats = run.config.solve, SolveStats()
+    paths = (
+        sample_paths(
+            run.field,
+            z,
+            frame_times(o.frames, o.ease).to(device),
+            sc.method,
+            sc.atol,
+            sc.rtol,
+            stats=stats,
+        )
+        .cpu()
+        .numpy()
+    )
+    report.nfe = stats.nfe
+    report.seconds["solve"] = time.perf_counter() - clock
+    color, palette = particle_colors(run, paths[0], paths[-1], o.color, o.background)
+    canvas = Canvas.around(run.density.size, o.size)
+    dot = o.dot or max(1, round(o.size / 256))
+    report.width, report.height = canvas.width, canvas.height
+    order = list(range(o.frames))
+    if o.loop == "pingpong":
+        order += list(range(o.frames - 2, 0, -1))
+    step_ms = 1000.0 / o.fps
+    durations = [step_ms] * len(order)
+    durations[0] += 500.0 * o.hold
+    durations[o.frames - 1] += 1000.0 * o.hold
+    report.frames = len(order)
+    report.seconds["draw"] = 0.0
+
+    def frames() -> Iterator[np.ndarray]:
+        cache: dict[int, np.ndarray] = {}
+        for i in order:
+            t0 = time.perf_counter()
+            if i not in cache:
+                uv = run.density.to_pixels(paths[i])
+                index, who = canvas.flat_index(uv, dot)
+                frame = draw_frame(index, color[who], canvas, palette)
+                if o.loop == "pingpong":
+                    cache[i] = frame  # played twice; index frames are small
+            else:
+                frame = cache[i]
+            report.seconds["draw"] += time.perf_counter() - t0
+            yield frame
+
+    clock = time.perf_counter()
+    if kind == ".gif":
+        ms = [max(20, 10 * round(d / 10)) for d in durations]
+        if abs(step_ms - ms[1 if len(ms) > 1 else 0]) > 1e-6:
+            warnings.warn(
+                f"GIF delays are whole 10 ms: {o.fps} fps plays as "
+                f"{1000 / ms[1]:.3g} fps; choose 25 or 50",
+                stacklevel=2,
+            )
+        _write_gif(out, frames(), palette, ms)
+    elif kind == ".webp":
+        _write_webp(out, frames(), palette, [round(d) for d in durations])
+    elif kind == ".mp4":
+        repeats = [max(1, round(d / step_ms)) for d in durations]
+        _write_mp4(out, frames(), palette, repeats, o.fps, o.quality, canvas)
+    else:
+        _write_png_folder(out, frames(), palette)
+    report.seconds["encode"] = time.perf_counter() - clock - report.seconds["draw"]
+    report.bytes = _size(out)
+    return report
+
+
+def _format(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix in (".gif", ".mp4", ".webp"):
+        return suffix
+    if suffix == "" or out.is_dir():
+        return "folder"
+    raise FlowgifError(f"cannot render to '{out.name}': use one of {', '.join(FORMATS)}")
+
+
+def _check(o: RenderOptions) -> None:
+    if o.color not in COLORS:
+        raise FlowgifError(f"--color {o.color!r} is not one of: {', '.join(COLORS)}")
+    if o.background not in BACKGROUNDS:
+        raise FlowgifError(f"--background {o.background!r} is not one of: light, dark")
+    if o.loop not in ("forward", "pingpong"):
+        raise FlowgifError(f"--loop {o.loop!r} is not one of: forward, pingpong")
+    for name in ("frames", "fps", "particles", "size"):
+        if getattr(o, name) < (2 if name == "frames" else 1):
+            raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
+    if o.hold < 0:
+        raise FlowgifError("--hold must be >= 0 seconds")
+
+
+def _p_image(frame: np.ndarray, palette: Palette) -> Image.Image:
+    img = Image.fromarray(frame, mode="P")
+    img.putpalette(palette.rgb.ravel().tolist())
+    return img
+
+
+def _write_gif(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
+    images = (_p_image(f, palette) for f in frames)
+    first = next(images)
+    atomic_write(
+        out,
+        lambda f: first.save(
+            f,
+            format="GIF",
+            save_all=True,
+            append_images=images,
+            duration=ms,
+            loop=0,
+            optimize=False,
+            disposal=1,
+        ),
+    )
+
+
+def _write_webp(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
+    images = (Image.fromarray(palette.rgb[f]) for f in frames)
+    first = next(images)
+    atomic_write(
+        out,
+        lambda f: first.save(
+            f,
+            format="WEBP",
+            save_all=True,
+            append_images=images,
+            duration=ms,
+            loop=0,
+            quality=80,
+            method=4,
+        ),
+    )
+
+
+def _write_mp4(
+    out: Path,
+    frames: Iterator[np.ndarray],
+    palette: Palette,
+    repeats: list[int],
+    fps: int,
+    quality: int,
+    canvas: Canvas,
+) -> None:
+    import imageio_ffmpeg  # ships its own ffmpeg binary
+
+    def write(f: IO[bytes]) -> None:
+        # ffmpeg writes by name: let it fill the temp file that atomic_write then renames.
+        writer = imageio_ffmpeg.write_frames(
+            f.name,
+            (canvas.width, canvas.height),
+            fps=fps,
+            codec="libx264",
+            quality=quality,
+            pix_fmt_out="yuv420p",
+            macro_block_size=2,
+            ffmpeg_log_level="error",
+            output_params=["-movflags", "+faststart"],
+        )
+        writer.send(None)
+        for frame, n in zip(frames, repeats, strict=True):
+            rgb = np.ascontiguousarray(palette.rgb[frame])
+            for _ in range(n):
+                writer.send(rgb)
+        writer.close()
+        f.seek(0, 2)  # ffmpeg wrote behind this handle's back; flush+fsync still apply
+
+    atomic_write(out, write)
+
+
+def _write_png_folder(out: Path, frames: Iterator[np.ndarray], palette: Palette) -> None:
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as err:
+        raise FlowgifError(f"cannot write to {parent}: {err.strerror or err}") from None
+    try:
+        for i, frame in enumerate(frames):
+            _p_image(frame, palette).save(tmp / f"frame_{i:04d}.png")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _size(out: Path) -> int:
+    if out.is_dir():
+        return sum(p.stat().st_size for p in out.iterdir())
+    return out.stat().st_size

@@ -1,0 +1,227 @@
+"""The training loop both trainers share, and ``train_run``: picture in, run folder out.
+
+Adam with warm-up and cosine decay over the budget (steps or minutes, whichever ends first),
+gradient clipping, an EMA of the weights for sampling, seeded RNG streams, periodic atomic
+checkpoints. The loss is ``fm`` (flow matching) or ``ffjord`` (maximum likelihood).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flowgif import __version__
+from flowgif.config import Config, dump_toml
+from flowgif.density import ImageDensity, image_hash, ink_colors, load_image
+from flowgif.errors import FlowgifError
+from flowgif.ffjord import ffjord_loss
+from flowgif.field import VectorField
+from flowgif.fm import fm_loss
+from flowgif.ode import AugmentedDynamics, sample
+from flowgif.run import (
+    CHECKPOINT,
+    atomic_write_text,
+    ink_tensor,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    write_loss_csv,
+)
+
+__all__ = ["Progress", "TrainResult", "train", "train_run"]
+
+
+@dataclass
+class Progress:
+    """What a progress display needs after each step."""
+
+    step: int
+    fraction: float  # of the budget used, in [0, 1]
+    loss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """The trained field (EMA weights when on) and what the run did."""
+
+    field: VectorField
+    steps: int
+    seconds: float
+    loss: float
+    losses: list[tuple[int, float, float, float]]
+
+
+def lr_factor(config: Config, step: int, fraction: float) -> float:
+    """Linear warm-up, then cosine decay to 1% over the budget (or constant)."""
+    warm = min(1.0, (step + 1) / config.train.warmup) if config.train.warmup else 1.0
+    if config.train.schedule == "constant":
+        return warm
+    return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+
+def train(
+    config: Config,
+    density: ImageDensity,
+    device: torch.device | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+) -> TrainResult:
+    """Fit a vector field to ``density`` with ``config.train.method``.
+
+    Args:
+        config: the full run configuration.
+        density: the target (moved to ``device``).
+        device: defaults to ``config.train.device`` resolved.
+        progress: called after every step.
+        checkpoint: called with a checkpoint payload every ``checkpoint_every`` steps, at the
+            end, and on KeyboardInterrupt (which is then re-raised).
+        resume: a loaded checkpoint to continue from.
+
+    Returns:
+        The trained field and a summary.
+    """
+    tc = config.train
+    device = device or resolve_device(tc.device)
+    if tc.threads and device.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    density = density.to(device)
+    torch.manual_seed(tc.seed)
+    field = VectorField(config.field).to(device)
+    ema = copy.deepcopy(field).requires_grad_(False) if tc.ema > 0 else None
+    opt = torch.optim.Adam(field.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    gen = torch.Generator(device=device).manual_seed(tc.seed)
+    dyn = AugmentedDynamics(field) if tc.method == "ffjord" else None
+    step, spent, losses = 0, 0.0, []
+    if resume is not None:
+        field.load_state_dict(resume["field"])
+        if ema is not None and resume.get("ema") is not None:
+            ema.load_state_dict(resume["ema"])
+        opt.load_state_dict(resume["optimizer"])
+        gen.set_state(resume["generator"])
+        step, spent = int(resume["step"]), float(resume["seconds"])
+        losses = [tuple(r) for r in resume["losses"].tolist()]
+        losses = [(int(s), t, v, lr) for s, t, v, lr in losses]
+
+    def payload() -> dict:
+        return {
+            "field": field.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "step": step,
+            "seconds": spent,
+            "losses": torch.tensor(losses, dtype=torch.float64),
+        }
+
+    budget = tc.minutes * 60.0
+    start = time.perf_counter() - spent
+    fraction = _fraction(tc.steps, budget, step, spent)
+    loss_value = float("nan")
+    try:
+        while fraction < 1.0:
+            lr = tc.lr * lr_factor(config, step, fraction)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x1 = density.sample(tc.batch, generator=gen)
+            if dyn is None:
+                loss = fm_loss(field, x1, config.fm, gen)
+                shown = loss.detach()
+            else:
+                loss, shown = ffjord_loss(dyn, x1, config.ffjord, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(field.parameters(), tc.grad_clip)
+            opt.step()
+            if ema is not None:
+                decay = min(tc.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.parameters()), list(field.parameters()), 1 - decay)
+            loss_value = float(shown)
+            if not math.isfinite(loss_value):
+                raise FlowgifError(
+                    f"training diverged at step {step} (loss {loss_value}); "
+                    "lower --lr or raise the solver tolerance"
+                )
+            step += 1
+            spent = time.perf_counter() - start
+            losses.append((step, spent, loss_value, lr))
+            fraction = _fraction(tc.steps, budget, step, spent)
+            if progress is not None:
+                progress(Progress(step, fraction, loss_value, spent))
+            if checkpoint is not None and step % tc.checkpoint_every == 0:
+                checkpoint(payload())
+    except KeyboardInterrupt:
+        if checkpoint is not None:
+            checkpoint(payload())
+        raise
+    if checkpoint is not None:
+        checkpoint(payload())
+    out = ema if ema is not None else field
+    return TrainResult(out.eval(), step, spent, loss_value, losses)
+
+
+def _fraction(steps: int, budget: float, step: int, seconds: float) -> float:
+    a = step / steps if steps else 0.0
+    b = seconds / budget if budget else 0.0
+    return max(a, b)
+
+
+def train_run(
+    image: Path,
+    config: Config,
+    out: Path,
+    progress: Callable[[Progress], None] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train on a picture and write the run folder ``out`` (see :mod:`flowgif.run`).
+
+    Args:
+        image: the picture.
+        config: the run configuration (written to ``out/config.toml``).
+        out: the run folder; created if needed.
+        progress: called after every step.
+        resume: continue from ``out/checkpoint.pt`` (config and image must match).
+    """
+    from flowgif.draw import write_samples_png  # drawing is only needed at the end
+
+    out = Path(out)
+    dc = config.density
+    img = load_image(image, max_side=dc.resolution)
+    density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
+    digest = image_hash(image)
+    state = None
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT)
+        if state.get("image_hash") != digest:
+            raise FlowgifError(f"{image} is not the picture {out} was trained on")
+    atomic_write_text(out / "config.toml", dump_toml(config.to_dict()))
+    meta = {
+        "config": config.to_dict(),
+        "seed": config.train.seed,
+        "image": str(image),
+        "image_hash": digest,
+        "ink": ink_tensor(density),
+        "size": list(density.size),
+        "colors": torch.from_numpy(ink_colors(img, density.grid, dc.invert)),
+        "flowgif": __version__,
+    }
+
+    def save(payload: dict) -> None:
+        save_checkpoint(out / CHECKPOINT, {**meta, **payload})
+        write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
+
+    device = resolve_device(config.train.device)
+    result = train(config, density, device, progress=progress, checkpoint=save, resume=state)
+    sc = config.solve
+    x = sample(result.field, 50_000, config.train.seed, sc.method, sc.atol, sc.rtol, device)
+    write_samples_png(out / "samples.png", img, density.to_pixels(x))
+    return result

@@ -1,0 +1,159 @@
+"""The command line: every command end to end on a tiny run, and one clear line per bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flowgif import __version__
+from flowgif.cli import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+SMOKE = str(ROOT / "configs" / "smoke.toml")
+
+
+def call(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, pattern: str) -> None:
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert pattern.lower() in text.lower(), text
+
+
+def test_version_and_help() -> None:
+    assert call("--version").output.strip() == f"flowgif {__version__}"
+    for command in ("train", "render", "sample", "eval"):
+        result = call(command, "--help")
+        assert result.exit_code == 0 and "--help" in result.output
+
+
+def test_train_sample_eval_render_end_to_end(
+    tiny_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = call("train", "--img", tiny_png, "--config", SMOKE, "--steps", 15)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "ell"
+    assert (run / "checkpoint.pt").is_file() and "15 steps" in result.output
+    again = call("train", "--img", tiny_png, "--config", SMOKE, "--steps", 5)
+    assert again.exit_code == 0 and (tmp_path / "runs" / "ell-2").is_dir()  # never overwrites
+
+    assert call("sample", run, "--n", 500, "--out", tmp_path / "s.npy").exit_code == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (500, 2) and s.dtype == np.float32
+    assert call("eval", run, "--n-nll", 500, "--samples", 2000).exit_code == 0
+    figures = json.loads((run / "eval.json").read_text())
+    assert {"kl", "nll", "entropy", "tv", "on_ink", "nfe"} <= figures.keys()
+
+    result = call("render", "--frames", 4, "--particles", 300, "--size", 64)  # latest run
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "runs" / "ell-2" / "flow.gif").n_frames == 4
+
+
+def test_config_file_values_and_cli_override(tiny_png: Path, tmp_path: Path) -> None:
+    result = call(
+        "train",
+        "--img",
+        tiny_png,
+        "--config",
+        SMOKE,
+        "--steps",
+        3,
+        "--out",
+        tmp_path / "r",
+        "--method",
+        "fm",
+        "--lr",
+        "0.01",
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r" / "config.toml").read_text()
+    assert "lr = 0.01" in text and "steps = 3" in text and "width = 32" in text
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "text", "blank", "empty"])
+def test_bad_pictures_get_one_line(case: str, tmp_path: Path) -> None:
+    path = {
+        "missing": tmp_path / "nope.png",
+        "folder": tmp_path,
+        "text": tmp_path / "t.png",
+        "blank": tmp_path / "b.png",
+        "empty": tmp_path / "e.png",
+    }[case]
+    if case == "text":
+        path.write_text("not a picture")
+    if case == "blank":
+        Image.new("L", (20, 20), 255).save(path)
+    if case == "empty":
+        path.write_bytes(b"")
+    expected = {
+        "missing": "not found",
+        "folder": "folder",
+        "text": "not an image",
+        "blank": "no ink",
+        "empty": "empty",
+    }[case]
+    result = call("train", "--img", path, "--config", SMOKE, "--out", tmp_path / "run")
+    assert_one_line_error(result, expected)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_bad_options_are_refused_at_parse_time(tiny_png: Path) -> None:
+    assert_one_line_error(call("train", "--img", tiny_png, "--method", "magic"), "magic")
+    assert_one_line_error(call("train", "--img", tiny_png, "--steps", "-3"), "steps")
+    assert_one_line_error(call("render", "--frames", "0"), "frames")
+    assert_one_line_error(call("render", "--particles", "0"), "particles")
+
+
+def test_bad_config_names_the_key(tiny_png: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nstepz = 3\n")
+    assert_one_line_error(call("train", "--img", tiny_png, "--config", cfg), "stepz")
+    cfg.write_text('[train]\nsteps = "many"\n')
+    assert_one_line_error(call("train", "--img", tiny_png, "--config", cfg), "int")
+    assert_one_line_error(
+        call("train", "--img", tiny_png, "--config", tmp_path / "x.toml"), "not found"
+    )
+
+
+def test_unwritable_output_folder(tiny_png: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = call("train", "--img", tiny_png, "--config", SMOKE, "--out", blocker / "run")
+    assert_one_line_error(result, "cannot write")
+
+
+def test_bad_checkpoints_are_refused_and_left_alone(tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = run / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2])
+    assert_one_line_error(call("render", run, "--frames", 2), "corrupt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    with open(ckpt, "wb") as f:
+        pickle.dump({"format": "flowgif-checkpoint/1", "x": Evil()}, f)
+    result = call("sample", run, "--n", 10)
+    assert_one_line_error(result, "cannot load")
+    assert "code ran" not in result.output
+    assert_one_line_error(call("eval", tmp_path / "nowhere"), "not found")
+    assert not (run / "samples.npy").exists()
+
+
+def test_render_to_unknown_suffix(tiny_run: Path, tmp_path: Path) -> None:
+    assert_one_line_error(call("render", tiny_run, "--out", tmp_path / "x.avi"), ".gif")

@@ -1,0 +1,110 @@
+"""Rendering: formats, frame counts, sizes, loops, determinism, colours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from flowgif.errors import FlowgifError
+from flowgif.render import RenderOptions, render
+from flowgif.run import load_run
+
+FAST = {"particles": 2000, "size": 96}
+
+
+def test_gif_has_asked_frames_size_aspect_and_loops(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a.gif"
+    report = render(load_run(tiny_run), out, RenderOptions(frames=12, **FAST))
+    img = Image.open(out)
+    assert img.n_frames == 12 and report.frames == 12
+    assert img.info["loop"] == 0
+    w, h = img.size
+    assert max(w, h) == 96 and w % 2 == 0 and h % 2 == 0
+    assert w / h == pytest.approx(40 / 24, rel=0.1)  # the picture's aspect is kept
+    durations = [f.info["duration"] for f in ImageSequence.Iterator(img)]
+    assert durations[1] == 40 and durations[-1] > durations[1]  # 25 fps, hold at the end
+
+
+def test_pingpong_plays_the_same_frames_back(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.gif"
+    render(load_run(tiny_run), out, RenderOptions(frames=8, loop="pingpong", hold=0, **FAST))
+    frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(out))]
+    assert len(frames) == 8 + 6
+    for k in range(1, 7):
+        assert np.array_equal(frames[8 - 1 - k], frames[8 - 1 + k])
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny_run: Path, tmp_path: Path) -> None:
+    run = load_run(tiny_run)
+    paths = [tmp_path / f"{k}.gif" for k in range(3)]
+    for path, seed in zip(paths, (0, 0, 1), strict=True):
+        render(run, path, RenderOptions(frames=5, seed=seed, **FAST))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+
+
+def test_last_frame_shows_the_picture_upright(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    render(
+        load_run(tiny_run),
+        out,
+        RenderOptions(frames=3, color="mono", particles=4000, size=80, hold=0),
+    )
+    last = np.asarray(Image.open(out / "frame_0002.png").convert("L"), dtype=float)
+    ink = 255 - last
+    h, w = ink.shape
+    # The L's bar is on the left and its foot at the bottom: more ink there than opposite.
+    assert ink[:, : w // 2].sum() > 1.5 * ink[:, w // 2 :].sum()
+    assert ink[h // 2 :, :].sum() > 1.2 * ink[: h // 2, :].sum()
+
+
+def test_mp4_and_webp_decode_back(tiny_run: Path, tmp_path: Path) -> None:
+    run = load_run(tiny_run)
+    render(run, tmp_path / "a.mp4", RenderOptions(frames=6, hold=0, **FAST))
+    frames = iio.imread(tmp_path / "a.mp4", plugin="FFMPEG")
+    assert frames.shape[0] == 6 and frames.shape[-1] == 3
+    render(run, tmp_path / "a.webp", RenderOptions(frames=6, hold=0, **FAST))
+    webp = Image.open(tmp_path / "a.webp")
+    assert webp.format == "WEBP" and webp.n_frames == 6
+    webp.seek(5)
+    assert np.asarray(webp.convert("RGB")).shape[2] == 3
+
+
+def test_image_colours_come_from_the_picture(tmp_path: Path) -> None:
+    from flowgif.config import load_config
+    from flowgif.train import train_run
+    from tests.conftest import ROOT
+
+    img = Image.new("RGBA", (32, 16), (0, 0, 0, 0))
+    img.paste((230, 20, 20, 255), (0, 0, 16, 16))  # red half
+    img.paste((20, 20, 230, 255), (16, 0, 32, 16))  # blue half
+    path = tmp_path / "rb.png"
+    img.save(path)
+    run_dir = tmp_path / "rb"
+    train_run(
+        path, load_config(ROOT / "configs" / "smoke.toml").updated({"train.steps": 150}), run_dir
+    )
+    out = tmp_path / "rb_frames"
+    render(
+        load_run(run_dir),
+        out,
+        RenderOptions(frames=2, color="image", particles=3000, size=64, hold=0, dot=1),
+    )
+    rgb = np.asarray(Image.open(out / "frame_0001.png").convert("RGB"), dtype=int)
+    w = rgb.shape[1]
+    left, right = rgb[:, : w // 2].reshape(-1, 3), rgb[:, w // 2 :].reshape(-1, 3)
+    red = lambda a: (a[:, 0] > a[:, 2] + 60).sum()  # noqa: E731
+    blue = lambda a: (a[:, 2] > a[:, 0] + 60).sum()  # noqa: E731
+    assert red(left) > 3 * blue(left) and blue(right) > 3 * red(right)
+
+
+def test_bad_suffix_and_options_are_refused(tiny_run: Path, tmp_path: Path) -> None:
+    run = load_run(tiny_run)
+    with pytest.raises(FlowgifError, match="gif"):
+        render(run, tmp_path / "a.avi", RenderOptions(frames=2, **FAST))
+    with pytest.raises(FlowgifError, match="particles"):
+        render(run, tmp_path / "a.gif", RenderOptions(frames=2, particles=0))
