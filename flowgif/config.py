@@ -55,14 +55,16 @@ class FieldConfig:
         time_features: sin/cos features of t (0 feeds t itself).
         fourier_features: random Fourier features of x (0 = off); they help sharp edges.
         fourier_scale: standard deviation of the Fourier frequencies, in cycles per model unit.
+        arch: ``mlp``, or ``concatsquash`` (every layer gated by t, as FFJORD's 2D models).
     """
 
     width: int = 256
     depth: int = 4
     activation: str = "silu"
     time_features: int = 8
-    fourier_features: int = 0
+    fourier_features: int = 64
     fourier_scale: float = 1.0
+    arch: str = "mlp"
 
 
 @dataclass
@@ -85,13 +87,15 @@ class TrainConfig:
         threads: torch CPU threads (0 = torch's default). One is fastest on a busy 2-core machine.
         device: ``auto``, ``cpu`` or ``cuda``.
         checkpoint_every: steps between checkpoints.
+        finetune: with ``fm``, the last fraction of the budget fine-tunes by maximum likelihood
+            through the adjoint (the ``ffjord`` section's solver settings), a hybrid of both.
     """
 
     method: str = "fm"
     steps: int = 0
     minutes: float = 3.0
     batch: int = 2048
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup: int = 100
@@ -101,6 +105,7 @@ class TrainConfig:
     threads: int = 1
     device: str = "auto"
     checkpoint_every: int = 1000
+    finetune: float = 0.0
 
 
 @dataclass
@@ -168,6 +173,7 @@ class SolveConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
+    "field.arch": ("mlp", "concatsquash"),
     "train.method": ("fm", "ffjord"),
     "train.schedule": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -277,6 +283,8 @@ class Config:
                 raise FlowgifError(f"{source}: {dotted} = {value} must be {need}")
         if not 0 <= self.density.ink_floor < 1:
             raise FlowgifError(f"{source}: density.ink_floor must be in [0, 1)")
+        if not 0 <= self.train.finetune < 1:
+            raise FlowgifError(f"{source}: train.finetune must be in [0, 1)")
         if not 0 <= self.train.ema < 1:
             raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
         if self.train.steps == 0 and self.train.minutes == 0:

@@ -20,12 +20,26 @@ ACTIVATIONS = {
 }
 
 
+class ConcatSquash(nn.Module):
+    """FFJORD's time-gated linear layer: ``(W h + b) * sigmoid(g(t)) + c(t)``."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(n_in, n_out)
+        self.gate = nn.Linear(1, n_out)
+        self.bias = nn.Linear(1, n_out, bias=False)
+
+    def forward(self, t: Tensor, h: Tensor) -> Tensor:
+        return self.layer(h) * torch.sigmoid(self.gate(t)) + self.bias(t)
+
+
 class VectorField(nn.Module):
     """MLP velocity ``v(t, x)`` on ``dim``-dimensional points.
 
     Input features: ``x``, ``time_features`` sin/cos pairs of t (or t itself), and optionally
     ``fourier_features`` random Fourier features of x (fixed Gaussian frequencies), which let a
-    small MLP draw sharp edges.
+    small MLP draw sharp edges. With ``arch = "concatsquash"`` every layer is instead gated by
+    t, as in FFJORD's own 2D models (time features are then not used).
 
     Args:
         config: widths, depth, activation and feature counts.
@@ -50,23 +64,23 @@ class VectorField(nn.Module):
         self.register_buffer(
             "x_freq", 2 * math.pi * config.fourier_scale * torch.randn(dim, f, generator=gen)
         )
-        n_in = dim + (2 * k if k else 1) + 2 * f
-        act = ACTIVATIONS[config.activation]
-        layers: list[nn.Module] = []
-        for i in range(config.depth):
-            layers += [nn.Linear(n_in if i == 0 else config.width, config.width), act()]
-        layers.append(nn.Linear(config.width if config.depth else n_in, dim))
-        self.net = nn.Sequential(*layers)
+        self.squash = config.arch == "concatsquash"
+        n_in = dim + 2 * f + (0 if self.squash else 2 * k if k else 1)
+        sizes = [n_in] + [config.width] * config.depth + [dim]
+        make = ConcatSquash if self.squash else nn.Linear
+        self.layers = nn.ModuleList(make(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.act = ACTIVATIONS[config.activation]()
 
     def features(self, t: Tensor, x: Tensor) -> Tensor:
-        t = torch.as_tensor(t).to(x)
-        t = t.expand(x.shape[0], 1) if t.dim() == 0 else t.reshape(-1, 1)
+        """Network input: x, time features (MLP only) and Fourier features of x."""
         parts = [x]
-        if self.t_freq.numel():
-            a = t * self.t_freq
-            parts += [torch.sin(a), torch.cos(a)]
-        else:
-            parts.append(t)
+        if not self.squash:
+            t = _column(t, x)
+            parts += (
+                [torch.sin(t * self.t_freq), torch.cos(t * self.t_freq)]
+                if len(self.t_freq)
+                else [t]
+            )
         if self.x_freq.shape[1]:
             b = x @ self.x_freq
             parts += [torch.sin(b), torch.cos(b)]
@@ -74,4 +88,18 @@ class VectorField(nn.Module):
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         """Velocity at time ``t`` (scalar, ``(N,)`` or ``(N, 1)``), points ``x`` ``(N, dim)``."""
-        return self.net(self.features(t, x))
+        h = self.features(t, x)
+        if self.squash:
+            t = _column(t, x)
+            for layer in self.layers[:-1]:
+                h = self.act(layer(t, h))
+            return self.layers[-1](t, h)
+        for layer in self.layers[:-1]:
+            h = self.act(layer(h))
+        return self.layers[-1](h)
+
+
+def _column(t: Tensor | float, x: Tensor) -> Tensor:
+    """Time as an ``(N, 1)`` column matching ``x``."""
+    t = torch.as_tensor(t).to(x)
+    return t.expand(x.shape[0], 1) if t.dim() == 0 else t.reshape(-1, 1)

@@ -75,7 +75,7 @@ def train(
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
 ) -> TrainResult:
-    """Fit a vector field to ``density`` with ``config.train.method``.
+    """Fit a vector field to ``density`` with ``config.train.method`` (and ``finetune``).
 
     Args:
         config: the full run configuration.
@@ -99,7 +99,8 @@ def train(
     ema = copy.deepcopy(field).requires_grad_(False) if tc.ema > 0 else None
     opt = torch.optim.Adam(field.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
-    dyn = AugmentedDynamics(field) if tc.method == "ffjord" else None
+    ml = tc.method == "ffjord"
+    dyn = AugmentedDynamics(field) if ml or tc.finetune > 0 else None
     step, spent, losses = 0, 0.0, []
     if resume is not None:
         field.load_state_dict(resume["field"])
@@ -132,7 +133,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             x1 = density.sample(tc.batch, generator=gen)
-            if dyn is None:
+            if not (ml or fraction >= 1.0 - tc.finetune):
                 loss = fm_loss(field, x1, config.fm, gen)
                 shown = loss.detach()
             else:
@@ -181,6 +182,7 @@ def train_run(
     out: Path,
     progress: Callable[[Progress], None] | None = None,
     resume: bool = False,
+    preview: bool = True,
 ) -> TrainResult:
     """Train on a picture and write the run folder ``out`` (see :mod:`flowgif.run`).
 
@@ -190,6 +192,7 @@ def train_run(
         out: the run folder; created if needed.
         progress: called after every step.
         resume: continue from ``out/checkpoint.pt`` (config and image must match).
+        preview: write ``out/samples.png`` (50,000 samples) at the end.
     """
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
@@ -221,6 +224,8 @@ def train_run(
 
     device = resolve_device(config.train.device)
     result = train(config, density, device, progress=progress, checkpoint=save, resume=state)
+    if not preview:
+        return result
     sc = config.solve
     x = sample(result.field, 50_000, config.train.seed, sc.method, sc.atol, sc.rtol, device)
     write_samples_png(out / "samples.png", img, density.to_pixels(x))

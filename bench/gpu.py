@@ -1,0 +1,127 @@
+"""One prepared GPU check: trainer speed per batch size (with/without torch.compile), the default
+config's fidelity after a short CUDA budget, and render times for 20k and 200k particles.
+
+    PYTHONPATH=. python bench/gpu.py --image ../shared/bench-imgs/github.png --seconds 20
+
+Prints a markdown table per part (copy it into bench/README.md with the device name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from flowgif.config import load_config
+from flowgif.density import ImageDensity, load_image
+from flowgif.evaluate import evaluate
+from flowgif.ffjord import ffjord_loss
+from flowgif.field import VectorField
+from flowgif.fm import fm_loss
+from flowgif.ode import AugmentedDynamics
+from flowgif.render import RenderOptions, render
+from flowgif.run import load_run
+from flowgif.train import train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def step_time(
+    cfg_name: str,
+    density: ImageDensity,
+    batch: int,
+    compiled: bool,
+    steps: int,
+    device: torch.device,
+) -> float:
+    cfg = load_config(ROOT / "configs" / f"{cfg_name}.toml").updated({"train.batch": batch})
+    torch.manual_seed(0)
+    field = VectorField(cfg.field).to(device)
+    model = torch.compile(field) if compiled else field
+    opt = torch.optim.Adam(field.parameters(), lr=1e-4)
+    gen = torch.Generator(device=device).manual_seed(0)
+    dyn = AugmentedDynamics(model) if cfg.train.method == "ffjord" else None
+
+    def one() -> None:
+        x1 = density.sample(batch, generator=gen)
+        if dyn is None:
+            loss = fm_loss(model, x1, cfg.fm, gen)
+        else:
+            loss, _ = ffjord_loss(dyn, x1, cfg.ffjord, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):  # warm-up (and compilation)
+        one()
+    torch.cuda.synchronize()
+    clock = time.perf_counter()
+    for _ in range(steps):
+        one()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - clock) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", default=str(ROOT.parent / "shared" / "bench-imgs" / "github.png"))
+    ap.add_argument("--seconds", type=float, default=20.0)
+    a = ap.parse_args()
+    device = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    density = ImageDensity.from_image(load_image(Path(a.image))).to(device)
+
+    print("\n| trainer | batch | compile | s/iter |\n|---|---|---|---|")
+    for batch in (4096, 16384, 65536):
+        for compiled in (False, True):
+            try:
+                s = step_time("default", density, batch, compiled, 30, device)
+                print(f"| default (fm) | {batch} | {compiled} | {s:.4f} |", flush=True)
+            except Exception as err:  # compile may be unavailable; report and go on
+                print(f"| default (fm) | {batch} | {compiled} | failed: {type(err).__name__} |")
+    for name in ("ffjord", "ffjord-paper"):
+        s = step_time(name, density, 1000, False, 10, device)
+        print(f"| {name} | 1000 | False | {s:.4f} |", flush=True)
+
+    print(
+        "\n| config | batch | budget | steps | kl | tv | on_ink | NFE |\n"
+        "|---|---|---|---|---|---|"
+        "---|---|"
+    )
+    for batch in (2048, 16384):
+        cfg = load_config(ROOT / "configs" / "default.toml").updated(
+            {
+                "train.minutes": a.seconds / 60,
+                "train.steps": 0,
+                "train.device": "cuda",
+                "train.batch": batch,
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train_run(Path(a.image), cfg, Path(tmp) / "run", preview=False)
+            run = load_run(Path(tmp) / "run", device)
+            f = evaluate(run, device=device)
+            print(
+                f"| default | {batch} | {a.seconds:g} s | {res.steps} | {f['kl']:.3f} | "
+                f"{f['tv']:.3f} | {f['on_ink']:.3f} | {f['nfe']} |",
+                flush=True,
+            )
+            print(
+                "\n| particles | frames | solve s | draw s | encode s | NFE | MB |\n"
+                "|---|---|---|---|---|---|---|"
+            )
+            for n in (20_000, 200_000):
+                r = render(run, Path(tmp) / "f.gif", RenderOptions(particles=n), device)
+                s = r.seconds
+                print(
+                    f"| {n} | {r.frames} | {s['solve']:.2f} | {s['draw']:.2f} | "
+                    f"{s['encode']:.2f} | {r.nfe} | {r.bytes / 1e6:.1f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
