@@ -6,11 +6,13 @@ Heavy modules (torch and everything that uses it) are imported inside the comman
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -67,6 +69,21 @@ RunArg = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the noise the particles start from.")]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="TOML config file, or the name of one in configs/ (fast, default, quality).",
+        show_default=False,
+    ),
+]
+StepsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Training steps (alone, no time limit).", show_default=False),
+]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(min=0.01, help="Wall-time budget (alone, no step limit).", show_default=False),
+]
 
 
 def guarded(fn: F) -> F:
@@ -107,6 +124,16 @@ def root(
     """Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it."""
 
 
+def _budget(steps: int | None, minutes: float | None) -> dict[str, Any]:
+    """A budget given alone replaces the config's other budget."""
+    out: dict[str, Any] = {}
+    if steps is not None:
+        out = {"train.steps": steps, "train.minutes": 0.0 if minutes is None else minutes}
+    elif minutes is not None:
+        out = {"train.minutes": minutes, "train.steps": 0}
+    return out
+
+
 def _run_or_latest(run: Path | None) -> Path:
     from flowgif.run import find_latest_run
 
@@ -136,13 +163,7 @@ def train(
             show_default=False,
         ),
     ] = None,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            help="TOML config file, or the name of one in configs/ (fast, default, quality).",
-            show_default=False,
-        ),
-    ] = None,
+    config: ConfigOpt = None,
     method: Annotated[
         Method | None,
         typer.Option(
@@ -150,16 +171,8 @@ def train(
             show_default=False,
         ),
     ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(min=1, help="Training steps (alone, no time limit).", show_default=False),
-    ] = None,
-    minutes: Annotated[
-        float | None,
-        typer.Option(
-            min=0.01, help="Wall-time budget (alone, no step limit).", show_default=False
-        ),
-    ] = None,
+    steps: StepsOpt = None,
+    minutes: MinutesOpt = None,
     batch: Annotated[
         int | None, typer.Option(min=1, help="Points per step.", show_default=False)
     ] = None,
@@ -225,8 +238,6 @@ def train(
         cfg = load_config(_config_path(config))
     overrides: dict[str, Any] = {
         "train.method": method.value if method else None,
-        "train.steps": steps,
-        "train.minutes": minutes,
         "train.batch": batch,
         "train.lr": lr,
         "train.seed": seed,
@@ -236,11 +247,9 @@ def train(
         "density.ink_floor": ink_floor,
         "density.resolution": resolution,
     }
-    if steps is not None and minutes is None:
-        overrides["train.minutes"] = 0.0
-    if minutes is not None and steps is None:
-        overrides["train.steps"] = 0
-    cfg = cfg.updated({k: v for k, v in overrides.items() if v is not None})
+    cfg = cfg.updated(
+        {k: v for k, v in overrides.items() if v is not None} | _budget(steps, minutes)
+    )
     from flowgif.density import load_image
 
     load_image(img)  # a bad picture is reported before any folder is made
@@ -256,14 +265,40 @@ def train(
     err_console.print(
         f"training [bold]{tc.method}[/bold] on {img} for {budget} -> {out}", highlight=False
     )
-    with _progress_bar() as update:
-        result = train_run(img, cfg, out, progress=update, resume=resume is not None)
+    try:
+        with _progress_bar() as update, _sigterm_as_interrupt():
+            result = train_run(img, cfg, out, progress=update, resume=resume is not None)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: checkpoint saved in {out}; continue with "
+            f"`flowgif train --resume {out}`",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     out_console.print(
         f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
         f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
         f"{out}",
         highlight=False,
     )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's kill) saves a checkpoint just as Ctrl-C does."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
@@ -449,6 +484,80 @@ def eval_(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     out_console.print(table)
     atomic_write_text(path / "eval.json", json.dumps(res, indent=2) + "\n")
+
+
+@app.command(name="batch")
+@guarded
+def batch_(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of pictures (found by content, not suffix).")
+    ],
+    out: Annotated[Path, typer.Option(help="Where the run folders go.")] = Path("runs"),
+    config: ConfigOpt = None,
+    steps: StepsOpt = None,
+    minutes: MinutesOpt = None,
+    render_args: Annotated[
+        str,
+        typer.Option(help='Options for `flowgif render`, e.g. "--frames 60 --color image".'),
+    ] = "",
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Pictures at once (processes, 1 thread each).")
+    ] = 1,
+    recursive: Annotated[bool, typer.Option(help="Include sub-folders.")] = False,
+) -> None:
+    """Train and render every picture of a folder; skips what is done, resumes what was cut
+    short, goes on past bad pictures. Exits 1 if any picture failed."""
+    from flowgif.batch import run_batch, summary
+    from flowgif.config import load_config
+    from flowgif.run import atomic_write_text
+
+    cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
+    render = _parse_render_args(render_args)
+
+    def report(item: Any) -> None:
+        colour = {"done": "green", "skipped": "cyan", "failed": "red"}[item.status]
+        err_console.print(
+            f"[{colour}]{item.status}[/{colour}] {item.image} {item.reason}", highlight=False
+        )
+
+    items = run_batch(folder, out, cfg, render, jobs, recursive, report)
+    table = Table(title=f"batch {folder}")
+    for column in ("picture", "status", "run", "note"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(item.image, item.status, item.run, item.reason)
+    out_console.print(table)
+    result = summary(items)
+    atomic_write_text(out / "batch.json", json.dumps(result, indent=2) + "\n")
+    out_console.print(
+        f"{result['done']} done, {result['skipped']} skipped, "
+        f"{result['failed']} failed; see {out / 'batch.json'}",
+        highlight=False,
+    )
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+def _parse_render_args(text: str) -> dict[str, Any]:
+    """Parse ``--render-args`` with the render command's own options and checks."""
+    import shlex
+
+    import click
+
+    from flowgif.render import RenderOptions
+
+    command = typer.main.get_command(app).commands["render"]  # type: ignore[attr-defined]
+    try:
+        ctx = command.make_context("render", shlex.split(text), resilient_parsing=False)
+    except click.UsageError as err:
+        raise FlowgifError(f"--render-args: {err.format_message()}") from None
+    except ValueError as err:
+        raise FlowgifError(f"--render-args: {err}") from None
+    params = ctx.params
+    if params.get("run") or params.get("out"):
+        raise FlowgifError("--render-args: RUN and --out are set by batch itself")
+    fields = set(RenderOptions.__dataclass_fields__)
+    return {k: str(v) if isinstance(v, StrEnum) else v for k, v in params.items() if k in fields}
 
 
 def main() -> None:

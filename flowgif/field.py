@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -68,7 +69,7 @@ class VectorField(nn.Module):
         n_in = dim + 2 * f + (0 if self.squash else 2 * k if k else 1)
         sizes = [n_in] + [config.width] * config.depth + [dim]
         make = ConcatSquash if self.squash else nn.Linear
-        self.layers = nn.ModuleList(make(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(make(a, b) for a, b in itertools.pairwise(sizes))
         self.act = ACTIVATIONS[config.activation]()
 
     def features(self, t: Tensor, x: Tensor) -> Tensor:

@@ -74,6 +74,19 @@ class RenderOptions:
     quality: int = 7
     dot: int = 0
 
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise FlowgifError(f"--color {self.color!r} is not one of: {', '.join(COLORS)}")
+        if self.background not in BACKGROUNDS:
+            raise FlowgifError(f"--background {self.background!r} is not one of: light, dark")
+        if self.loop not in ("forward", "pingpong"):
+            raise FlowgifError(f"--loop {self.loop!r} is not one of: forward, pingpong")
+        for name in ("frames", "fps", "particles", "size"):
+            if getattr(self, name) < (2 if name == "frames" else 1):
+                raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
+        if self.hold < 0:
+            raise FlowgifError("--hold must be >= 0 seconds")
+
 
 @dataclass
 class RenderReport:
@@ -141,7 +154,6 @@ def render(
     o = options or RenderOptions()
     out = Path(out)
     kind = _format(out)
-    _check(o)
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(o.seed)
@@ -220,20 +232,6 @@ def _format(out: Path) -> str:
     if suffix == "" or out.is_dir():
         return "folder"
     raise FlowgifError(f"cannot render to '{out.name}': use one of {', '.join(FORMATS)}")
-
-
-def _check(o: RenderOptions) -> None:
-    if o.color not in COLORS:
-        raise FlowgifError(f"--color {o.color!r} is not one of: {', '.join(COLORS)}")
-    if o.background not in BACKGROUNDS:
-        raise FlowgifError(f"--background {o.background!r} is not one of: light, dark")
-    if o.loop not in ("forward", "pingpong"):
-        raise FlowgifError(f"--loop {o.loop!r} is not one of: forward, pingpong")
-    for name in ("frames", "fps", "particles", "size"):
-        if getattr(o, name) < (2 if name == "frames" else 1):
-            raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
-    if o.hold < 0:
-        raise FlowgifError("--hold must be >= 0 seconds")
 
 
 def _p_image(frame: np.ndarray, palette: Palette) -> Image.Image:

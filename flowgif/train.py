@@ -37,6 +37,9 @@ from flowgif.run import (
 
 __all__ = ["Progress", "TrainResult", "train", "train_run"]
 
+MAX_RETRIES = 4  # non-finite losses survived (each halves the learning rate) before giving up
+GOOD_EVERY = 100  # steps between in-memory copies of known-good weights
+
 
 @dataclass
 class Progress:
@@ -101,7 +104,7 @@ def train(
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     ml = tc.method == "ffjord"
     dyn = AugmentedDynamics(field) if ml or tc.finetune > 0 else None
-    step, spent, losses = 0, 0.0, []
+    step, spent, losses, lr_scale = 0, 0.0, [], 1.0
     if resume is not None:
         field.load_state_dict(resume["field"])
         if ema is not None and resume.get("ema") is not None:
@@ -109,6 +112,7 @@ def train(
         opt.load_state_dict(resume["optimizer"])
         gen.set_state(resume["generator"])
         step, spent = int(resume["step"]), float(resume["seconds"])
+        lr_scale = float(resume.get("lr_scale", 1.0))
         losses = [tuple(r) for r in resume["losses"].tolist()]
         losses = [(int(s), t, v, lr) for s, t, v, lr in losses]
 
@@ -121,7 +125,19 @@ def train(
             "step": step,
             "seconds": spent,
             "losses": torch.tensor(losses, dtype=torch.float64),
+            "lr_scale": lr_scale,
         }
+
+    def snapshot() -> dict:
+        return copy.deepcopy(
+            {
+                "field": field.state_dict(),
+                "optimizer": opt.state_dict(),
+                "ema": ema.state_dict() if ema else None,
+            }
+        )
+
+    good, retries = snapshot(), 0
 
     budget = tc.minutes * 60.0
     start = time.perf_counter() - spent
@@ -129,7 +145,7 @@ def train(
     loss_value = float("nan")
     try:
         while fraction < 1.0:
-            lr = tc.lr * lr_factor(config, step, fraction)
+            lr = tc.lr * lr_scale * lr_factor(config, step, fraction)
             for group in opt.param_groups:
                 group["lr"] = lr
             x1 = density.sample(tc.batch, generator=gen)
@@ -140,24 +156,34 @@ def train(
                 loss, shown = ffjord_loss(dyn, x1, config.ffjord, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(field.parameters(), tc.grad_clip)
+            norm = nn.utils.clip_grad_norm_(field.parameters(), tc.grad_clip or math.inf)
+            loss_value = float(shown)
+            if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
+                # Diverged: go back to the last good weights with half the learning rate.
+                retries += 1
+                if retries > MAX_RETRIES:
+                    raise FlowgifError(
+                        f"training diverged at step {step} {retries} times (loss {loss_value}); "
+                        "the last good checkpoint is kept; lower --lr"
+                    )
+                field.load_state_dict(good["field"])
+                opt.load_state_dict(good["optimizer"])
+                if ema is not None:
+                    ema.load_state_dict(good["ema"])
+                lr_scale *= 0.5
+                continue
             opt.step()
             if ema is not None:
                 decay = min(tc.ema, (1 + step) / (10 + step))
                 torch._foreach_lerp_(list(ema.parameters()), list(field.parameters()), 1 - decay)
-            loss_value = float(shown)
-            if not math.isfinite(loss_value):
-                raise FlowgifError(
-                    f"training diverged at step {step} (loss {loss_value}); "
-                    "lower --lr or raise the solver tolerance"
-                )
             step += 1
             spent = time.perf_counter() - start
             losses.append((step, spent, loss_value, lr))
             fraction = _fraction(tc.steps, budget, step, spent)
             if progress is not None:
                 progress(Progress(step, fraction, loss_value, spent))
+            if step % GOOD_EVERY == 0:
+                good = snapshot()
             if checkpoint is not None and step % tc.checkpoint_every == 0:
                 checkpoint(payload())
     except KeyboardInterrupt:

@@ -157,3 +157,36 @@ def test_bad_checkpoints_are_refused_and_left_alone(tiny_run: Path, tmp_path: Pa
 
 def test_render_to_unknown_suffix(tiny_run: Path, tmp_path: Path) -> None:
     assert_one_line_error(call("render", tiny_run, "--out", tmp_path / "x.avi"), ".gif")
+
+
+def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path) -> None:
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.new("L", (24, 16), 255).save(pics / "blank.png")  # no ink: fails
+    img = Image.new("L", (24, 16), 255)
+    img.paste(0, (4, 4, 14, 12))
+    img.save(pics / "box.png")
+    img.save(pics / "box_no_suffix", format="PNG")  # found by content
+    (pics / "notes.png").write_text("not a picture")  # ignored: not an image by content
+    out = tmp_path / "runs"
+    args = ["batch", pics, "--out", out, "--config", SMOKE, "--steps", 10, "--render-args",
+            "--frames 3 --particles 200 --size 48"]
+    first = call(*args)
+    assert first.exit_code == 1, first.output  # one failure
+    report = json.loads((out / "batch.json").read_text())
+    assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 1)
+    failed = [i for i in report["items"] if i["status"] == "failed"][0]
+    assert "blank" in failed["image"] and "no ink" in failed["reason"]
+    assert Image.open(out / "box" / "flow.gif").n_frames == 3
+    assert (out / "box_no_suffix" / "done.json").is_file()
+    second = call(*args)
+    report = json.loads((out / "batch.json").read_text())
+    assert (report["done"], report["skipped"], report["failed"]) == (0, 2, 1)
+    changed = call(*args[:-1], "--frames 4 --particles 200 --size 48")  # new render options
+    report = json.loads((out / "batch.json").read_text())
+    assert report["done"] == 2 and changed.exit_code == 1 and second.exit_code == 1
+
+
+def test_batch_rejects_bad_render_args(tmp_path: Path) -> None:
+    assert_one_line_error(call("batch", tmp_path, "--render-args", "--frames -1"), "frames")
+    assert_one_line_error(call("batch", tmp_path / "none"), "not a folder")

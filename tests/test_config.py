@@ -22,9 +22,9 @@ def test_every_bundled_config_loads_and_round_trips(path) -> None:
 
 
 def test_errors_name_the_key_and_the_type() -> None:
-    with pytest.raises(FlowgifError, match="unknown key 'train.stepz'"):
+    with pytest.raises(FlowgifError, match=r"unknown key 'train\.stepz'"):
         Config().updated({"train.stepz": 1})
-    with pytest.raises(FlowgifError, match="train.batch must be int"):
+    with pytest.raises(FlowgifError, match=r"train\.batch must be int"):
         Config().updated({"train.batch": 1.5})
     with pytest.raises(FlowgifError, match="not one of"):
         Config().updated({"train.method": "gan"})

@@ -90,3 +90,32 @@ def test_run_folder_is_complete_and_reloads(tiny_run: Path) -> None:
     assert run.field(torch.tensor(0.5), x).shape == (5, 2)
     lines = (tiny_run / "loss.csv").read_text().splitlines()
     assert lines[0] == "step,seconds,loss,lr" and len(lines) == 41
+
+
+def test_a_non_finite_loss_rolls_back_and_halves_the_lr(tiny_png: Path, monkeypatch) -> None:
+    import flowgif.train as training
+
+    real, calls = training.fm_loss, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 8 else loss
+
+    monkeypatch.setattr(training, "fm_loss", flaky)
+    result = train(SMOKE.updated({"train.steps": 20}), tiny_density(tiny_png), torch.device("cpu"))
+    assert result.steps == 20 and all(np.isfinite(row[2]) for row in result.losses)
+    scheduled = SMOKE.train.lr * training.lr_factor(SMOKE, 19, 19 / 20)
+    assert result.losses[-1][3] == pytest.approx(0.5 * scheduled)
+    assert all(torch.isfinite(p).all() for p in result.field.parameters())
+
+
+def test_divergence_that_persists_stops_with_a_clear_error(tiny_png: Path, monkeypatch) -> None:
+    import flowgif.train as training
+    from flowgif.errors import FlowgifError
+
+    monkeypatch.setattr(
+        training, "fm_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+    )
+    with pytest.raises(FlowgifError, match="diverged"):
+        train(SMOKE, tiny_density(tiny_png), torch.device("cpu"))
