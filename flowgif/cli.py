@@ -376,6 +376,9 @@ def render(
         float, typer.Option(min=0.0, help="Seconds on the finished picture (half on the noise).")
     ] = 1.0,
     ease: Annotated[bool, typer.Option(help="Slow start and end.")] = True,
+    zoom: Annotated[
+        bool, typer.Option(help="Start wide enough for the whole noise cloud, glide in.")
+    ] = True,
     dot: Annotated[
         int, typer.Option(min=0, max=16, help="Particle size in pixels (0: from --size).")
     ] = 0,
@@ -405,6 +408,7 @@ def render(
         loop=loop.value,
         quality=quality,
         dot=dot,
+        zoom=zoom,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

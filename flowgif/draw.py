@@ -44,6 +44,16 @@ class Canvas:
         height = max(2, 2 * round((h0 * scale + 2 * margin * inner) / 2))
         return cls(width, height, scale, ((width - w0 * scale) / 2, (height - h0 * scale) / 2))
 
+    def zoomed(self, factor: float) -> Canvas:
+        """The same canvas looking ``factor`` times closer (< 1: further) at its centre."""
+        cx, cy = self.width / 2, self.height / 2
+        return Canvas(
+            self.width,
+            self.height,
+            self.scale * factor,
+            (cx + (self.offset[0] - cx) * factor, cy + (self.offset[1] - cy) * factor),
+        )
+
     def flat_index(self, uv: np.ndarray, dot: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Flat canvas indices covered by ``dot x dot`` squares at the points, and the point
         each index belongs to (points off the canvas are dropped)."""

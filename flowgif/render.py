@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flowgif.density import ImageDensity
 from flowgif.draw import BACKGROUNDS, Canvas, Palette, draw_frame, hue_colors, make_palette
 from flowgif.errors import FlowgifError
 from flowgif.ode import SolveStats, sample_paths
@@ -29,6 +30,7 @@ from flowgif.run import Run, atomic_write
 __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
 
 COLORS = ("position", "image", "density", "mono")
+NOISE_RADIUS = 3.0  # the first frame shows N(0, I) out to this radius
 FORMATS = (".gif", ".mp4", ".webp", "folder of PNG frames (no suffix)")
 DENSITY_STOPS = np.array(
     [
@@ -59,6 +61,8 @@ class RenderOptions:
         loop: ``forward`` or ``pingpong`` (noise -> picture -> noise).
         quality: MP4 quality, 0-10.
         dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
+        zoom: start zoomed out far enough to show the whole noise cloud and glide in to the
+            picture's frame (a wide or tall picture's frame would crop the noise).
     """
 
     frames: int = 120
@@ -73,6 +77,7 @@ class RenderOptions:
     loop: str = "forward"
     quality: int = 7
     dot: int = 0
+    zoom: bool = True
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -105,6 +110,19 @@ def frame_times(frames: int, ease: bool) -> torch.Tensor:
     """``frames`` times from 0 to 1, cosine-eased when ``ease``."""
     s = torch.linspace(0.0, 1.0, frames, dtype=torch.float64)
     return (0.5 - 0.5 * torch.cos(math.pi * s) if ease else s).float()
+
+
+def camera(canvas: Canvas, density: ImageDensity, frames: int, zoom: bool) -> list[Canvas]:
+    """One view per frame: from one showing N(0, I) out to NOISE_RADIUS, to the picture's frame."""
+    if not zoom:
+        return [canvas] * frames
+    # Canvas half-sizes in model units; the noise needs NOISE_RADIUS in both directions.
+    per_unit = canvas.scale * density.size[0] / (2 * density.half[0])  # canvas px per unit
+    room = min(canvas.width, canvas.height) / 2 / per_unit
+    start = min(1.0, room / NOISE_RADIUS)
+    s = np.linspace(0.0, 1.0, frames)
+    ease = s * s * (3 - 2 * s)  # smoothstep: the camera starts and stops gently
+    return [canvas.zoomed(start ** (1 - e)) for e in ease]
 
 
 def particle_colors(
@@ -176,6 +194,7 @@ def render(
     report.seconds["solve"] = time.perf_counter() - clock
     color, palette = particle_colors(run, paths[0], paths[-1], o.color, o.background)
     canvas = Canvas.around(run.density.size, o.size)
+    views = camera(canvas, run.density, o.frames, o.zoom)
     dot = o.dot or max(1, round(o.size / 256))
     report.width, report.height = canvas.width, canvas.height
     order = list(range(o.frames))
@@ -194,7 +213,7 @@ def render(
             t0 = time.perf_counter()
             if i not in cache:
                 uv = run.density.to_pixels(paths[i])
-                index, who = canvas.flat_index(uv, dot)
+                index, who = views[i].flat_index(uv, dot)
                 frame = draw_frame(index, color[who], canvas, palette)
                 if o.loop == "pingpong":
                     cache[i] = frame  # played twice; index frames are small

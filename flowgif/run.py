@@ -31,6 +31,7 @@ __all__ = [
     "find_latest_run",
     "load_checkpoint",
     "load_run",
+    "native_bf16",
     "new_run_dir",
     "resolve_device",
     "save_checkpoint",
@@ -120,6 +121,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise FlowgifError("--device cuda asked for, but no CUDA device is available; use auto")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products are native (fast) on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, may vanish
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from flowgif.run import (
     atomic_write_text,
     ink_tensor,
     load_checkpoint,
+    native_bf16,
     resolve_device,
     save_checkpoint,
     write_loss_csv,
@@ -102,6 +103,7 @@ def train(
     ema = copy.deepcopy(field).requires_grad_(False) if tc.ema > 0 else None
     opt = torch.optim.Adam(field.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
     ml = tc.method == "ffjord"
     dyn = AugmentedDynamics(field) if ml or tc.finetune > 0 else None
     step, spent, losses, lr_scale = 0, 0.0, [], 1.0
@@ -150,7 +152,8 @@ def train(
                 group["lr"] = lr
             x1 = density.sample(tc.batch, generator=gen)
             if not (ml or fraction >= 1.0 - tc.finetune):
-                loss = fm_loss(field, x1, config.fm, gen)
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    loss = fm_loss(field, x1, config.fm, gen)
                 shown = loss.detach()
             else:
                 loss, shown = ffjord_loss(dyn, x1, config.ffjord, gen)
