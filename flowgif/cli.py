@@ -490,6 +490,48 @@ def eval_(
     atomic_write_text(path / "eval.json", json.dumps(res, indent=2) + "\n")
 
 
+class PlotKind(StrEnum):
+    density = "density"
+    field = "field"
+    paths = "paths"
+    loss = "loss"
+
+
+@app.command()
+@guarded
+def plot(
+    run: RunArg = None,
+    kind: Annotated[
+        PlotKind,
+        typer.Option(
+            help="density: learned log-density beside the target; field: v(t, x) at "
+            "several t; paths: particle trajectories; loss: training curve."
+        ),
+    ] = PlotKind.density,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="PNG file \\[default: <run>/<kind>.png].", show_default=False),
+    ] = None,
+    times: Annotated[
+        str, typer.Option(help="Comma-separated times for --kind field.")
+    ] = "0,0.5,0.9,1",
+    device: DeviceOpt = Device.auto,
+) -> None:
+    """Draw a PNG that explains a run (needs matplotlib: pip install 'flowgif[plot]')."""
+    from flowgif.plot import plot as draw_plot
+    from flowgif.run import load_run, resolve_device
+
+    try:
+        ts = tuple(float(t) for t in times.split(","))
+    except ValueError:
+        raise FlowgifError(f"--times must be numbers separated by commas, got {times!r}") from None
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    out = out or path / f"{kind.value}.png"
+    draw_plot(load_run(path, dev), kind.value, out, times=ts, device=dev)
+    out_console.print(f"wrote {out}", highlight=False)
+
+
 @app.command(name="batch")
 @guarded
 def batch_(

@@ -108,3 +108,14 @@ def test_bad_suffix_and_options_are_refused(tiny_run: Path, tmp_path: Path) -> N
         render(run, tmp_path / "a.avi", RenderOptions(frames=2, **FAST))
     with pytest.raises(FlowgifError, match="particles"):
         render(run, tmp_path / "a.gif", RenderOptions(frames=2, particles=0))
+
+
+@pytest.mark.parametrize("kind", ["density", "field", "paths", "loss"])
+def test_each_plot_kind_writes_a_png(tiny_run: Path, tmp_path: Path, kind: str) -> None:
+    from flowgif.plot import plot
+
+    out = tmp_path / f"{kind}.png"
+    plot(load_run(tiny_run), kind, out, grid=16, particles=50)
+    img = Image.open(out)
+    assert img.format == "PNG" and min(img.size) > 100
+    assert np.asarray(img.convert("L")).std() > 5  # something was drawn
