@@ -73,7 +73,9 @@ def load_image(path: Path, max_side: int | None = None) -> Image.Image:
     except FlowgifError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise FlowgifError(f"{path} is too large to decode safely") from None
+        raise FlowgifError(
+            f"{path} is too large to decode safely: at most {MAX_PIXELS:,} pixels"
+        ) from None
     except UnidentifiedImageError:
         raise FlowgifError(f"{path} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as err:

@@ -169,8 +169,18 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     img.save(pics / "box_no_suffix", format="PNG")  # found by content
     (pics / "notes.png").write_text("not a picture")  # ignored: not an image by content
     out = tmp_path / "runs"
-    args = ["batch", pics, "--out", out, "--config", SMOKE, "--steps", 10, "--render-args",
-            "--frames 3 --particles 200 --size 48"]
+    args = [
+        "batch",
+        pics,
+        "--out",
+        out,
+        "--config",
+        SMOKE,
+        "--steps",
+        10,
+        "--render-args",
+        "--frames 3 --particles 200 --size 48",
+    ]
     first = call(*args)
     assert first.exit_code == 1, first.output  # one failure
     report = json.loads((out / "batch.json").read_text())
@@ -190,3 +200,58 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
 def test_batch_rejects_bad_render_args(tmp_path: Path) -> None:
     assert_one_line_error(call("batch", tmp_path, "--render-args", "--frames -1"), "frames")
     assert_one_line_error(call("batch", tmp_path / "none"), "not a folder")
+
+
+def test_checkpoint_from_another_format_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    import torch
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    torch.save({"format": "flowgif-checkpoint/0", "field": {}}, run / "checkpoint.pt")
+    assert_one_line_error(call("render", run), "retrain")
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_finishes(tiny_png: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "r"
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowgif",
+        "train",
+        "--img",
+        str(tiny_png),
+        "--config",
+        SMOKE,
+        "--steps",
+        "100000",
+        "--out",
+        str(run),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    deadline = time.time() + 60
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    from flowgif.run import load_checkpoint
+
+    step = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert step >= 20
+    result = call("train", "--resume", run, "--steps", step + 5)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == step + 5
