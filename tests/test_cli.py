@@ -185,7 +185,7 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     assert first.exit_code == 1, first.output  # one failure
     report = json.loads((out / "batch.json").read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 1)
-    failed = [i for i in report["items"] if i["status"] == "failed"][0]
+    failed = next(i for i in report["items"] if i["status"] == "failed")
     assert "blank" in failed["image"] and "no ink" in failed["reason"]
     assert Image.open(out / "box" / "flow.gif").n_frames == 3
     assert (out / "box_no_suffix" / "done.json").is_file()
