@@ -376,6 +376,9 @@ def render(
         float, typer.Option(min=0.0, help="Seconds on the finished picture (half on the noise).")
     ] = 1.0,
     ease: Annotated[bool, typer.Option(help="Slow start and end.")] = True,
+    trail: Annotated[
+        int, typer.Option(min=0, max=30, help="Frames of fading trail behind each particle.")
+    ] = 0,
     zoom: Annotated[
         bool, typer.Option(help="Start wide enough for the whole noise cloud, glide in.")
     ] = True,
@@ -409,6 +412,7 @@ def render(
         quality=quality,
         dot=dot,
         zoom=zoom,
+        trail=trail,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

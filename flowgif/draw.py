@@ -79,7 +79,7 @@ class Palette:
 
 
 def make_palette(
-    colors: np.ndarray, background: tuple[int, int, int], min_alpha: float = 0.6
+    colors: np.ndarray, background: tuple[int, int, int], min_alpha: float = 0.25
 ) -> Palette:
     """Palette for ``K`` particle colours ``(K, 3)`` over ``background``, as many levels as fit.
 
@@ -105,27 +105,31 @@ def hue_colors(k: int, dark: bool) -> np.ndarray:
 
 
 def draw_frame(
-    index: np.ndarray, color: np.ndarray, canvas: Canvas, palette: Palette, saturate: float = 4.0
+    index: np.ndarray,
+    color: np.ndarray,
+    canvas: Canvas,
+    palette: Palette,
+    weight: np.ndarray | None = None,
+    saturate: float = 3.0,
 ) -> np.ndarray:
     """One ``(H, W)`` uint8 index frame.
 
     Args:
-        index: flat canvas index per particle on the canvas.
-        color: colour number (``0..K-1``) per particle, same length.
+        index: flat canvas index per drawn point.
+        color: colour number (``0..K-1``) per point, same length; where points share a pixel
+            the last one's colour shows.
         canvas: the frame geometry.
         palette: the fixed palette.
-        saturate: particles per pixel that reach full colour (log scale in between).
+        weight: per-point weight (1 if None); trails use less for older positions.
+        saturate: weight per pixel that reaches full colour; level ~ log(1 + weight).
     """
     n = canvas.width * canvas.height
-    counts = np.bincount(index, minlength=n)
+    counts = np.bincount(index, weights=weight, minlength=n)
     top = np.zeros(n, dtype=np.int64)
-    top[index] = color  # where particles share a pixel, one of their colours shows
+    top[index] = color
     levels = palette.levels
-    if levels > 1:
-        lvl = 1 + np.floor((levels - 1) * np.log(np.maximum(counts, 1)) / np.log(saturate))
-        lvl = np.minimum(lvl, levels).astype(np.int64)
-    else:
-        lvl = np.ones(n, dtype=np.int64)
+    f = np.log1p(counts) / np.log1p(saturate)
+    lvl = np.clip(1 + np.round((levels - 1) * f), 1, levels).astype(np.int64)
     frame = np.where(counts > 0, 1 + top * levels + lvl - 1, 0)
     return frame.astype(np.uint8).reshape(canvas.height, canvas.width)
 
@@ -157,7 +161,7 @@ def write_samples_png(
     target = flatten_rgb(img).resize((canvas.width, canvas.height), Image.Resampling.LANCZOS)
     palette = make_palette(np.array([[20, 20, 30]]), BACKGROUNDS["light"], min_alpha=0.25)
     index, _ = canvas.flat_index(samples_uv)
-    frame = draw_frame(index, np.zeros(len(index), dtype=np.int64), canvas, palette, 8.0)
+    frame = draw_frame(index, np.zeros(len(index), dtype=np.int64), canvas, palette, None, 8.0)
     drawn = Image.fromarray(frame, mode="P")
     drawn.putpalette(palette.rgb.ravel().tolist())
     gap = 8

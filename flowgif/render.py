@@ -61,6 +61,7 @@ class RenderOptions:
         loop: ``forward`` or ``pingpong`` (noise -> picture -> noise).
         quality: MP4 quality, 0-10.
         dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
+        trail: earlier frames drawn as a fading trail behind each particle (0 = none).
         zoom: start zoomed out far enough to show the whole noise cloud and glide in to the
             picture's frame (a wide or tall picture's frame would crop the noise).
     """
@@ -78,6 +79,7 @@ class RenderOptions:
     quality: int = 7
     dot: int = 0
     zoom: bool = True
+    trail: int = 0
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -89,6 +91,8 @@ class RenderOptions:
         for name in ("frames", "fps", "particles", "size"):
             if getattr(self, name) < (2 if name == "frames" else 1):
                 raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
+        if self.trail < 0 or self.dot < 0:
+            raise FlowgifError("--trail and --dot must be >= 0")
         if self.hold < 0:
             raise FlowgifError("--hold must be >= 0 seconds")
 
@@ -207,20 +211,27 @@ def render(
     report.frames = len(order)
     report.seconds["draw"] = 0.0
 
+    def draw(q: int) -> np.ndarray:
+        """Frame at play position q: its particles over a fading trail of earlier positions."""
+        view = views[order[q]]
+        idx, col, wts = [], [], []
+        for age in range(min(o.trail, q), -1, -1):  # oldest first, so the newest shows on top
+            index, who = view.flat_index(run.density.to_pixels(paths[order[q - age]]), dot)
+            idx.append(index)
+            col.append(color[who])
+            wts.append(np.full(len(index), (1 - age / (o.trail + 1)) ** 2))
+        weight = np.concatenate(wts) if o.trail else None
+        return draw_frame(np.concatenate(idx), np.concatenate(col), canvas, palette, weight)
+
     def frames() -> Iterator[np.ndarray]:
-        cache: dict[int, np.ndarray] = {}
-        for i in order:
+        cache: dict[tuple[int, ...], np.ndarray] = {}
+        for q in range(len(order)):
             t0 = time.perf_counter()
-            if i not in cache:
-                uv = run.density.to_pixels(paths[i])
-                index, who = views[i].flat_index(uv, dot)
-                frame = draw_frame(index, color[who], canvas, palette)
-                if o.loop == "pingpong":
-                    cache[i] = frame  # played twice; index frames are small
-            else:
-                frame = cache[i]
+            key = tuple(order[max(0, q - o.trail) : q + 1])  # pingpong repeats some frames
+            if key not in cache:
+                cache = {key: draw(q)}  # keep one: index frames are small but many
             report.seconds["draw"] += time.perf_counter() - t0
-            yield frame
+            yield cache[key]
 
     clock = time.perf_counter()
     if kind == ".gif":

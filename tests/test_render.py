@@ -119,3 +119,14 @@ def test_each_plot_kind_writes_a_png(tiny_run: Path, tmp_path: Path, kind: str) 
     img = Image.open(out)
     assert img.format == "PNG" and min(img.size) > 100
     assert np.asarray(img.convert("L")).std() > 5  # something was drawn
+
+
+def test_trails_add_fainter_pixels_behind_particles(tiny_run: Path, tmp_path: Path) -> None:
+    run = load_run(tiny_run)
+    drawn = []
+    for trail in (0, 4):
+        out = tmp_path / f"t{trail}"
+        render(run, out, RenderOptions(frames=10, trail=trail, hold=0, zoom=False, **FAST))
+        mid = np.asarray(Image.open(out / "frame_0005.png").convert("L"))
+        drawn.append((mid < 250).sum())
+    assert drawn[1] > 1.3 * drawn[0]
