@@ -23,10 +23,15 @@ from flowgif.field import VectorField
 from flowgif.fm import fm_loss
 from flowgif.ode import AugmentedDynamics
 from flowgif.render import RenderOptions, render
-from flowgif.run import load_run
+from flowgif.run import load_run, native_bf16
 from flowgif.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def step_time(
@@ -48,7 +53,8 @@ def step_time(
     def one() -> None:
         x1 = density.sample(batch, generator=gen)
         if dyn is None:
-            loss = fm_loss(model, x1, cfg.fm, gen)
+            with torch.autocast(device.type, torch.bfloat16, enabled=native_bf16(device)):
+                loss = fm_loss(model, x1, cfg.fm, gen)
         else:
             loss, _ = ffjord_loss(dyn, x1, cfg.ffjord, gen)
         opt.zero_grad()
@@ -57,11 +63,11 @@ def step_time(
 
     for _ in range(5):  # warm-up (and compilation)
         one()
-    torch.cuda.synchronize()
+    sync(device)
     clock = time.perf_counter()
     for _ in range(steps):
         one()
-    torch.cuda.synchronize()
+    sync(device)
     return (time.perf_counter() - clock) / steps
 
 
@@ -69,13 +75,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", default=str(ROOT.parent / "shared" / "bench-imgs" / "github.png"))
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a dry run on a CPU")
     a = ap.parse_args()
-    device = torch.device("cuda")
-    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    device = torch.device(a.device)
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    print(f"device: {name}, torch {torch.__version__}", flush=True)
+    batches = (256, 512) if a.quick else (4096, 16384, 65536)
+    train_batches = (256,) if a.quick else (2048, 16384)
+    particles = (2000,) if a.quick else (20_000, 200_000)
     density = ImageDensity.from_image(load_image(Path(a.image))).to(device)
 
     print("\n| trainer | batch | compile | s/iter |\n|---|---|---|---|")
-    for batch in (4096, 16384, 65536):
+    for batch in batches:
         for compiled in (False, True):
             try:
                 s = step_time("default", density, batch, compiled, 30, device)
@@ -91,19 +103,19 @@ def main() -> None:
         "|---|---|---|---|---|---|"
         "---|---|"
     )
-    for batch in (2048, 16384):
+    for batch in train_batches:
         cfg = load_config(ROOT / "configs" / "default.toml").updated(
             {
                 "train.minutes": a.seconds / 60,
                 "train.steps": 0,
-                "train.device": "cuda",
+                "train.device": a.device,
                 "train.batch": batch,
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
             res = train_run(Path(a.image), cfg, Path(tmp) / "run", preview=False)
             run = load_run(Path(tmp) / "run", device)
-            f = evaluate(run, device=device)
+            f = evaluate(run, n_nll=2000 if a.quick else 20_000, device=device)
             print(
                 f"| default | {batch} | {a.seconds:g} s | {res.steps} | {f['kl']:.3f} | "
                 f"{f['tv']:.3f} | {f['on_ink']:.3f} | {f['nfe']} |",
@@ -113,8 +125,9 @@ def main() -> None:
                 "\n| particles | frames | solve s | draw s | encode s | NFE | MB |\n"
                 "|---|---|---|---|---|---|---|"
             )
-            for n in (20_000, 200_000):
-                r = render(run, Path(tmp) / "f.gif", RenderOptions(particles=n), device)
+            for n in particles:
+                opts = RenderOptions(particles=n, frames=10 if a.quick else 120)
+                r = render(run, Path(tmp) / "f.gif", opts, device)
                 s = r.seconds
                 print(
                     f"| {n} | {r.frames} | {s['solve']:.2f} | {s['draw']:.2f} | "

@@ -379,6 +379,9 @@ def render(
     trail: Annotated[
         int, typer.Option(min=0, max=30, help="Frames of fading trail behind each particle.")
     ] = 0,
+    glow: Annotated[
+        float, typer.Option(min=0.0, max=10.0, help="Soft halo around particles (0: crisp).")
+    ] = 0.0,
     zoom: Annotated[
         bool, typer.Option(help="Start wide enough for the whole noise cloud, glide in.")
     ] = True,
@@ -413,6 +416,7 @@ def render(
         dot=dot,
         zoom=zoom,
         trail=trail,
+        glow=glow,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

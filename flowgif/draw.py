@@ -111,6 +111,7 @@ def draw_frame(
     palette: Palette,
     weight: np.ndarray | None = None,
     saturate: float = 3.0,
+    glow: float = 0.0,
 ) -> np.ndarray:
     """One ``(H, W)`` uint8 index frame.
 
@@ -122,16 +123,34 @@ def draw_frame(
         palette: the fixed palette.
         weight: per-point weight (1 if None); trails use less for older positions.
         saturate: weight per pixel that reaches full colour; level ~ log(1 + weight).
+        glow: strength of a soft halo (a blurred copy of the particles, in their colours).
     """
     n = canvas.width * canvas.height
     counts = np.bincount(index, weights=weight, minlength=n)
     top = np.zeros(n, dtype=np.int64)
     top[index] = color
+    if glow > 0:
+        counts, top = _add_glow(counts, top, canvas, glow)
     levels = palette.levels
     f = np.log1p(counts) / np.log1p(saturate)
     lvl = np.clip(1 + np.round((levels - 1) * f), 1, levels).astype(np.int64)
     frame = np.where(counts > 0, 1 + top * levels + lvl - 1, 0)
     return frame.astype(np.uint8).reshape(canvas.height, canvas.width)
+
+
+def _add_glow(
+    counts: np.ndarray, top: np.ndarray, canvas: Canvas, strength: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spread each pixel's weight with a small Gaussian; empty pixels take a neighbour's colour."""
+    from scipy.ndimage import gaussian_filter, grey_dilation  # only needed for glow
+
+    shape = (canvas.height, canvas.width)
+    c = counts.reshape(shape)
+    halo = gaussian_filter(c, sigma=1.5, mode="constant") * strength
+    near = grey_dilation(np.where(c > 0, top.reshape(shape), -1), size=(5, 5))
+    empty = (c == 0) & (near >= 0)
+    top = np.where(empty, near, top.reshape(shape)).ravel()
+    return (c + np.where(c > 0, 0, halo) * empty).ravel(), top
 
 
 def flatten_rgb(

@@ -61,6 +61,7 @@ class RenderOptions:
         loop: ``forward`` or ``pingpong`` (noise -> picture -> noise).
         quality: MP4 quality, 0-10.
         dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
+        glow: strength of a soft halo around the particles (0 = crisp dots; try 1).
         trail: earlier frames drawn as a fading trail behind each particle (0 = none).
         zoom: start zoomed out far enough to show the whole noise cloud and glide in to the
             picture's frame (a wide or tall picture's frame would crop the noise).
@@ -80,6 +81,7 @@ class RenderOptions:
     dot: int = 0
     zoom: bool = True
     trail: int = 0
+    glow: float = 0.0
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -91,8 +93,8 @@ class RenderOptions:
         for name in ("frames", "fps", "particles", "size"):
             if getattr(self, name) < (2 if name == "frames" else 1):
                 raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
-        if self.trail < 0 or self.dot < 0:
-            raise FlowgifError("--trail and --dot must be >= 0")
+        if self.trail < 0 or self.dot < 0 or self.glow < 0:
+            raise FlowgifError("--trail, --dot and --glow must be >= 0")
         if self.hold < 0:
             raise FlowgifError("--hold must be >= 0 seconds")
 
@@ -221,7 +223,9 @@ def render(
             col.append(color[who])
             wts.append(np.full(len(index), (1 - age / (o.trail + 1)) ** 2))
         weight = np.concatenate(wts) if o.trail else None
-        return draw_frame(np.concatenate(idx), np.concatenate(col), canvas, palette, weight)
+        return draw_frame(
+            np.concatenate(idx), np.concatenate(col), canvas, palette, weight, glow=o.glow
+        )
 
     def frames() -> Iterator[np.ndarray]:
         cache: dict[tuple[int, ...], np.ndarray] = {}

@@ -121,12 +121,13 @@ def test_each_plot_kind_writes_a_png(tiny_run: Path, tmp_path: Path, kind: str) 
     assert np.asarray(img.convert("L")).std() > 5  # something was drawn
 
 
-def test_trails_add_fainter_pixels_behind_particles(tiny_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("effect", [{"trail": 4}, {"glow": 1.0}])
+def test_trails_and_glow_add_fainter_pixels(tiny_run: Path, tmp_path: Path, effect) -> None:
     run = load_run(tiny_run)
     drawn = []
-    for trail in (0, 4):
-        out = tmp_path / f"t{trail}"
-        render(run, out, RenderOptions(frames=10, trail=trail, hold=0, zoom=False, **FAST))
+    for extra in ({}, effect):
+        out = tmp_path / f"t{len(drawn)}"
+        render(run, out, RenderOptions(frames=10, hold=0, zoom=False, **FAST, **extra))
         mid = np.asarray(Image.open(out / "frame_0005.png").convert("L"))
         drawn.append((mid < 250).sum())
     assert drawn[1] > 1.3 * drawn[0]
