@@ -145,7 +145,7 @@ def _add_glow(
     from scipy.ndimage import gaussian_filter, grey_dilation  # only needed for glow
 
     shape = (canvas.height, canvas.width)
-    c = counts.reshape(shape)
+    c = counts.reshape(shape).astype(np.float64)
     halo = gaussian_filter(c, sigma=1.5, mode="constant") * strength
     near = grey_dilation(np.where(c > 0, top.reshape(shape), -1), size=(5, 5))
     empty = (c == 0) & (near >= 0)
