@@ -7,6 +7,7 @@ Heavy modules (torch and everything that uses it) are imported inside the comman
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import signal
@@ -393,31 +394,11 @@ def render(
     device: DeviceOpt = Device.auto,
 ) -> None:
     """Animate a trained run: particles from N(0,I) carried to the picture."""
-    from flowgif.render import RenderOptions
     from flowgif.render import render as do_render
-    from flowgif.run import load_run, resolve_device
 
-    path = _run_or_latest(run)
-    dev = resolve_device(device.value)
-    loaded = load_run(path, dev)
+    opts = _render_options(locals())
+    path, loaded, dev = _load(run, device)
     out = out or path / "flow.gif"
-    opts = RenderOptions(
-        frames=frames,
-        fps=fps,
-        particles=particles,
-        size=size,
-        color=color.value,
-        background=background.value,
-        seed=seed,
-        ease=ease,
-        hold=hold,
-        loop=loop.value,
-        quality=quality,
-        dot=dot,
-        zoom=zoom,
-        trail=trail,
-        glow=glow,
-    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         report = do_render(loaded, out, opts, dev)
@@ -448,11 +429,9 @@ def sample(
     import numpy as np
 
     from flowgif.ode import sample as draw_samples
-    from flowgif.run import atomic_write, load_run, resolve_device
+    from flowgif.run import atomic_write
 
-    path = _run_or_latest(run)
-    dev = resolve_device(device.value)
-    loaded = load_run(path, dev)
+    path, loaded, dev = _load(run, device)
     sc = loaded.config.solve
     x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev)
     uv = loaded.density.to_pixels(x).astype(np.float32)
@@ -483,11 +462,9 @@ def eval_(
     """Score a run against its picture: kl (nats), nll, entropy, tv, on_ink, NFE; writes
     <run>/eval.json."""
     from flowgif.evaluate import evaluate
-    from flowgif.run import atomic_write_text, load_run, resolve_device
+    from flowgif.run import atomic_write_text
 
-    path = _run_or_latest(run)
-    dev = resolve_device(device.value)
-    loaded = load_run(path, dev)
+    path, loaded, dev = _load(run, device)
     res = evaluate(loaded, n_nll, samples, cells, device=dev)
     table = Table(title=f"eval {path}", show_header=True)
     table.add_column("figure")
@@ -527,16 +504,14 @@ def plot(
 ) -> None:
     """Draw a PNG that explains a run (needs matplotlib: pip install 'flowgif[plot]')."""
     from flowgif.plot import plot as draw_plot
-    from flowgif.run import load_run, resolve_device
 
     try:
         ts = tuple(float(t) for t in times.split(","))
     except ValueError:
         raise FlowgifError(f"--times must be numbers separated by commas, got {times!r}") from None
-    path = _run_or_latest(run)
-    dev = resolve_device(device.value)
+    path, loaded, dev = _load(run, device)
     out = out or path / f"{kind.value}.png"
-    draw_plot(load_run(path, dev), kind.value, out, times=ts, device=dev)
+    draw_plot(loaded, kind.value, out, times=ts, device=dev)
     out_console.print(f"wrote {out}", highlight=False)
 
 
@@ -598,8 +573,6 @@ def _parse_render_args(text: str) -> dict[str, Any]:
 
     import click
 
-    from flowgif.render import RenderOptions
-
     command = typer.main.get_command(app).commands["render"]  # type: ignore[attr-defined]
     try:
         ctx = command.make_context("render", shlex.split(text), resilient_parsing=False)
@@ -610,8 +583,26 @@ def _parse_render_args(text: str) -> dict[str, Any]:
     params = ctx.params
     if params.get("run") or params.get("out"):
         raise FlowgifError("--render-args: RUN and --out are set by batch itself")
+    return dataclasses.asdict(_render_options(params))
+
+
+def _render_options(params: dict[str, Any]) -> Any:
+    """RenderOptions from the render command's parameters (enums to their values)."""
+    from flowgif.render import RenderOptions
+
     fields = set(RenderOptions.__dataclass_fields__)
-    return {k: str(v) if isinstance(v, StrEnum) else v for k, v in params.items() if k in fields}
+    return RenderOptions(
+        **{k: str(v) if isinstance(v, StrEnum) else v for k, v in params.items() if k in fields}
+    )
+
+
+def _load(run: Path | None, device: Device) -> tuple[Path, Any, Any]:
+    """The run folder (or the latest), the loaded run and the resolved device."""
+    from flowgif.run import load_run, resolve_device
+
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    return path, load_run(path, dev), dev
 
 
 def main() -> None:
