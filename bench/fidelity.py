@@ -93,6 +93,23 @@ def run_row(
     }
 
 
+def store(row: dict) -> list[dict]:
+    """Add ``row`` to results.json (replacing its key), safe beside other bench processes."""
+    import fcntl
+
+    def key(r: dict) -> tuple:
+        return (r["name"], r["image"], r["budget_s"], r["threads"])
+
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+        rows = [r for r in rows if key(r) != key(row)] + [row]
+        tmp = RESULTS.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        os.replace(tmp, RESULTS)
+    return rows
+
+
 def machine() -> str:
     import torch
 
@@ -183,10 +200,7 @@ def main() -> None:
                     if old and not a.force:
                         continue
                     row = run_row(config, image, budget, a.set, name, a.threads)
-                    rows = [r for r in rows if r not in old] + [row]
-                    tmp = RESULTS.with_suffix(".json.tmp")
-                    tmp.write_text(json.dumps(rows, indent=1))
-                    os.replace(tmp, RESULTS)
+                    rows = store(row)
                     print(
                         f"{name} {image.name} {budget:g}s: kl {row['kl']:.3f} tv "
                         f"{row['tv']:.3f} on_ink {row['on_ink']:.3f} ({row['steps']} steps)",
