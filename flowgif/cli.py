@@ -24,6 +24,7 @@ from rich.table import Table
 
 from flowgif import __version__
 from flowgif.errors import FlowgifError
+from flowgif.targets import TOYS
 
 app = typer.Typer(
     add_completion=False,
@@ -45,6 +46,9 @@ class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+Toy = StrEnum("Toy", {name: name for name in TOYS})
 
 
 class ColorMode(StrEnum):
@@ -153,6 +157,19 @@ def _config_path(value: str | None) -> Path | None:
 @app.command()
 @guarded
 def train(
+    text: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit a word set in type instead of a picture, e.g. --text Ada.",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        Toy | None,
+        typer.Option(
+            help="Fit a classic 2D toy density instead of a picture.", show_default=False
+        ),
+    ] = None,
     img: Annotated[
         Path | None,
         typer.Option(help="The picture (PNG, JPEG, GIF, BMP, WebP ...).", show_default=False),
@@ -226,16 +243,28 @@ def train(
     from flowgif.config import load_config
     from flowgif.run import load_checkpoint, new_run_dir
 
+    source: dict[str, Any] = {
+        "image": img,
+        "text": text,
+        "target": target.value if target else None,
+    }
     if resume is not None:
         ckpt = load_checkpoint(resume / "checkpoint.pt")
         from flowgif.config import Config
 
         cfg = Config.from_dict(ckpt["config"], source=str(resume))
-        img = img or Path(ckpt.get("image", ""))
+        label = str(ckpt.get("image", ""))
+        kind, _, value = label.partition(":")
+        if kind in ("text", "target"):
+            source = {"image": None, "text": None, "target": None, kind: value}
+        elif img is None:
+            source["image"] = Path(label)
         out = resume
     else:
-        if img is None:
-            raise FlowgifError("give a picture with --img PATH (or --resume RUN)")
+        if sum(v is not None for v in source.values()) != 1:
+            raise FlowgifError(
+                "give exactly one of --img PATH, --text WORD or --target NAME (or --resume RUN)"
+            )
         cfg = load_config(_config_path(config))
     overrides: dict[str, Any] = {
         "train.method": method.value if method else None,
@@ -251,11 +280,11 @@ def train(
     cfg = cfg.updated(
         {k: v for k, v in overrides.items() if v is not None} | _budget(steps, minutes)
     )
-    from flowgif.density import load_image
+    from flowgif.train import Source, train_run
 
-    load_image(img)  # a bad picture is reported before any folder is made
-    out = out or new_run_dir(Path("runs"), img.stem)
-    from flowgif.train import train_run
+    src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
+    name = img.stem if source["image"] else (source["target"] or _slug(source["text"]))
+    out = out or new_run_dir(Path("runs"), name)
 
     tc = cfg.train
     budget = (
@@ -264,11 +293,14 @@ def train(
         + (f"{tc.minutes:g} min" if tc.minutes else "")
     )
     err_console.print(
-        f"training [bold]{tc.method}[/bold] on {img} for {budget} -> {out}", highlight=False
+        f"training [bold]{tc.method}[/bold] on {src.label} for {budget} -> {out}",
+        highlight=False,
     )
     try:
         with _progress_bar() as update, _sigterm_as_interrupt():
-            result = train_run(img, cfg, out, progress=update, resume=resume is not None)
+            result = train_run(
+                **source, config=cfg, out=out, progress=update, resume=resume is not None
+            )
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: checkpoint saved in {out}; continue with "
@@ -282,6 +314,11 @@ def train(
         f"{out}",
         highlight=False,
     )
+
+
+def _slug(text: str) -> str:
+    """A folder name for a word: letters, digits, '-' and '_' only."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "text"
 
 
 @contextlib.contextmanager

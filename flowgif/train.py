@@ -8,6 +8,7 @@ checkpoints. The loss is ``fm`` (flow matching) or ``ffjord`` (maximum likelihoo
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from flowgif import __version__
@@ -35,6 +37,7 @@ from flowgif.run import (
     save_checkpoint,
     write_loss_csv,
 )
+from flowgif.targets import WINDOW, text_image, toy_density, toy_picture
 
 __all__ = ["Progress", "TrainResult", "train", "train_run"]
 
@@ -205,45 +208,99 @@ def _fraction(steps: int, budget: float, step: int, seconds: float) -> float:
     return max(a, b)
 
 
+@dataclass
+class Source:
+    """What a run is trained on: a picture file, a word set in type, or a toy density.
+
+    Attributes:
+        label: the picture's path, ``text:WORD`` or ``target:NAME`` (stored in the checkpoint).
+        digest: SHA-256 identifying the content (a resumed run must match it).
+        picture: the picture (toy densities: a grey rendering of the density).
+        density: the density to fit.
+        config: the config, with ``density.extent`` set to the toy window for toy targets.
+    """
+
+    label: str
+    digest: str
+    picture: Image.Image
+    density: ImageDensity
+    config: Config
+
+    @classmethod
+    def load(
+        cls,
+        config: Config,
+        image: Path | None = None,
+        text: str | None = None,
+        target: str | None = None,
+    ) -> Source:
+        """Exactly one of ``image``, ``text`` or ``target``."""
+        if sum(x is not None for x in (image, text, target)) != 1:
+            raise FlowgifError("give exactly one of --img PATH, --text WORD or --target NAME")
+        dc = config.density
+        if target is not None:
+            density = toy_density(target, dc.resolution)
+            config = config.updated({"density.extent": WINDOW})
+            label = f"target:{target.lower()}"
+            return cls(label, _digest(label), toy_picture(density), density, config)
+        if text is not None:
+            img, label = text_image(text), f"text:{text}"
+            digest = _digest(label)
+        else:
+            img, label, digest = (
+                load_image(image, max_side=dc.resolution),
+                str(image),
+                image_hash(image),
+            )
+        density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
+        return cls(label, digest, img, density, config)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def train_run(
-    image: Path,
+    image: Path | None,
     config: Config,
     out: Path,
     progress: Callable[[Progress], None] | None = None,
     resume: bool = False,
     preview: bool = True,
+    text: str | None = None,
+    target: str | None = None,
 ) -> TrainResult:
-    """Train on a picture and write the run folder ``out`` (see :mod:`flowgif.run`).
+    """Train on a picture (or a word, or a toy target) and write the run folder ``out``.
 
     Args:
-        image: the picture.
+        image: the picture (or None with ``text`` or ``target``).
         config: the run configuration (written to ``out/config.toml``).
         out: the run folder; created if needed.
         progress: called after every step.
         resume: continue from ``out/checkpoint.pt`` (config and image must match).
         preview: write ``out/samples.png`` (50,000 samples) at the end.
+        text: a word to set in type and fit instead of a picture.
+        target: a toy density (:data:`flowgif.targets.TOYS`) instead of a picture.
     """
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
     out = Path(out)
-    dc = config.density
-    img = load_image(image, max_side=dc.resolution)
-    density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
-    digest = image_hash(image)
+    src = Source.load(config, image, text, target)
+    config, density, img = src.config, src.density, src.picture
     state = None
     if resume:
         state = load_checkpoint(out / CHECKPOINT)
-        if state.get("image_hash") != digest:
-            raise FlowgifError(f"{image} is not the picture {out} was trained on")
+        if state.get("image_hash") != src.digest:
+            raise FlowgifError(f"{src.label} is not what {out} was trained on")
     atomic_write_text(out / "config.toml", dump_toml(config.to_dict()))
     meta = {
         "config": config.to_dict(),
         "seed": config.train.seed,
-        "image": str(image),
-        "image_hash": digest,
+        "image": src.label,
+        "image_hash": src.digest,
         "ink": ink_tensor(density),
         "size": list(density.size),
-        "colors": torch.from_numpy(ink_colors(img, density.grid, dc.invert)),
+        "colors": torch.from_numpy(ink_colors(img, density.grid, config.density.invert)),
         "flowgif": __version__,
     }
 

@@ -1,0 +1,61 @@
+"""Toy targets and words: the same density machinery, checked against closed forms."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowgif.errors import FlowgifError
+from flowgif.targets import TOYS, text_image, toy_density
+from tests.test_cli import SMOKE, call
+
+
+def test_checkerboard_entropy_is_log_of_its_area() -> None:
+    assert toy_density("checkerboard", 64).entropy() == pytest.approx(math.log(32.0))
+
+
+def test_separated_gaussian_mixture_entropy_matches_closed_form() -> None:
+    sigma2 = (0.5 / math.sqrt(2)) ** 2  # FFJORD's 8 Gaussians, far apart
+    expected = math.log(8) + math.log(2 * math.pi * math.e * sigma2)
+    assert toy_density("8gaussians", 512).entropy() == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_every_toy_is_a_normalised_density_in_data_coordinates(name: str) -> None:
+    d = toy_density(name, 128)
+    assert d.probs_np.sum() == pytest.approx(1.0) and d.half == (4.0, 4.0)
+    x = d.sample(20_000, torch.Generator().manual_seed(0))
+    assert float(-d.log_prob(x).mean()) == pytest.approx(d.entropy(), abs=0.05)
+    assert float(x.abs().max()) <= 4.0
+
+
+def test_moons_sit_where_sklearn_puts_them() -> None:
+    x = toy_density("moons", 256).sample(20_000).numpy()
+    # sklearn's arcs have mean (0.5, 0.25); times 2 plus (-1, -0.2) gives (0, 0.3)
+    assert x[:, 0].mean() == pytest.approx(0.0, abs=0.05)
+    assert x[:, 1].mean() == pytest.approx(0.3, abs=0.05)
+
+
+def test_unknown_target_and_empty_text_are_refused() -> None:
+    with pytest.raises(FlowgifError, match="choose one of"):
+        toy_density("swissroll")
+    with pytest.raises(FlowgifError, match="empty"):
+        text_image("  ")
+
+
+def test_train_render_eval_on_a_target_and_a_word(tmp_path: Path) -> None:
+    for args, name in ((["--target", "8gaussians"], "8gaussians"), (["--text", "Ada"], "Ada")):
+        out = tmp_path / name
+        result = call("train", *args, "--config", SMOKE, "--steps", 10, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert call("render", out, "--frames", 3, "--particles", 200, "--size", 48).exit_code == 0
+        assert call("eval", out, "--n-nll", 300, "--samples", 1000).exit_code == 0
+    assert "extent = 4.0" in (tmp_path / "8gaussians" / "config.toml").read_text()
+    resumed = call("train", "--resume", tmp_path / "Ada", "--steps", 12)
+    assert resumed.exit_code == 0, resumed.output
+    both = call("train", "--text", "Ada", "--target", "moons")
+    assert both.exit_code == 1 and "exactly one" in both.output
