@@ -40,6 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Method(StrEnum):
     fm = "fm"
     ffjord = "ffjord"
+    reverse = "reverse"
 
 
 class Device(StrEnum):
@@ -48,7 +49,7 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-Toy = StrEnum("Toy", {name: name for name in TOYS})
+Toy = StrEnum("Toy", {name: name for name in (*TOYS, "u1", "u2", "u3", "u4")})
 
 
 class ColorMode(StrEnum):
@@ -167,7 +168,10 @@ def train(
     target: Annotated[
         Toy | None,
         typer.Option(
-            help="Fit a classic 2D toy density instead of a picture.", show_default=False
+            help="Fit a classic 2D toy density instead of a picture; u1-u4 are energies, "
+            "fitted by reverse KL.",
+            case_sensitive=False,
+            show_default=False,
         ),
     ] = None,
     img: Annotated[
@@ -283,6 +287,7 @@ def train(
     from flowgif.train import Source, train_run
 
     src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
+    cfg = src.config
     name = img.stem if source["image"] else (source["target"] or _slug(source["text"]))
     out = out or new_run_dir(Path("runs"), name)
 
@@ -299,7 +304,7 @@ def train(
     try:
         with _progress_bar() as update, _sigterm_as_interrupt():
             result = train_run(
-                **source, config=cfg, out=out, progress=update, resume=resume is not None
+                src, config=cfg, out=out, progress=update, resume=resume is not None
             )
     except KeyboardInterrupt:
         err_console.print(

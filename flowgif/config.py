@@ -72,8 +72,9 @@ class TrainConfig:
     """What every trainer shares.
 
     Attributes:
-        method: ``fm`` (flow matching, no ODE solve while training) or ``ffjord`` (maximum
-            likelihood through the adjoint ODE).
+        method: ``fm`` (flow matching, no ODE solve while training), ``ffjord`` (maximum
+            likelihood through the adjoint ODE) or ``reverse`` (reverse KL to an energy target,
+            sampling from the flow; chosen by itself for ``--target u1..u4``).
         steps: optimisation steps; 0 means "as many as ``minutes`` allows".
         minutes: wall-time budget; training stops at whichever of steps/minutes comes first.
         batch: points of the picture per step.
@@ -178,7 +179,7 @@ class SolveConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
     "field.arch": ("mlp", "concatsquash"),
-    "train.method": ("fm", "ffjord"),
+    "train.method": ("fm", "ffjord", "reverse"),
     "train.schedule": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from flowgif.density import image_hash, ink_map, load_image
+from flowgif.energy import ENERGIES, energy, log_partition
 from flowgif.ode import SolveStats, log_likelihood, sample
 from flowgif.run import Run
 
@@ -95,7 +96,9 @@ def evaluate(
         )
     scores = tv_score(ink, uv, cells, seed)
     chunks = -(-n_samples // 65536)
+    extra = _reverse_kl(run, min(n_nll, 20_000), seed, device)
     return {
+        **extra,
         "kl": nll - entropy,
         "nll": nll,
         "entropy": entropy,
@@ -109,6 +112,31 @@ def evaluate(
         "seconds_nll": nll_seconds,
         "seconds_sample": sample_seconds,
     }
+
+
+def _reverse_kl(run: Run, n: int, seed: int, device: torch.device | str) -> dict[str, float]:
+    """For energy targets: the reverse-KL bound ``E_q[log q + U]``, ``log Z`` and their sum."""
+    kind, _, name = str(run.meta.get("image", "")).partition(":")
+    if kind != "target" or name not in ENERGIES:
+        return {}
+    from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    z = torch.randn(n, 2, device=device, generator=gen)
+    tol = run.config.solve.eval_tol
+    with torch.no_grad():
+        x, delta, _, _ = augmented_solve(
+            AugmentedDynamics(run.field),
+            z,
+            run.config.solve.method,
+            tol,
+            tol,
+            adjoint=False,
+            forward=True,
+        )
+        bound = float((normal_log_prob(z) + delta + energy(name, x)).mean())
+    log_z = log_partition(name)
+    return {"reverse_kl_bound": bound, "log_z": log_z, "kl_reverse": bound + log_z}
 
 
 def _reference_ink(run: Run) -> tuple[np.ndarray, str]:

@@ -164,15 +164,23 @@ def log_likelihood(
 
 
 def augmented_solve(
-    dyn: AugmentedDynamics, x1: Tensor, method: str, atol: float, rtol: float, adjoint: bool
+    dyn: AugmentedDynamics,
+    x1: Tensor,
+    method: str,
+    atol: float,
+    rtol: float,
+    adjoint: bool,
+    forward: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Differentiable solve from the picture (t = 1) to the noise (t = 0) for training.
 
     Returns ``z``, ``delta`` with ``log p_1(x1) = log N(z) + delta``, and the integrals of the
-    kinetic energy and the Jacobian norm over [0, 1].
+    kinetic energy and the Jacobian norm over [0, 1]. With ``forward``, ``x1`` is noise carried
+    from t = 0 to 1 instead: it returns the end points and ``delta`` with
+    ``log p_1(end) = log N(x1) + delta``.
     """
     zero = torch.zeros(len(x1), device=x1.device, dtype=x1.dtype)
-    times = torch.tensor([1.0, 0.0]).to(x1)
+    times = torch.tensor([0.0, 1.0] if forward else [1.0, 0.0]).to(x1)
     state = (x1, zero, zero, zero)
     if adjoint:
         out = odeint_adjoint(
@@ -187,6 +195,8 @@ def augmented_solve(
     else:
         out = odeint(dyn, state, times, method=method, atol=atol, rtol=rtol)
     z, delta, kinetic, frob = (o[-1] for o in out)
+    if forward:  # log p_1 = log N - int div: the state integrated +div
+        return z, -delta, kinetic, frob
     # Integrating from 1 to 0 flips the signs of the two non-negative regulariser integrals.
     return z, delta, -kinetic, -frob
 

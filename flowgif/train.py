@@ -22,6 +22,7 @@ from torch import nn
 from flowgif import __version__
 from flowgif.config import Config, dump_toml
 from flowgif.density import ImageDensity, image_hash, ink_colors, load_image
+from flowgif.energy import ENERGIES, WINDOWS, energy_density, reverse_kl_loss
 from flowgif.errors import FlowgifError
 from flowgif.ffjord import ffjord_loss
 from flowgif.field import VectorField
@@ -81,6 +82,7 @@ def train(
     progress: Callable[[Progress], None] | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    energy: str | None = None,
 ) -> TrainResult:
     """Fit a vector field to ``density`` with ``config.train.method`` (and ``finetune``).
 
@@ -92,6 +94,7 @@ def train(
         checkpoint: called with a checkpoint payload every ``checkpoint_every`` steps, at the
             end, and on KeyboardInterrupt (which is then re-raised).
         resume: a loaded checkpoint to continue from.
+        energy: the energy target (:data:`flowgif.energy.ENERGIES`) for ``method = reverse``.
 
     Returns:
         The trained field and a summary.
@@ -108,7 +111,10 @@ def train(
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
     ml = tc.method == "ffjord"
-    dyn = AugmentedDynamics(field) if ml or tc.finetune > 0 else None
+    reverse = tc.method == "reverse"
+    if reverse and energy is None:
+        raise FlowgifError("--method reverse fits an energy target: use --target u1 (to u4)")
+    dyn = AugmentedDynamics(field) if ml or reverse or tc.finetune > 0 else None
     step, spent, losses, lr_scale = 0, 0.0, [], 1.0
     if resume is not None:
         field.load_state_dict(resume["field"])
@@ -153,12 +159,15 @@ def train(
             lr = tc.lr * lr_scale * lr_factor(config, step, fraction)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x1 = density.sample(tc.batch, generator=gen)
-            if not (ml or fraction >= 1.0 - tc.finetune):
+            if reverse:
+                loss, shown = reverse_kl_loss(dyn, energy, tc.batch, config.ffjord, gen, device)
+            elif not (ml or fraction >= 1.0 - tc.finetune):
+                x1 = density.sample(tc.batch, generator=gen)
                 with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                     loss = fm_loss(field, x1, config.fm, gen)
                 shown = loss.detach()
             else:
+                x1 = density.sample(tc.batch, generator=gen)
                 loss, shown = ffjord_loss(dyn, x1, config.ffjord, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -217,7 +226,9 @@ class Source:
         digest: SHA-256 identifying the content (a resumed run must match it).
         picture: the picture (toy densities: a grey rendering of the density).
         density: the density to fit.
-        config: the config, with ``density.extent`` set to the toy window for toy targets.
+        config: the config, with ``density.extent`` set to the toy window for toy targets (and
+            ``train.method = reverse`` for energy targets).
+        energy: the energy target's name, if it is one.
     """
 
     label: str
@@ -225,6 +236,7 @@ class Source:
     picture: Image.Image
     density: ImageDensity
     config: Config
+    energy: str | None = None
 
     @classmethod
     def load(
@@ -238,6 +250,14 @@ class Source:
         if sum(x is not None for x in (image, text, target)) != 1:
             raise FlowgifError("give exactly one of --img PATH, --text WORD or --target NAME")
         dc = config.density
+        if target is not None and target.lower() in ENERGIES:
+            name = target.lower()
+            density = energy_density(name, dc.resolution)
+            if config.train.method != "reverse":
+                config = config.updated({"train.method": "reverse"})
+            config = config.updated({"density.extent": WINDOWS[name]})
+            label = f"target:{name}"
+            return cls(label, _digest(label), toy_picture(density), density, config, name)
         if target is not None:
             density = toy_density(target, dc.resolution)
             config = config.updated({"density.extent": WINDOW})
@@ -261,7 +281,7 @@ def _digest(text: str) -> str:
 
 
 def train_run(
-    image: Path | None,
+    image: Path | Source | None,
     config: Config,
     out: Path,
     progress: Callable[[Progress], None] | None = None,
@@ -273,7 +293,7 @@ def train_run(
     """Train on a picture (or a word, or a toy target) and write the run folder ``out``.
 
     Args:
-        image: the picture (or None with ``text`` or ``target``).
+        image: the picture, or a loaded :class:`Source` (or None with ``text`` or ``target``).
         config: the run configuration (written to ``out/config.toml``).
         out: the run folder; created if needed.
         progress: called after every step.
@@ -285,7 +305,7 @@ def train_run(
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
     out = Path(out)
-    src = Source.load(config, image, text, target)
+    src = image if isinstance(image, Source) else Source.load(config, image, text, target)
     config, density, img = src.config, src.density, src.picture
     state = None
     if resume:
@@ -309,7 +329,15 @@ def train_run(
         write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
 
     device = resolve_device(config.train.device)
-    result = train(config, density, device, progress=progress, checkpoint=save, resume=state)
+    result = train(
+        config,
+        density,
+        device,
+        progress=progress,
+        checkpoint=save,
+        resume=state,
+        energy=src.energy,
+    )
     if not preview:
         return result
     sc = config.solve

@@ -58,3 +58,37 @@ def test_train_render_eval_on_a_target_and_a_word(tmp_path: Path) -> None:
     assert resumed.exit_code == 0, resumed.output
     both = call("train", "--text", "Ada", "--target", "moons")
     assert both.exit_code == 1 and "exactly one" in both.output
+
+
+def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
+    from flowgif.config import load_config
+    from flowgif.energy import energy_density
+    from flowgif.train import train
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "smoke.toml").updated(
+        {
+            "train.method": "reverse",
+            "train.steps": 40,
+            "train.batch": 128,
+            "train.lr": 1e-2,
+            "ffjord.atol": 1e-3,
+            "ffjord.rtol": 1e-3,
+            "train.ema": 0.0,
+            "density.extent": 6.0,
+        }
+    )
+    result = train(cfg, energy_density("u1", 32), torch.device("cpu"), energy="u1")
+    bound = [row[2] for row in result.losses]
+    assert sum(bound[-8:]) / 8 < sum(bound[:8]) / 8 - 1.0
+
+
+def test_u1_is_the_specified_two_mode_ring() -> None:
+    from flowgif.energy import energy
+
+    z = torch.tensor([[2.0, 2 * math.sqrt(3)], [0.0, 4.0], [2.0, 0.0]], dtype=torch.float64)
+    u = energy("u1", z)
+    expected_on_ring = -math.log(1 + math.exp(-0.5 * (4 / 0.8) ** 2))  # z1 = 2 on |z| = 4
+    assert float(u[0]) == pytest.approx(expected_on_ring)
+    assert float(u[1]) > float(u[0]) + 2  # on the ring but between the modes
+    assert float(u[2]) == pytest.approx(12.5, abs=1e-4)  # off the ring: 1/2 (2 / 0.4)^2
