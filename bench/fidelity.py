@@ -59,7 +59,15 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
         result = train_run(Path(image), cfg, Path(tmp) / "run", preview=False)
         figures = evaluate(load_run(Path(tmp) / "run"), n_nll=20_000, n_samples=100_000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"steps": result.steps, "train_s": result.seconds, "peak_mb": peak, **figures}
+    sc = cfg.solve
+    sampler = f"rk4 x{sc.steps}" if sc.method == "rk4" else f"{sc.method} {sc.atol:g}"
+    return {
+        "sampler": sampler,
+        "steps": result.steps,
+        "train_s": result.seconds,
+        "peak_mb": peak,
+        **figures,
+    }
 
 
 def run_row(
@@ -130,14 +138,15 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| config | image | budget | threads | steps | kl (nats) | tv | tv_floor | on_ink "
-        "| NFE | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| sampler | NFE | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in sorted(rows, key=lambda r: (r["image"], r["budget_s"], r["kl"])):
         lines.append(
             f"| {r['name']} | {r['image']} | {r['budget_s']:g} s | {r['threads']} | "
             f"{r['steps']} | {r['kl']:.3f} | {r['tv']:.3f} | {r['tv_floor']:.3f} | "
-            f"{r['on_ink']:.3f} | {r['nfe']} | {r['peak_mb']:.0f} |"
+            f"{r['on_ink']:.3f} | {r.get('sampler', 'dopri5 0.0001')} | {r['nfe']} | "
+            f"{r['peak_mb']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -288,8 +288,10 @@ def train(
 
     src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
     cfg = src.config
-    name = img.stem if source["image"] else (source["target"] or _slug(source["text"]))
-    out = out or new_run_dir(Path("runs"), name)
+    if out is None:
+        image = source["image"]
+        name = image.stem if image else (source["target"] or _slug(source["text"]))
+        out = new_run_dir(Path("runs"), name)
 
     tc = cfg.train
     budget = (
@@ -475,7 +477,7 @@ def sample(
 
     path, loaded, dev = _load(run, device)
     sc = loaded.config.solve
-    x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev)
+    x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev, steps=sc.steps)
     uv = loaded.density.to_pixels(x).astype(np.float32)
     out = out or path / "samples.npy"
     if out.suffix != ".npy":

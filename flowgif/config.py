@@ -164,16 +164,20 @@ class SolveConfig:
     """The ODE solves used to sample, render and evaluate a trained field.
 
     Attributes:
-        method: torchdiffeq method for sampling and rendering.
-        atol: absolute tolerance for sampling and rendering.
-        rtol: relative tolerance for sampling and rendering.
+        method: solver for sampling and rendering: ``rk4`` (fixed steps, cubic Hermite dense
+            output; 37 NFE, more accurate than dopri5 at 1e-4 on flow-matching paths) or a
+            torchdiffeq adaptive method such as ``dopri5`` (for the curvier paths of ``ffjord``).
+        atol: absolute tolerance of an adaptive method.
+        rtol: relative tolerance of an adaptive method.
         eval_tol: atol = rtol of the likelihood solves in ``flowgif eval``.
+        steps: steps of ``method = "rk4"`` (fixed steps with cubic Hermite dense output).
     """
 
-    method: str = "dopri5"
+    method: str = "rk4"
     atol: float = 1e-4
     rtol: float = 1e-4
     eval_tol: float = 1e-5
+    steps: int = 9
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -206,6 +210,7 @@ POSITIVE = {
     "solve.atol",
     "solve.rtol",
     "solve.eval_tol",
+    "solve.steps",
 }
 NON_NEGATIVE = {
     "field.time_features",

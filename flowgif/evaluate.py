@@ -86,7 +86,7 @@ def evaluate(
 
     clock = time.perf_counter()
     s_stats = SolveStats()
-    y = sample(run.field, n_samples, seed, sc.method, sc.atol, sc.rtol, device, stats=s_stats)
+    y = sample(run.field, n_samples, seed, sc.method, sc.atol, sc.rtol, device, s_stats, sc.steps)
     sample_seconds = time.perf_counter() - clock
     ink, source = _reference_ink(run)
     uv = density.to_pixels(y)

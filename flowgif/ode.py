@@ -108,6 +108,7 @@ def sample_paths(
     method: str = "dopri5",
     atol: float = 1e-4,
     rtol: float = 1e-4,
+    steps: int = 10,
     chunk: int = 65536,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -116,8 +117,10 @@ def sample_paths(
     Args:
         field: ``v(t, x)``.
         x0: ``(N, d)`` points at ``times[0]``.
-        times: ``(T,)`` monotone times; dense output of the adaptive solver gives every one.
-        method, atol, rtol: torchdiffeq solver and tolerances.
+        times: ``(T,)`` monotone times; dense output of the solver gives every one.
+        method, atol, rtol: a torchdiffeq solver and its tolerances, or ``rk4``: ``steps``
+            classic Runge-Kutta steps with cubic Hermite dense output (4 steps + 1 NFE).
+        steps: steps of ``rk4``.
         chunk: points per solve, bounding memory for very many particles.
         stats: if given, ``stats.nfe`` is increased by the evaluations used.
 
@@ -129,10 +132,43 @@ def sample_paths(
     out = []
     with torch.no_grad():
         for part in torch.split(x0, chunk):
-            out.append(odeint(counted, part, times, method=method, atol=atol, rtol=rtol))
+            if method == "rk4":
+                out.append(rk4_hermite(counted, part, times, steps))
+            else:
+                out.append(odeint(counted, part, times, method=method, atol=atol, rtol=rtol))
     if stats is not None:
         stats.nfe += counted.nfe
     return torch.cat(out, dim=1)
+
+
+def rk4_hermite(field: nn.Module, x0: Tensor, times: Tensor, steps: int) -> Tensor:
+    """``steps`` equal RK4 steps over ``[times[0], times[-1]]``, read out at ``times`` by cubic
+    Hermite interpolation between steps (the slopes are RK4's first stages, so they are free).
+
+    For the nearly straight paths of flow matching, 10 steps (41 evaluations) are more accurate
+    than dopri5 at a tolerance of 1e-4 (bench/RESULTS.md).
+    """
+    grid = torch.linspace(float(times[0]), float(times[-1]), steps + 1).to(x0)
+    xs, vs = [x0], []
+    x = x0
+    for i in range(steps):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        k1 = field(t, x)
+        k2 = field(t + h / 2, x + h / 2 * k1)
+        k3 = field(t + h / 2, x + h / 2 * k2)
+        k4 = field(t + h, x + h * k3)
+        vs.append(k1)
+        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        xs.append(x)
+    vs.append(field(grid[-1], x))
+    x_at, v_at = torch.stack(xs), torch.stack(vs)
+    i = torch.searchsorted(grid, times.to(x0), right=True).clamp(1, steps) - 1
+    h = grid[i + 1] - grid[i]
+    s = ((times.to(x0) - grid[i]) / h)[:, None, None]
+    h = h[:, None, None]
+    h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
+    h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
+    return h00 * x_at[i] + h10 * h * v_at[i] + h01 * x_at[i + 1] + h11 * h * v_at[i + 1]
 
 
 def log_likelihood(
@@ -210,13 +246,14 @@ def sample(
     rtol: float = 1e-4,
     device: torch.device | str = "cpu",
     stats: SolveStats | None = None,
+    steps: int = 10,
 ) -> Tensor:
     """``n`` samples of the flow at t = 1, ``(n, d)``, from seeded N(0, I) noise at t = 0."""
     gen = torch.Generator(device=device).manual_seed(seed)
     dim = _dim(field)
     z = torch.randn(n, dim, device=device, generator=gen)
     times = torch.tensor([0.0, 1.0], device=device)
-    return sample_paths(field, z, times, method, atol, rtol, stats=stats)[-1]
+    return sample_paths(field, z, times, method, atol, rtol, steps, stats=stats)[-1]
 
 
 def _dim(field: nn.Module) -> int:

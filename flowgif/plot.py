@@ -107,7 +107,8 @@ def _paths_of(run: Run, n: int, times: torch.Tensor, device: Device) -> np.ndarr
     gen = torch.Generator(device=device).manual_seed(0)
     z = torch.randn(n, 2, device=device, generator=gen)
     sc = run.config.solve
-    return sample_paths(run.field, z, times.to(device), sc.method, sc.atol, sc.rtol).cpu().numpy()
+    paths = sample_paths(run.field, z, times.to(device), sc.method, sc.atol, sc.rtol, sc.steps)
+    return paths.cpu().numpy()
 
 
 def _field(

@@ -191,6 +191,7 @@ def render(
             sc.method,
             sc.atol,
             sc.rtol,
+            sc.steps,
             stats=stats,
         )
         .cpu()

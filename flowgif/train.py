@@ -341,6 +341,15 @@ def train_run(
     if not preview:
         return result
     sc = config.solve
-    x = sample(result.field, 50_000, config.train.seed, sc.method, sc.atol, sc.rtol, device)
+    x = sample(
+        result.field,
+        50_000,
+        config.train.seed,
+        sc.method,
+        sc.atol,
+        sc.rtol,
+        device,
+        steps=sc.steps,
+    )
     write_samples_png(out / "samples.png", img, density.to_pixels(x))
     return result

@@ -10,6 +10,7 @@ from flowgif.config import FieldConfig
 from flowgif.field import VectorField
 from flowgif.ode import (
     AugmentedDynamics,
+    SolveStats,
     augmented_solve,
     divergence,
     log_likelihood,
@@ -95,3 +96,14 @@ def test_adjoint_gradients_match_direct_backpropagation() -> None:
         grads.append(torch.cat([p.grad.ravel() for p in field.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     assert grads[0].abs().sum() > 0
+
+
+def test_rk4_hermite_matches_the_linear_solution_at_every_frame() -> None:
+    x0 = torch.randn(20, 2, dtype=torch.float64)
+    times = 0.5 - 0.5 * torch.cos(torch.pi * torch.linspace(0, 1, 33, dtype=torch.float64))
+    stats = SolveStats()
+    paths = sample_paths(Linear(), x0, times, method="rk4", steps=10, stats=stats)
+    assert stats.nfe == 41  # 4 per step and one slope at the end
+    for k, t in enumerate(times):
+        expected = x0 @ torch.linalg.matrix_exp(t * A).T
+        assert torch.allclose(paths[k], expected, atol=2e-5), float(t)
