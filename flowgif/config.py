@@ -129,7 +129,7 @@ class FMConfig:
     ot: bool = False
     ot_batch: int = 512
     time_sampling: str = "logit_normal"
-    time_loc: float = 0.5
+    time_loc: float = 1.0
     time_scale: float = 1.0
     sigma: float = 0.0
 
