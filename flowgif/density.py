@@ -105,7 +105,7 @@ def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) ->
     """Ink-weighted mean colour of each working-grid cell, ``(h, w, 3)`` uint8.
 
     Weighting by ink keeps a logo's colour at its anti-aliased edges instead of fading it into
-    the paper; cells with no ink get the plain mean colour.
+    the paper; cells with no ink get the colour of the nearest cell with ink.
     """
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "CMYK"):
         img = (
@@ -122,9 +122,15 @@ def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) ->
 
     weight = shrink(ink)
     out = np.stack([shrink(rgb[..., c] * ink) for c in range(3)], axis=-1)
-    plain = np.stack([shrink(rgb[..., c]) for c in range(3)], axis=-1)
-    mean = np.where(weight[..., None] > 1e-6, out / np.maximum(weight, 1e-6)[..., None], plain)
-    return np.clip(np.round(mean), 0, 255).astype(np.uint8)
+    inked = weight > 1e-6
+    if not inked.any():
+        return np.zeros((h, w, 3), dtype=np.uint8)
+    mean = out / np.maximum(weight, 1e-6)[..., None]
+    # A cell without ink (where a stray particle may land) takes its nearest inked cell's colour.
+    from scipy.ndimage import distance_transform_edt
+
+    _, (rows, cols) = distance_transform_edt(~inked, return_indices=True)
+    return np.clip(np.round(mean[rows, cols]), 0, 255).astype(np.uint8)
 
 
 class ImageDensity:
