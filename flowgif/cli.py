@@ -615,15 +615,12 @@ def _parse_render_args(text: str) -> dict[str, Any]:
     """Parse ``--render-args`` with the render command's own options and checks."""
     import shlex
 
-    import click
-
     command = typer.main.get_command(app).commands["render"]  # type: ignore[attr-defined]
     try:
         ctx = command.make_context("render", shlex.split(text), resilient_parsing=False)
-    except click.UsageError as err:
-        raise FlowgifError(f"--render-args: {err.format_message()}") from None
-    except ValueError as err:
-        raise FlowgifError(f"--render-args: {err}") from None
+    except Exception as err:  # typer's (vendored) click raises UsageError subclasses
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        raise FlowgifError(f"--render-args: {message}") from None
     params = ctx.params
     if params.get("run") or params.get("out"):
         raise FlowgifError("--render-args: RUN and --out are set by batch itself")

@@ -47,10 +47,17 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run: Path, tmp_path: Path)
     assert paths[0].read_bytes() != paths[2].read_bytes()
 
 
-def test_last_frame_shows_the_picture_upright(tiny_run: Path, tmp_path: Path) -> None:
+def test_last_frame_shows_the_picture_upright(tiny_png: Path, tmp_path: Path) -> None:
+    from flowgif.config import load_config
+    from flowgif.train import train_run
+    from tests.conftest import ROOT
+
+    run = tmp_path / "run"
+    smoke = load_config(ROOT / "configs" / "smoke.toml")
+    train_run(tiny_png, smoke.updated({"train.steps": 150}), run, preview=False)
     out = tmp_path / "frames"
     render(
-        load_run(tiny_run),
+        load_run(run),
         out,
         RenderOptions(frames=3, color="mono", particles=4000, size=80, hold=0),
     )
