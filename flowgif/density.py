@@ -37,13 +37,13 @@ def image_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_image(path: Path, max_side: int | None = None) -> Image.Image:
-    """Open any picture Pillow reads: first frame, EXIF orientation applied.
+def load_image(path: Path) -> Image.Image:
+    """Open any picture Pillow reads at full size: first frame, EXIF orientation applied.
+
+    Full size matters: the pixel frame of samples and scores is the original picture's.
 
     Args:
         path: the file.
-        max_side: if given, a JPEG may be decoded at reduced scale when that still leaves at
-            least this many pixels on its longer side (fast and memory-bounded).
 
     Raises:
         FlowgifError: missing, a folder, empty, not an image, truncated, or absurdly large.
@@ -65,8 +65,6 @@ def load_image(path: Path, max_side: int | None = None) -> Image.Image:
                 raise FlowgifError(
                     f"{path} is {w}x{h} pixels; flowgif accepts at most {MAX_PIXELS:,} pixels"
                 )
-            if max_side and img.format == "JPEG":
-                img.draft(img.mode, (max_side, max_side))
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)

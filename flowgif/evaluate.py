@@ -79,7 +79,9 @@ def evaluate(
     gen = torch.Generator(device=device).manual_seed(seed)
     x = density.sample(n_nll, generator=gen)
     ll_stats = SolveStats()
-    logq = log_likelihood(run.field, x, sc.method, sc.eval_tol, sc.eval_tol, stats=ll_stats)
+    # Likelihoods always use the adaptive dopri5: the fixed-step sampler (rk4) would take a
+    # single step over [0, 1] here, and the log-determinant needs error control.
+    logq = log_likelihood(run.field, x, "dopri5", sc.eval_tol, sc.eval_tol, stats=ll_stats)
     nll = float(-logq.mean())
     entropy = density.entropy()
     nll_seconds = time.perf_counter() - clock
@@ -128,7 +130,7 @@ def _reverse_kl(run: Run, n: int, seed: int, device: torch.device | str) -> dict
         x, delta, _, _ = augmented_solve(
             AugmentedDynamics(run.field),
             z,
-            run.config.solve.method,
+            "dopri5",
             tol,
             tol,
             adjoint=False,

@@ -268,7 +268,7 @@ class Source:
             digest = _digest(label)
         else:
             img, label, digest = (
-                load_image(image, max_side=dc.resolution),
+                load_image(image),
                 str(image),
                 image_hash(image),
             )

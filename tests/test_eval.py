@@ -50,3 +50,21 @@ def test_eval_figures_are_consistent(tiny_run: Path) -> None:
     assert res["kl"] > -0.05  # KL >= 0 up to sampling noise
     assert 0 < res["tv"] <= 1 and 0 <= res["on_ink"] <= 1
     assert res["nfe"] > 0 and res["ink_source"] == "image"
+
+
+def test_kl_uses_an_adaptive_likelihood_solve(tiny_run: Path) -> None:
+    res = evaluate(load_run(tiny_run), n_nll=500, n_samples=1000)
+    assert res["nfe_likelihood"] > 10  # dopri5 steps, never one fixed step over [0, 1]
+
+
+def test_jpeg_keeps_its_full_size_pixel_frame(tmp_path: Path) -> None:
+    from PIL import Image
+
+    img = Image.new("RGB", (900, 600), "white")
+    img.paste((0, 0, 0), (100, 100, 400, 500))
+    img.save(tmp_path / "big.jpg", quality=90)
+    loaded = load_image(tmp_path / "big.jpg")
+    assert loaded.size == (900, 600)
+    d = ImageDensity.from_image(loaded, resolution=128)
+    uv = d.to_pixels(d.sample(5000))
+    assert 95 < uv[:, 0].min() and uv[:, 0].max() < 405  # the black box, in original pixels
