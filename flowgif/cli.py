@@ -288,6 +288,12 @@ def train(
 
     src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
     cfg = src.config
+    if src.picture.info.get("frames", 1) > 1:
+        err_console.print(
+            f"note: {src.label} is animated ({src.picture.info['frames']} "
+            "frames); using its first frame",
+            highlight=False,
+        )
     if out is None:
         image = source["image"]
         name = image.stem if image else (source["target"] or _slug(source["text"]))

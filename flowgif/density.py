@@ -40,6 +40,9 @@ def image_hash(path: Path) -> str:
 def load_image(path: Path) -> Image.Image:
     """Open any picture Pillow reads at full size: first frame, EXIF orientation applied.
 
+    ``img.info["frames"]`` keeps the file's frame count, so callers can say when an animation
+    was reduced to its first frame.
+
     Full size matters: the pixel frame of samples and scores is the original picture's.
 
     Args:
@@ -65,9 +68,11 @@ def load_image(path: Path) -> Image.Image:
                 raise FlowgifError(
                     f"{path} is {w}x{h} pixels; flowgif accepts at most {MAX_PIXELS:,} pixels"
                 )
+            frames = getattr(img, "n_frames", 1)
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)
+            img.info["frames"] = frames  # an animation is read as its first frame
     except FlowgifError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

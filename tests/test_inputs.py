@@ -69,8 +69,15 @@ def test_animated_gif_uses_the_first_frame(tmp_path: Path) -> None:
     second.paste(0, (4, 0, 8, 8))  # right half inked
     path = tmp_path / "anim.gif"
     first.save(path, save_all=True, append_images=[second], duration=100)
-    ink = ink_map(load_image(path))
+    img = load_image(path)
+    ink = ink_map(img)
     assert ink[:, :4].mean() > 0.9 and ink[:, 4:].mean() < 0.1
+    assert img.info["frames"] == 2
+    from tests.test_cli import SMOKE, call
+
+    result = call("train", "--img", path, "--config", SMOKE, "--steps", 2, "--out",
+                  path.parent / "run")
+    assert result.exit_code == 0 and "first frame" in result.output
 
 
 def test_cmyk_jpeg_and_sixteen_bit_png(tmp_path: Path) -> None:
