@@ -58,8 +58,8 @@ class FieldConfig:
         arch: ``mlp``, or ``concatsquash`` (every layer gated by t, as FFJORD's 2D models).
     """
 
-    width: int = 256
-    depth: int = 4
+    width: int = 128
+    depth: int = 3
     activation: str = "silu"
     time_features: int = 8
     fourier_features: int = 64
@@ -98,11 +98,11 @@ class TrainConfig:
     method: str = "fm"
     steps: int = 0
     minutes: float = 3.0
-    batch: int = 2048
+    batch: int = 1024
     lr: float = 3e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"
-    warmup: int = 100
+    warmup: int = 50
     grad_clip: float = 1.0
     ema: float = 0.999
     seed: int = 0
