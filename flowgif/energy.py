@@ -19,6 +19,7 @@ from torch import Tensor
 
 from flowgif.config import FFJORDConfig
 from flowgif.errors import FlowgifError
+from flowgif.ffjord import regularised
 from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
 
 if TYPE_CHECKING:
@@ -97,9 +98,4 @@ def reverse_kl_loss(
         dyn, z, config.solver, config.atol, config.rtol, config.adjoint, forward=True
     )
     bound = (normal_log_prob(z) + delta + energy(name, x)).mean()
-    loss = bound
-    if config.kinetic > 0:
-        loss = loss + config.kinetic * kinetic.mean()
-    if config.jacobian > 0:
-        loss = loss + config.jacobian * frob.mean()
-    return loss, bound.detach()
+    return regularised(bound, kinetic, frob, config), bound.detach()

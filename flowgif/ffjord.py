@@ -13,7 +13,7 @@ from torch import Tensor
 from flowgif.config import FFJORDConfig
 from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
 
-__all__ = ["ffjord_loss", "hutchinson_noise"]
+__all__ = ["ffjord_loss", "hutchinson_noise", "regularised"]
 
 
 def hutchinson_noise(
@@ -38,9 +38,9 @@ def ffjord_loss(
         dyn, x1, config.solver, config.atol, config.rtol, config.adjoint
     )
     nll = -(normal_log_prob(z) + delta).mean()
-    loss = nll
-    if config.kinetic > 0:
-        loss = loss + config.kinetic * kinetic.mean()
-    if config.jacobian > 0:
-        loss = loss + config.jacobian * frob.mean()
-    return loss, nll.detach()
+    return regularised(nll, kinetic, frob, config), nll.detach()
+
+
+def regularised(loss: Tensor, kinetic: Tensor, frob: Tensor, config: FFJORDConfig) -> Tensor:
+    """``loss`` plus the RNODE kinetic-energy and Jacobian-norm penalties that are switched on."""
+    return loss + config.kinetic * kinetic.mean() + config.jacobian * frob.mean()
