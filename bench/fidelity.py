@@ -163,7 +163,11 @@ def write_results_md(rows: list[dict]) -> None:
         "cells; tests/test_eval.py checks the two agree); NFE of the sampling solve.",
         "",
         "Command: `python bench/fidelity.py --configs NAME ... --images ... --budgets ...` "
-        "(rows accumulate in bench/results.json).",
+        "(rows accumulate in bench/results.json). The machine was shared: one to three "
+        "benchmark processes ran on its two cores, so steps per second (and with them tv) "
+        "vary by a few per cent between rows. Rows named 256x4 ran while that field was the "
+        "default (listed below with the overrides that reproduce them); the sampler column "
+        "says how each row's 100k samples were drawn.",
         "",
         table(rows),
         "",
