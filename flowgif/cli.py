@@ -75,6 +75,9 @@ RunArg = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the noise the particles start from.")]
+ThreadsOpt = Annotated[
+    int, typer.Option(min=0, help="CPU threads (0: torch's default; 1 on a busy machine).")
+]
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
@@ -442,12 +445,13 @@ def render(
     quality: Annotated[int, typer.Option(min=0, max=10, help="MP4 quality.")] = 7,
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Animate a trained run: particles from N(0,I) carried to the picture."""
     from flowgif.render import render as do_render
 
     opts = _render_options(locals())
-    path, loaded, dev = _load(run, device)
+    path, loaded, dev = _load(run, device, threads)
     out = out or path / "flow.gif"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -474,6 +478,7 @@ def sample(
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
     import numpy as np
@@ -481,7 +486,7 @@ def sample(
     from flowgif.ode import sample as draw_samples
     from flowgif.run import atomic_write
 
-    path, loaded, dev = _load(run, device)
+    path, loaded, dev = _load(run, device, threads)
     sc = loaded.config.solve
     x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev, steps=sc.steps)
     uv = loaded.density.to_pixels(x).astype(np.float32)
@@ -508,13 +513,14 @@ def eval_(
     ] = 100_000,
     cells: Annotated[int, typer.Option(min=2, help="Grid cells on the longer side for tv.")] = 64,
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Score a run against its picture: kl (nats), nll, entropy, tv, on_ink, NFE; writes
     <run>/eval.json."""
     from flowgif.evaluate import evaluate
     from flowgif.run import atomic_write_text
 
-    path, loaded, dev = _load(run, device)
+    path, loaded, dev = _load(run, device, threads)
     res = evaluate(loaded, n_nll, samples, cells, device=dev)
     table = Table(title=f"eval {path}", show_header=True)
     table.add_column("figure")
@@ -551,6 +557,7 @@ def plot(
         str, typer.Option(help="Comma-separated times for --kind field.")
     ] = "0,0.5,0.9,1",
     device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Draw a PNG that explains a run (needs matplotlib: pip install 'flowgif[plot]')."""
     from flowgif.plot import plot as draw_plot
@@ -559,7 +566,7 @@ def plot(
         ts = tuple(float(t) for t in times.split(","))
     except ValueError:
         raise FlowgifError(f"--times must be numbers separated by commas, got {times!r}") from None
-    path, loaded, dev = _load(run, device)
+    path, loaded, dev = _load(run, device, threads)
     out = out or path / f"{kind.value}.png"
     draw_plot(loaded, kind.value, out, times=ts, device=dev)
     out_console.print(f"wrote {out}", highlight=False)
@@ -643,10 +650,14 @@ def _render_options(params: dict[str, Any]) -> Any:
     )
 
 
-def _load(run: Path | None, device: Device) -> tuple[Path, Any, Any]:
+def _load(run: Path | None, device: Device, threads: int = 0) -> tuple[Path, Any, Any]:
     """The run folder (or the latest), the loaded run and the resolved device."""
+    import torch
+
     from flowgif.run import load_run, resolve_device
 
+    if threads:
+        torch.set_num_threads(threads)
     path = _run_or_latest(run)
     dev = resolve_device(device.value)
     return path, load_run(path, dev), dev
