@@ -75,8 +75,9 @@ def test_animated_gif_uses_the_first_frame(tmp_path: Path) -> None:
     assert img.info["frames"] == 2
     from tests.test_cli import SMOKE, call
 
-    result = call("train", "--img", path, "--config", SMOKE, "--steps", 2, "--out",
-                  path.parent / "run")
+    result = call(
+        "train", "--img", path, "--config", SMOKE, "--steps", 2, "--out", path.parent / "run"
+    )
     assert result.exit_code == 0 and "first frame" in result.output
 
 
