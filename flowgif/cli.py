@@ -24,7 +24,7 @@ from rich.table import Table
 
 from flowgif import __version__
 from flowgif.errors import FlowgifError
-from flowgif.targets import TOYS
+from flowgif.targets import ENERGIES, TOYS
 
 app = typer.Typer(
     add_completion=False,
@@ -49,7 +49,7 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-Toy = StrEnum("Toy", {name: name for name in (*TOYS, "u1", "u2", "u3", "u4")})
+Toy = StrEnum("Toy", {name: name for name in (*TOYS, *ENERGIES)})
 
 
 class ColorMode(StrEnum):

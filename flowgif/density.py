@@ -17,7 +17,6 @@ Ink is darkness x opacity, ``(1 - L/255) * A/255``, as the referee scores it.
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 from pathlib import Path
 
@@ -271,13 +270,3 @@ class ImageDensity:
         x = p[:, 0] / w0 * (2 * self.half[0]) - self.half[0]
         y = self.half[1] - p[:, 1] / h0 * (2 * self.half[1])
         return torch.as_tensor(np.stack([x, y], axis=1), dtype=torch.float32)
-
-
-def describe(d: ImageDensity) -> str:
-    """One line for logs: grid, frame and entropy."""
-    h, w = d.grid
-    return (
-        f"{d.size[0]}x{d.size[1]} px -> {w}x{h} grid, frame +-{d.half[0]:.2f} x "
-        f"+-{d.half[1]:.2f}, entropy {d.entropy():.3f} nats, "
-        f"{math.exp(d.entropy()):.2f} units^2 effective area"
-    )

@@ -21,13 +21,13 @@ from flowgif.config import FFJORDConfig
 from flowgif.errors import FlowgifError
 from flowgif.ffjord import regularised
 from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
+from flowgif.targets import ENERGIES
 
 if TYPE_CHECKING:
     from flowgif.density import ImageDensity
 
 __all__ = ["ENERGIES", "energy", "energy_density", "reverse_kl_loss"]
 
-ENERGIES = ("u1", "u2", "u3", "u4")
 WINDOWS = {"u1": 6.0, "u2": 4.0, "u3": 4.0, "u4": 4.0}  # half-size of each target's square
 WALL = 0.1  # width of the soft wall outside the window
 

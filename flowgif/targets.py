@@ -26,6 +26,7 @@ __all__ = ["TOYS", "WINDOW", "text_image", "toy_density", "toy_picture"]
 
 WINDOW = 4.0  # toy densities live in [-WINDOW, WINDOW]^2
 TOYS = ("moons", "8gaussians", "hexagon", "rings", "checkerboard", "spiral")
+ENERGIES = ("u1", "u2", "u3", "u4")  # defined in flowgif.energy, fitted by reverse KL
 
 
 def _curve_mixture(points: np.ndarray, sigma: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
