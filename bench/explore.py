@@ -38,7 +38,7 @@ def main() -> None:
     result = train(config, density, torch.device("cpu"))
     seconds = time.time() - clock
     stats = SolveStats()
-    x = sample(result.field, 100_000, 1, "dopri5", 1e-4, 1e-4, stats=stats)
+    x = sample(result.model, 100_000, 1, "dopri5", 1e-4, 1e-4, stats=stats)
     figures = referee.score(image, density.to_pixels(x))
     print(
         json.dumps(

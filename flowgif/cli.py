@@ -483,12 +483,11 @@ def sample(
     """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
     import numpy as np
 
-    from flowgif.ode import sample as draw_samples
+    from flowgif.model import sample as draw_samples
     from flowgif.run import atomic_write
 
     path, loaded, dev = _load(run, device, threads)
-    sc = loaded.config.solve
-    x = draw_samples(loaded.field, n, seed, sc.method, sc.atol, sc.rtol, dev, steps=sc.steps)
+    x = draw_samples(loaded.flow, n, seed, dev)
     uv = loaded.density.to_pixels(x).astype(np.float32)
     out = out or path / "samples.npy"
     if out.suffix != ".npy":

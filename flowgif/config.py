@@ -18,6 +18,7 @@ __all__ = [
     "FFJORDConfig",
     "FMConfig",
     "FieldConfig",
+    "FlowConfig",
     "SolveConfig",
     "TrainConfig",
     "dump_toml",
@@ -56,6 +57,9 @@ class FieldConfig:
         fourier_features: random Fourier features of x (0 = off); they help sharp edges.
         fourier_scale: standard deviation of the Fourier frequencies, in cycles per model unit.
         arch: ``mlp``, or ``concatsquash`` (every layer gated by t, as FFJORD's 2D models).
+        augment: extra dimensions of the state (augmented flow): paths may then cross in the
+            picture's plane. The extra coordinates are N(0, I) at both ends, so flow matching
+            and maximum likelihood both apply, and ``eval``'s ``kl`` becomes an upper bound.
     """
 
     width: int = 128
@@ -65,6 +69,25 @@ class FieldConfig:
     fourier_features: int = 64
     fourier_scale: float = 1.0
     arch: str = "mlp"
+    augment: int = 0
+
+
+@dataclass
+class FlowConfig:
+    """The discrete flows of ``train.method = realnvp | planar | radial`` (:mod:`flowgif.flows`).
+
+    Attributes:
+        layers: coupling (realnvp) or planar/radial layers; 0 = the family's usual depth
+            (realnvp 8, planar and radial 32).
+        hidden: hidden units of each coupling's scale-and-shift MLP (realnvp).
+        depth: hidden layers of that MLP (realnvp).
+        batchnorm: batch-norm layers between the couplings (realnvp).
+    """
+
+    layers: int = 0
+    hidden: int = 64
+    depth: int = 2
+    batchnorm: bool = False
 
 
 @dataclass
@@ -74,7 +97,9 @@ class TrainConfig:
     Attributes:
         method: ``fm`` (flow matching, no ODE solve while training), ``ffjord`` (maximum
             likelihood through the adjoint ODE) or ``reverse`` (reverse KL to an energy target,
-            sampling from the flow; chosen by itself for ``--target u1..u4``).
+            sampling from the flow; chosen by itself for ``--target u1..u4``): continuous
+            flows. Or a discrete flow, ``realnvp``, ``planar`` or ``radial``, trained by maximum
+            likelihood, or by reverse KL on an energy target.
         steps: optimisation steps; 0 means "as many as ``minutes`` allows".
         minutes: wall-time budget; training stops at whichever of steps/minutes comes first.
         batch: points of the picture per step.
@@ -184,7 +209,7 @@ class SolveConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
     "field.arch": ("mlp", "concatsquash"),
-    "train.method": ("fm", "ffjord", "reverse"),
+    "train.method": ("fm", "ffjord", "reverse", "realnvp", "planar", "radial"),
     "train.schedule": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -201,6 +226,8 @@ POSITIVE = {
     "density.extent",
     "field.width",
     "field.depth",
+    "flow.hidden",
+    "flow.depth",
     "train.batch",
     "train.lr",
     "train.checkpoint_every",
@@ -217,6 +244,8 @@ NON_NEGATIVE = {
     "field.time_features",
     "field.fourier_features",
     "field.fourier_scale",
+    "field.augment",
+    "flow.layers",
     "train.steps",
     "train.minutes",
     "train.weight_decay",
@@ -235,6 +264,7 @@ class Config:
 
     density: DensityConfig = dataclasses.field(default_factory=DensityConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     fm: FMConfig = dataclasses.field(default_factory=FMConfig)
     ffjord: FFJORDConfig = dataclasses.field(default_factory=FFJORDConfig)

@@ -91,11 +91,16 @@ def reverse_kl_loss(
     generator: torch.Generator,
     device: torch.device,
 ) -> tuple[Tensor, Tensor]:
-    """Loss ``E_q[log q + U]`` on ``n`` flow samples (the bound ``KL(q || p) - log Z``)."""
-    z = torch.randn(n, 2, device=device, generator=generator)
+    """Loss ``E_q[log q + U]`` on ``n`` flow samples (the bound ``KL(q || p) - log Z``).
+
+    An augmented field (state of ``2 + k`` dimensions) adds ``-log N(a)`` of its ``k`` extra
+    coordinates, which keeps it an upper bound (:func:`flowgif.model.augment`).
+    """
+    z = torch.randn(n, dyn.field.dim, device=device, generator=generator)
     dyn.noise = None
     x, delta, kinetic, frob = augmented_solve(
         dyn, z, config.solver, config.atol, config.rtol, config.adjoint, forward=True
     )
-    bound = (normal_log_prob(z) + delta + energy(name, x)).mean()
+    log_r = normal_log_prob(x[:, 2:])  # extra coordinates of an augmented field, if any
+    bound = (normal_log_prob(z) + delta + energy(name, x[:, :2]) - log_r).mean()
     return regularised(bound, kinetic, frob, config), bound.detach()

@@ -2,8 +2,10 @@
 
 ``kl = nll - entropy`` where ``nll = -E_p[log q]`` is estimated on fresh samples of the picture
 density ``p`` with the flow's exact log-likelihood ``q`` and ``entropy`` is exact; KL >= 0 up to
-sampling noise, 0 only for a perfect flow. ``tv`` and ``on_ink`` are computed the way the
-independent referee computes them, on the full-resolution picture when it is at hand.
+sampling noise, 0 only for a perfect flow (for an augmented flow ``nll`` comes from the ELBO
+of :func:`flowgif.model.augment`, so ``kl`` is an upper bound and ``kl_bound`` is true).
+``tv`` and ``on_ink`` are computed the way the independent referee computes them, on the
+full-resolution picture when it is at hand.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 
 from flowgif.density import image_hash, ink_map, load_image
 from flowgif.energy import ENERGIES, energy, log_partition
-from flowgif.ode import SolveStats, log_likelihood, sample
+from flowgif.model import ContinuousFlow, sample
+from flowgif.ode import SolveStats
 from flowgif.run import Run
 
 __all__ = ["evaluate", "tv_score"]
@@ -73,22 +76,21 @@ def evaluate(
         seed: seed of both sample sets (not the training seed, so the figures are held out).
         device: where the solves run.
     """
-    sc = run.config.solve
-    density = run.density.to(device)
+    flow, density = run.flow, run.density.to(device)
     clock = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(seed)
     x = density.sample(n_nll, generator=gen)
     ll_stats = SolveStats()
-    # Likelihoods always use the adaptive dopri5: the fixed-step sampler (rk4) would take a
-    # single step over [0, 1] here, and the log-determinant needs error control.
-    logq = log_likelihood(run.field, x, "dopri5", sc.eval_tol, sc.eval_tol, stats=ll_stats)
+    # Continuous flows: likelihoods always use the adaptive dopri5 (the log-determinant needs
+    # error control); discrete flows run their layers backwards.
+    logq = flow.log_prob(x, stats=ll_stats, generator=gen)
     nll = float(-logq.mean())
     entropy = density.entropy()
     nll_seconds = time.perf_counter() - clock
 
     clock = time.perf_counter()
     s_stats = SolveStats()
-    y = sample(run.field, n_samples, seed, sc.method, sc.atol, sc.rtol, device, s_stats, sc.steps)
+    y = sample(flow, n_samples, seed, device, s_stats)
     sample_seconds = time.perf_counter() - clock
     ink, source = _reference_ink(run)
     uv = density.to_pixels(y)
@@ -99,14 +101,22 @@ def evaluate(
     scores = tv_score(ink, uv, cells, seed)
     chunks = -(-n_samples // 65536)
     extra = _reverse_kl(run, min(n_nll, 20_000), seed, device)
+    if isinstance(flow, ContinuousFlow):
+        cost = {
+            "nfe": s_stats.nfe // chunks,
+            "nfe_likelihood": ll_stats.nfe // -(-n_nll // 16384),
+        }
+    else:
+        cost = {"layers": len(run.model.layers)}
     return {
         **extra,
+        "method": run.config.train.method,
         "kl": nll - entropy,
+        "kl_bound": flow.dim > 2,
         "nll": nll,
         "entropy": entropy,
         **scores,
-        "nfe": s_stats.nfe // chunks,
-        "nfe_likelihood": ll_stats.nfe // -(-n_nll // 16384),
+        **cost,
         "n_nll": n_nll,
         "n_samples": n_samples,
         "cells": cells,
@@ -121,22 +131,9 @@ def _reverse_kl(run: Run, n: int, seed: int, device: torch.device | str) -> dict
     kind, _, name = str(run.meta.get("image", "")).partition(":")
     if kind != "target" or name not in ENERGIES:
         return {}
-    from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
-
     gen = torch.Generator(device=device).manual_seed(seed)
-    z = torch.randn(n, 2, device=device, generator=gen)
-    tol = run.config.solve.eval_tol
-    with torch.no_grad():
-        x, delta, _, _ = augmented_solve(
-            AugmentedDynamics(run.field),
-            z,
-            "dopri5",
-            tol,
-            tol,
-            adjoint=False,
-            forward=True,
-        )
-        bound = float((normal_log_prob(z) + delta + energy(name, x)).mean())
+    x, logq = run.flow.push(run.flow.noise(n, gen))
+    bound = float((logq + energy(name, x)).mean())
     log_z = log_partition(name)
     return {"reverse_kl_bound": bound, "log_z": log_z, "kl_reverse": bound + log_z}
 

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.ode import log_likelihood, sample_paths
 from flowgif.run import Run, atomic_write
 
 __all__ = ["KINDS", "plot"]
@@ -90,7 +89,7 @@ def _density(plt: Any, run: Run, grid: int, device: Device, **_: object) -> Any:
     pts = torch.tensor(
         np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2), dtype=torch.float32, device=device
     )
-    logq = log_likelihood(run.field, pts, atol=1e-4, rtol=1e-4).cpu().numpy().reshape(ny, nx)
+    logq = run.flow.log_prob(pts).cpu().numpy().reshape(ny, nx)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5 * ey / ex + 0.6))
     _target(axes[0], run)
     im = axes[1].imshow(np.maximum(logq, logq.max() - 12), extent=(-ex, ex, -ey, ey), cmap="magma")
@@ -105,10 +104,7 @@ def _density(plt: Any, run: Run, grid: int, device: Device, **_: object) -> Any:
 
 def _paths_of(run: Run, n: int, times: torch.Tensor, device: Device) -> np.ndarray:
     gen = torch.Generator(device=device).manual_seed(0)
-    z = torch.randn(n, 2, device=device, generator=gen)
-    sc = run.config.solve
-    paths = sample_paths(run.field, z, times.to(device), sc.method, sc.atol, sc.rtol, sc.steps)
-    return paths.cpu().numpy()
+    return run.flow.paths(run.flow.noise(n, gen), times.to(device)).cpu().numpy()
 
 
 def _field(

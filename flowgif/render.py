@@ -24,7 +24,7 @@ from PIL import Image
 from flowgif.density import ImageDensity
 from flowgif.draw import BACKGROUNDS, Canvas, Palette, draw_frame, hue_colors, make_palette
 from flowgif.errors import FlowgifError
-from flowgif.ode import SolveStats, sample_paths
+from flowgif.ode import SolveStats
 from flowgif.run import Run, atomic_write
 
 __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
@@ -181,22 +181,9 @@ def render(
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(o.seed)
-    z = torch.randn(o.particles, 2, device=device, generator=gen)
-    sc, stats = run.config.solve, SolveStats()
-    paths = (
-        sample_paths(
-            run.field,
-            z,
-            frame_times(o.frames, o.ease).to(device),
-            sc.method,
-            sc.atol,
-            sc.rtol,
-            sc.steps,
-            stats=stats,
-        )
-        .cpu()
-        .numpy()
-    )
+    z = run.flow.noise(o.particles, gen)
+    stats = SolveStats()
+    paths = run.flow.paths(z, frame_times(o.frames, o.ease).to(device), stats).cpu().numpy()
     report.nfe = stats.nfe
     report.seconds["solve"] = time.perf_counter() - clock
     color, palette = particle_colors(run, paths[0], paths[-1], o.color, o.background)

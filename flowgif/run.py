@@ -22,6 +22,7 @@ from flowgif.config import Config
 from flowgif.density import ImageDensity
 from flowgif.errors import FlowgifError
 from flowgif.field import VectorField
+from flowgif.model import Flow, build_model, wrap
 
 __all__ = [
     "CHECKPOINT",
@@ -139,7 +140,9 @@ class Run:
         path: the run folder.
         config: the config that trained it.
         density: the picture's density (rebuilt from the ink grid stored in the checkpoint).
-        field: the vector field with the sampling (EMA) weights, in eval mode.
+        model: the trained module with the sampling (EMA) weights, in eval mode: a
+            :class:`~flowgif.field.VectorField` or a :class:`~flowgif.flows.DiscreteFlow`.
+        flow: the same behind the :class:`~flowgif.model.Flow` interface (paths, log_prob...).
         meta: the checkpoint's plain values (step, seed, version, image, image hash ...).
         colors: ``(h, w, 3)`` uint8 ink-weighted colour of each working-grid cell.
     """
@@ -147,9 +150,27 @@ class Run:
     path: Path
     config: Config
     density: ImageDensity
-    field: VectorField
+    model: torch.nn.Module
     meta: dict[str, Any]
     colors: np.ndarray
+
+    @property
+    def flow(self) -> Flow:
+        return wrap(self.model, self.config)
+
+    @property
+    def field(self) -> VectorField:
+        """The vector field of a continuous flow.
+
+        Raises:
+            FlowgifError: the run holds a discrete flow, which has none.
+        """
+        if not isinstance(self.model, VectorField):
+            raise FlowgifError(
+                f"{self.path} holds a {self.config.train.method} flow, a stack of layers with "
+                "no vector field"
+            )
+        return self.model
 
 
 def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
@@ -163,16 +184,16 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         density = ImageDensity(
             ckpt["ink"].double().numpy(), tuple(ckpt["size"]), config.density.extent, device
         )
-        field = VectorField(config.field).to(device)
-        field.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
+        model = build_model(config).to(device)
+        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
         colors = ckpt["colors"].numpy().astype(np.uint8).reshape(*density.grid, 3)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise FlowgifError(
             f"{path / CHECKPOINT} is damaged or from another version ({err})"
         ) from None
-    field.eval()
+    model.eval()
     meta = {k: v for k, v in ckpt.items() if not isinstance(v, (dict, torch.Tensor))}
-    return Run(path, config, density, field, meta, colors)
+    return Run(path, config, density, model, meta, colors)
 
 
 def new_run_dir(root: Path, name: str) -> Path:

@@ -2,13 +2,14 @@
 
 Adam with warm-up and cosine decay over the budget (steps or minutes, whichever ends first),
 gradient clipping, an EMA of the weights for sampling, seeded RNG streams, periodic atomic
-checkpoints. The loss is ``fm`` (flow matching) or ``ffjord`` (maximum likelihood).
+checkpoints. The loss is ``fm`` (flow matching), ``ffjord`` (maximum likelihood through the
+ODE), reverse KL to an energy target, or, for the discrete flows, maximum likelihood through
+their inverses.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -16,18 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch import nn
+from torch import Tensor, nn
 
 from flowgif import __version__
 from flowgif.config import Config, dump_toml
-from flowgif.density import ImageDensity, image_hash, ink_colors, load_image
-from flowgif.energy import ENERGIES, WINDOWS, energy_density, reverse_kl_loss
+from flowgif.density import ImageDensity, ink_colors
+from flowgif.energy import energy as energy_of
+from flowgif.energy import reverse_kl_loss
 from flowgif.errors import FlowgifError
 from flowgif.ffjord import ffjord_loss
-from flowgif.field import VectorField
+from flowgif.flows import FAMILIES
 from flowgif.fm import fm_loss
-from flowgif.ode import AugmentedDynamics, sample
+from flowgif.model import augment, build_model, sample, wrap
+from flowgif.ode import AugmentedDynamics
 from flowgif.run import (
     CHECKPOINT,
     atomic_write_text,
@@ -38,9 +40,9 @@ from flowgif.run import (
     save_checkpoint,
     write_loss_csv,
 )
-from flowgif.targets import WINDOW, text_image, toy_density, toy_picture
+from flowgif.source import Source
 
-__all__ = ["Progress", "TrainResult", "train", "train_run"]
+__all__ = ["Progress", "Source", "TrainResult", "train", "train_run"]
 
 MAX_RETRIES = 4  # non-finite losses survived (each halves the learning rate) before giving up
 GOOD_EVERY = 100  # steps between in-memory copies of known-good weights
@@ -58,9 +60,9 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    """The trained field (EMA weights when on) and what the run did."""
+    """The trained model (EMA weights when on) and what the run did."""
 
-    field: VectorField
+    model: nn.Module
     steps: int
     seconds: float
     loss: float
@@ -84,7 +86,7 @@ def train(
     resume: dict | None = None,
     energy: str | None = None,
 ) -> TrainResult:
-    """Fit a vector field to ``density`` with ``config.train.method`` (and ``finetune``).
+    """Fit a flow to ``density`` with ``config.train.method`` (and ``finetune``).
 
     Args:
         config: the full run configuration.
@@ -94,10 +96,10 @@ def train(
         checkpoint: called with a checkpoint payload every ``checkpoint_every`` steps, at the
             end, and on KeyboardInterrupt (which is then re-raised).
         resume: a loaded checkpoint to continue from.
-        energy: the energy target (:data:`flowgif.energy.ENERGIES`) for ``method = reverse``.
+        energy: an energy target (:data:`flowgif.energy.ENERGIES`): fitted by reverse KL.
 
     Returns:
-        The trained field and a summary.
+        The trained model and a summary.
     """
     tc = config.train
     device = device or resolve_device(tc.device)
@@ -105,19 +107,43 @@ def train(
         torch.set_num_threads(tc.threads)
     density = density.to(device)
     torch.manual_seed(tc.seed)
-    field = VectorField(config.field).to(device)
-    ema = copy.deepcopy(field).requires_grad_(False) if tc.ema > 0 else None
-    opt = torch.optim.Adam(field.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    model = build_model(config).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if tc.ema > 0 else None
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
-    ml = tc.method == "ffjord"
-    reverse = tc.method == "reverse"
-    if reverse and energy is None:
+    if tc.method == "reverse" and energy is None:
         raise FlowgifError("--method reverse fits an energy target: use --target u1 (to u4)")
-    dyn = AugmentedDynamics(field) if ml or reverse or tc.finetune > 0 else None
+    if tc.method in FAMILIES and config.field.augment:
+        raise FlowgifError(
+            f"--augment applies to the continuous flows (fm, ffjord), not to {tc.method}"
+        )
+    solves = tc.method not in ("fm", *FAMILIES) or tc.finetune > 0 or energy is not None
+    dyn = AugmentedDynamics(model) if solves and tc.method not in FAMILIES else None
+
+    def objective(fraction: float) -> tuple[Tensor, Tensor]:
+        """This step's loss, and the figure to show (nats, without regularisers)."""
+        if energy is not None and dyn is None:  # a discrete flow, by reverse KL
+            x, logq = model(torch.randn(tc.batch, 2, device=device, generator=gen))
+            bound = (logq + energy_of(energy, x)).mean()
+            return bound, bound.detach()
+        if energy is not None:
+            return reverse_kl_loss(dyn, energy, tc.batch, config.ffjord, gen, device)
+        x1 = density.sample(tc.batch, generator=gen)
+        if dyn is None and tc.method in FAMILIES:
+            nll = -model.log_prob(x1).mean()
+            return nll, nll.detach()
+        x1, log_r = augment(x1, config.field.augment, gen)
+        if tc.method == "fm" and fraction < 1.0 - tc.finetune:
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                loss = fm_loss(model, x1, config.fm, gen)
+            return loss, loss.detach()
+        loss, nll = ffjord_loss(dyn, x1, config.ffjord, gen)
+        return loss, nll + log_r.mean()
+
     step, spent, losses, lr_scale = 0, 0.0, [], 1.0
     if resume is not None:
-        field.load_state_dict(resume["field"])
+        model.load_state_dict(resume["field"])
         if ema is not None and resume.get("ema") is not None:
             ema.load_state_dict(resume["ema"])
         opt.load_state_dict(resume["optimizer"])
@@ -129,7 +155,7 @@ def train(
 
     def payload() -> dict:
         return {
-            "field": field.state_dict(),
+            "field": model.state_dict(),
             "ema": ema.state_dict() if ema else None,
             "optimizer": opt.state_dict(),
             "generator": gen.get_state(),
@@ -142,7 +168,7 @@ def train(
     def snapshot() -> dict:
         return copy.deepcopy(
             {
-                "field": field.state_dict(),
+                "field": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "ema": ema.state_dict() if ema else None,
             }
@@ -159,19 +185,10 @@ def train(
             lr = tc.lr * lr_scale * lr_factor(config, step, fraction)
             for group in opt.param_groups:
                 group["lr"] = lr
-            if reverse:
-                loss, shown = reverse_kl_loss(dyn, energy, tc.batch, config.ffjord, gen, device)
-            elif not (ml or fraction >= 1.0 - tc.finetune):
-                x1 = density.sample(tc.batch, generator=gen)
-                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                    loss = fm_loss(field, x1, config.fm, gen)
-                shown = loss.detach()
-            else:
-                x1 = density.sample(tc.batch, generator=gen)
-                loss, shown = ffjord_loss(dyn, x1, config.ffjord, gen)
+            loss, shown = objective(fraction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(field.parameters(), tc.grad_clip or math.inf)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf)
             loss_value = float(shown)
             if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
                 # Diverged: go back to the last good weights with half the learning rate.
@@ -181,7 +198,7 @@ def train(
                         f"training diverged at step {step} {retries} times (loss {loss_value}); "
                         "the last good checkpoint is kept; lower --lr"
                     )
-                field.load_state_dict(good["field"])
+                model.load_state_dict(good["field"])
                 opt.load_state_dict(good["optimizer"])
                 if ema is not None:
                     ema.load_state_dict(good["ema"])
@@ -190,7 +207,9 @@ def train(
             opt.step()
             if ema is not None:
                 decay = min(tc.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.parameters()), list(field.parameters()), 1 - decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+                for mine, theirs in zip(ema.buffers(), model.buffers(), strict=True):
+                    mine.copy_(theirs)  # batch-norm statistics are not averaged
             step += 1
             spent = time.perf_counter() - start
             losses.append((step, spent, loss_value, lr))
@@ -207,7 +226,7 @@ def train(
         raise
     if checkpoint is not None:
         checkpoint(payload())
-    out = ema if ema is not None else field
+    out = ema if ema is not None else model
     return TrainResult(out.eval(), step, spent, loss_value, losses)
 
 
@@ -215,69 +234,6 @@ def _fraction(steps: int, budget: float, step: int, seconds: float) -> float:
     a = step / steps if steps else 0.0
     b = seconds / budget if budget else 0.0
     return max(a, b)
-
-
-@dataclass
-class Source:
-    """What a run is trained on: a picture file, a word set in type, or a toy density.
-
-    Attributes:
-        label: the picture's path, ``text:WORD`` or ``target:NAME`` (stored in the checkpoint).
-        digest: SHA-256 identifying the content (a resumed run must match it).
-        picture: the picture (toy densities: a grey rendering of the density).
-        density: the density to fit.
-        config: the config, with ``density.extent`` set to the toy window for toy targets (and
-            ``train.method = reverse`` for energy targets).
-        energy: the energy target's name, if it is one.
-    """
-
-    label: str
-    digest: str
-    picture: Image.Image
-    density: ImageDensity
-    config: Config
-    energy: str | None = None
-
-    @classmethod
-    def load(
-        cls,
-        config: Config,
-        image: Path | None = None,
-        text: str | None = None,
-        target: str | None = None,
-    ) -> Source:
-        """Exactly one of ``image``, ``text`` or ``target``."""
-        if sum(x is not None for x in (image, text, target)) != 1:
-            raise FlowgifError("give exactly one of --img PATH, --text WORD or --target NAME")
-        dc = config.density
-        if target is not None and target.lower() in ENERGIES:
-            name = target.lower()
-            density = energy_density(name, dc.resolution)
-            if config.train.method != "reverse":
-                config = config.updated({"train.method": "reverse"})
-            config = config.updated({"density.extent": WINDOWS[name]})
-            label = f"target:{name}"
-            return cls(label, _digest(label), toy_picture(density), density, config, name)
-        if target is not None:
-            density = toy_density(target, dc.resolution)
-            config = config.updated({"density.extent": WINDOW})
-            label = f"target:{target.lower()}"
-            return cls(label, _digest(label), toy_picture(density), density, config)
-        if text is not None:
-            img, label = text_image(text), f"text:{text}"
-            digest = _digest(label)
-        else:
-            img, label, digest = (
-                load_image(image),
-                str(image),
-                image_hash(image),
-            )
-        density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
-        return cls(label, digest, img, density, config)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def train_run(
@@ -340,16 +296,6 @@ def train_run(
     )
     if not preview:
         return result
-    sc = config.solve
-    x = sample(
-        result.field,
-        50_000,
-        config.train.seed,
-        sc.method,
-        sc.atol,
-        sc.rtol,
-        device,
-        steps=sc.steps,
-    )
+    x = sample(wrap(result.model, config), 50_000, config.train.seed, device)
     write_samples_png(out / "samples.png", img, density.to_pixels(x))
     return result

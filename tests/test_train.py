@@ -51,8 +51,8 @@ def test_gradients_reach_every_parameter(tiny_png: Path) -> None:
 
 def test_same_seed_same_weights(tiny_png: Path) -> None:
     cfg = SMOKE.updated({"train.steps": 10, "fm.ot": True, "fm.ot_batch": 64})
-    a = train(cfg, tiny_density(tiny_png), torch.device("cpu")).field.state_dict()
-    b = train(cfg, tiny_density(tiny_png), torch.device("cpu")).field.state_dict()
+    a = train(cfg, tiny_density(tiny_png), torch.device("cpu")).model.state_dict()
+    b = train(cfg, tiny_density(tiny_png), torch.device("cpu")).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -74,7 +74,7 @@ def test_resume_continues_bit_for_bit(tiny_png: Path) -> None:
         train(half, density, torch.device("cpu"), checkpoint=keep)
     resumed = train(cfg, density, torch.device("cpu"), resume=saved[0])
     assert saved[0]["step"] == 10 and resumed.steps == 20
-    a, b = full.field.state_dict(), resumed.field.state_dict()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -107,7 +107,7 @@ def test_a_non_finite_loss_rolls_back_and_halves_the_lr(tiny_png: Path, monkeypa
     assert result.steps == 20 and all(np.isfinite(row[2]) for row in result.losses)
     scheduled = SMOKE.train.lr * training.lr_factor(SMOKE, 19, 19 / 20)
     assert result.losses[-1][3] == pytest.approx(0.5 * scheduled)
-    assert all(torch.isfinite(p).all() for p in result.field.parameters())
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
 def test_divergence_that_persists_stops_with_a_clear_error(tiny_png: Path, monkeypatch) -> None:

@@ -1,0 +1,82 @@
+"""What a run is trained on: a picture file, a word set in type, or a toy or energy target."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from flowgif.config import Config
+from flowgif.density import ImageDensity, image_hash, load_image
+from flowgif.energy import ENERGIES, WINDOWS, energy_density
+from flowgif.errors import FlowgifError
+from flowgif.flows import FAMILIES
+from flowgif.targets import WINDOW, text_image, toy_density, toy_picture
+
+__all__ = ["Source"]
+
+
+@dataclass
+class Source:
+    """What a run is trained on: a picture file, a word set in type, or a toy density.
+
+    Attributes:
+        label: the picture's path, ``text:WORD`` or ``target:NAME`` (stored in the checkpoint).
+        digest: SHA-256 identifying the content (a resumed run must match it).
+        picture: the picture (toy densities: a grey rendering of the density).
+        density: the density to fit.
+        config: the config, with ``density.extent`` set to the toy window for toy targets (and
+            ``train.method = reverse`` for energy targets, unless it names a discrete flow,
+            which is then trained by reverse KL too).
+        energy: the energy target's name, if it is one.
+    """
+
+    label: str
+    digest: str
+    picture: Image.Image
+    density: ImageDensity
+    config: Config
+    energy: str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        config: Config,
+        image: Path | None = None,
+        text: str | None = None,
+        target: str | None = None,
+    ) -> Source:
+        """Exactly one of ``image``, ``text`` or ``target``."""
+        if sum(x is not None for x in (image, text, target)) != 1:
+            raise FlowgifError("give exactly one of --img PATH, --text WORD or --target NAME")
+        dc = config.density
+        if target is not None and target.lower() in ENERGIES:
+            name = target.lower()
+            density = energy_density(name, dc.resolution)
+            if config.train.method not in ("reverse", *FAMILIES):
+                config = config.updated({"train.method": "reverse"})
+            config = config.updated({"density.extent": WINDOWS[name]})
+            label = f"target:{name}"
+            return cls(label, _digest(label), toy_picture(density), density, config, name)
+        if target is not None:
+            density = toy_density(target, dc.resolution)
+            config = config.updated({"density.extent": WINDOW})
+            label = f"target:{target.lower()}"
+            return cls(label, _digest(label), toy_picture(density), density, config)
+        if text is not None:
+            img, label = text_image(text), f"text:{text}"
+            digest = _digest(label)
+        else:
+            img, label, digest = (
+                load_image(image),
+                str(image),
+                image_hash(image),
+            )
+        density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
+        return cls(label, digest, img, density, config)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
