@@ -41,6 +41,9 @@ class Method(StrEnum):
     fm = "fm"
     ffjord = "ffjord"
     reverse = "reverse"
+    realnvp = "realnvp"
+    planar = "planar"
+    radial = "radial"
 
 
 class Device(StrEnum):
@@ -192,7 +195,17 @@ def train(
     method: Annotated[
         Method | None,
         typer.Option(
-            help="fm: flow matching (fast); ffjord: maximum likelihood through the adjoint ODE.",
+            help="Continuous: fm (flow matching, fast), ffjord (maximum likelihood through the "
+            "adjoint ODE). Discrete, rendered layer by layer: realnvp (affine couplings), planar, "
+            "radial. Energy targets use reverse KL.",
+            show_default=False,
+        ),
+    ] = None,
+    augment: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Extra dimensions for a continuous flow (augmented ODE) so paths may cross.",
             show_default=False,
         ),
     ] = None,
@@ -275,6 +288,7 @@ def train(
         cfg = load_config(_config_path(config))
     overrides: dict[str, Any] = {
         "train.method": method.value if method else None,
+        "field.augment": augment,
         "train.batch": batch,
         "train.lr": lr,
         "train.seed": seed,

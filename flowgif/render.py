@@ -118,17 +118,30 @@ def frame_times(frames: int, ease: bool) -> torch.Tensor:
     return (0.5 - 0.5 * torch.cos(math.pi * s) if ease else s).float()
 
 
-def camera(canvas: Canvas, density: ImageDensity, frames: int, zoom: bool) -> list[Canvas]:
-    """One view per frame: from one showing N(0, I) out to NOISE_RADIUS, to the picture's frame."""
+def camera(canvas: Canvas, density: ImageDensity, paths: np.ndarray, zoom: bool) -> list[Canvas]:
+    """One view per frame that keeps the particle cloud in sight, ending on the picture's frame.
+
+    Each frame needs to show 99.5 % of its particles (at least N(0, I) out to NOISE_RADIUS at the
+    start); the zoom follows that need through a sliding maximum and a smoothing, so it glides
+    and never cuts the cloud. A continuous flow's camera pulls in from the noise to the picture;
+    a discrete flow's also backs off where a layer throws the points wide.
+    """
+    frames = len(paths)
     if not zoom:
         return [canvas] * frames
-    # Canvas half-sizes in model units; the noise needs NOISE_RADIUS in both directions.
     per_unit = canvas.scale * density.size[0] / (2 * density.half[0])  # canvas px per unit
-    room = min(canvas.width, canvas.height) / 2 / per_unit
-    start = min(1.0, room / NOISE_RADIUS)
-    s = np.linspace(0.0, 1.0, frames)
-    ease = s * s * (3 - 2 * s)  # smoothstep: the camera starts and stops gently
-    return [canvas.zoomed(start ** (1 - e)) for e in ease]
+    room = np.array([canvas.width, canvas.height]) / 2 / per_unit  # half-view in model units
+    pick = paths[:, :: max(1, paths.shape[1] // 4000)]
+    need = np.quantile(np.abs(pick), 0.995, axis=1)  # (T, 2) half-extent of the cloud
+    need[0] = np.maximum(need[0], NOISE_RADIUS)
+    log_out = np.maximum(0.0, np.log(need / room).max(axis=1))  # how far to back off
+    k = max(1, frames // 12)
+    padded = np.pad(log_out, k, mode="edge")
+    held = np.array([padded[i : i + 2 * k + 1].max() for i in range(frames)])
+    weights = np.hanning(2 * k + 3)[1:-1]
+    smooth = np.convolve(np.pad(held, k, mode="edge"), weights / weights.sum(), mode="valid")
+    smooth = np.maximum(smooth, log_out)  # smoothing must not cut what the maximum kept
+    return [canvas.zoomed(float(np.exp(-v))) for v in smooth]
 
 
 def particle_colors(
@@ -188,7 +201,7 @@ def render(
     report.seconds["solve"] = time.perf_counter() - clock
     color, palette = particle_colors(run, paths[0], paths[-1], o.color, o.background)
     canvas = Canvas.around(run.density.size, o.size)
-    views = camera(canvas, run.density, o.frames, o.zoom)
+    views = camera(canvas, run.density, paths, o.zoom)
     dot = o.dot or max(1, round(o.size / 256))
     report.width, report.height = canvas.width, canvas.height
     order = list(range(o.frames))

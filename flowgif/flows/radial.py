@@ -17,23 +17,25 @@ from flowgif.flows.base import DiscreteFlow, Layer
 
 __all__ = ["Radial", "radial"]
 
+SCALE = 10.0  # parameters are stored divided by this: Adam then moves them 10x faster
+
 
 class Radial(Layer):
     """One radial layer around a learnt centre."""
 
     def __init__(self, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.z0 = nn.Parameter(torch.randn(2, generator=generator))
-        self.a = nn.Parameter(torch.zeros(()))
-        self.b = nn.Parameter(torch.zeros(()))
+        self.z0_ = nn.Parameter(torch.randn(2, generator=generator) / SCALE)
+        self.a_ = nn.Parameter(torch.zeros(()))
+        self.b_ = nn.Parameter(torch.zeros(()))
 
-    def _ab(self) -> tuple[Tensor, Tensor]:
-        alpha = softplus(self.a)
-        return alpha, softplus(self.b) - alpha
+    def _ab(self) -> tuple[Tensor, Tensor, Tensor]:
+        alpha = softplus(SCALE * self.a_)
+        return SCALE * self.z0_, alpha, softplus(SCALE * self.b_) - alpha
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        alpha, beta = self._ab()
-        d = z - self.z0
+        z0, alpha, beta = self._ab()
+        d = z - z0
         r = d.norm(dim=1)
         h = 1 / (alpha + r)
         # det J = (1 + beta h)^(d-1) (1 + beta h + beta h' r), h' = -h^2; d = 2
@@ -41,8 +43,8 @@ class Radial(Layer):
         return z + (beta * h)[:, None] * d, ladj
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        alpha, beta = self._ab()
-        dx = x - self.z0
+        z0, alpha, beta = self._ab()
+        dx = x - z0
         rx = dx.norm(dim=1)
         p = alpha + beta - rx
         root = (p * p + 4 * alpha * rx).sqrt()
@@ -50,7 +52,7 @@ class Radial(Layer):
         r = torch.where(p > 0, 2 * alpha * rx / (p + root).clamp_min(1e-30), (root - p) / 2)
         h = 1 / (alpha + r)
         ladj = torch.log1p(beta * h) + torch.log1p(beta * alpha * h**2)
-        return self.z0 + dx / (1 + beta * h)[:, None], ladj
+        return z0 + dx / (1 + beta * h)[:, None], ladj
 
 
 def radial(layers: int, seed: int = 0) -> DiscreteFlow:
