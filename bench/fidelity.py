@@ -7,6 +7,7 @@ stored rows at the end.
 
     python bench/fidelity.py --configs default ffjord-paper --budgets 30 180
     python bench/fidelity.py --configs default --set field.fourier_features=0 --name no-fourier
+    python bench/fidelity.py --configs realnvp planar --images target:moons --budgets 180
     python bench/fidelity.py --table            # only rebuild the table
 """
 
@@ -55,12 +56,16 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
         "train.device": "cpu",
     }
     cfg = load_config(ROOT / "configs" / f"{config}.toml").updated(overrides)
+    kind, _, name = image.partition(":")
+    source = {"target": name} if kind == "target" else {"image": Path(image)}
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_run(Path(image), cfg, Path(tmp) / "run", preview=False)
+        result = train_run(None, cfg, Path(tmp) / "run", preview=False, **source)
         figures = evaluate(load_run(Path(tmp) / "run"), n_nll=20_000, n_samples=100_000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sc = cfg.solve
     sampler = f"rk4 x{sc.steps}" if sc.method == "rk4" else f"{sc.method} {sc.atol:g}"
+    if cfg.train.method in ("realnvp", "planar", "radial"):
+        sampler = f"{figures['layers']} layers"
     return {
         "sampler": sampler,
         "steps": result.steps,
@@ -71,7 +76,7 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
 
 
 def run_row(
-    config: str, image: Path, budget: float, sets: list[str], name: str, threads: int
+    config: str, image: str, budget: float, sets: list[str], name: str, threads: int
 ) -> dict:
     cmd = [
         sys.executable,
@@ -87,18 +92,23 @@ def run_row(
     clock = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise SystemExit(f"row {name} {image.name} {budget}s failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"row {name} {image} {budget}s failed:\n{out.stderr[-2000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     return {
         "name": name,
         "config": config,
         "sets": sets,
-        "image": image.name,
+        "image": label(image),
         "budget_s": budget,
         "threads": threads,
         "wall_s": time.time() - clock,
         **row,
     }
+
+
+def label(image: str) -> str:
+    """A row's image column: the file name, or the toy target's name."""
+    return image.partition(":")[2] if image.startswith("target:") else Path(image).name
 
 
 def store(row: dict) -> list[dict]:
@@ -138,15 +148,15 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| config | image | budget | threads | steps | kl (nats) | tv | tv_floor | on_ink "
-        "| sampler | NFE | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| sampler | NFE | peak MB | wall s |\n" + "|---" * 13 + "|"
     )
     lines = [head]
     for r in sorted(rows, key=lambda r: (r["image"], r["budget_s"], r["kl"])):
         lines.append(
             f"| {r['name']} | {r['image']} | {r['budget_s']:g} s | {r['threads']} | "
             f"{r['steps']} | {r['kl']:.3f} | {r['tv']:.3f} | {r['tv_floor']:.3f} | "
-            f"{r['on_ink']:.3f} | {r.get('sampler', 'dopri5 0.0001')} | {r['nfe']} | "
-            f"{r['peak_mb']:.0f} |"
+            f"{r['on_ink']:.3f} | {r.get('sampler', 'dopri5 0.0001')} | {r.get('nfe', '-')} | "
+            f"{r['peak_mb']:.0f} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -160,7 +170,8 @@ def write_results_md(rows: list[dict]) -> None:
         "process, CPU), then `flowgif eval` figures: `kl` = nll - entropy on 20,000 fresh "
         "samples of the picture density (exact divergence, atol=rtol=1e-5); `tv`, `tv_floor`, "
         "`on_ink` on 100,000 flow samples, computed as ../shared/referee/score.py does (64 "
-        "cells; tests/test_eval.py checks the two agree); NFE of the sampling solve.",
+        "cells; tests/test_eval.py checks the two agree); NFE of the sampling solve (discrete "
+        "flows: their layers); wall s = the whole row (train + eval) in its process.",
         "",
         "Command: `python bench/fidelity.py --configs NAME ... --images ... --budgets ...` "
         "(rows accumulate in bench/results.json). The machine was shared: one to three "
@@ -184,7 +195,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--configs", nargs="*", default=["default"])
-    ap.add_argument("--images", nargs="*", default=[str(GITHUB)])
+    ap.add_argument(
+        "--images", nargs="*", default=[str(GITHUB)], help="picture paths or target:NAME"
+    )
     ap.add_argument("--budgets", nargs="*", type=float, default=[30, 180, 600])
     ap.add_argument("--set", action="append", default=[], help="override KEY=VALUE")
     ap.add_argument("--name", help="row name for --set variants (default: the config name)")
@@ -202,9 +215,9 @@ def main() -> None:
     if not a.table:
         for config in a.configs:
             name = a.name or config
-            for image in map(Path, a.images):
+            for image in a.images:
                 for budget in a.budgets:
-                    key = (name, image.name, budget, a.threads)
+                    key = (name, label(image), budget, a.threads)
                     old = [
                         r
                         for r in rows
@@ -215,7 +228,7 @@ def main() -> None:
                     row = run_row(config, image, budget, a.set, name, a.threads)
                     rows = store(row)
                     print(
-                        f"{name} {image.name} {budget:g}s: kl {row['kl']:.3f} tv "
+                        f"{name} {label(image)} {budget:g}s: kl {row['kl']:.3f} tv "
                         f"{row['tv']:.3f} on_ink {row['on_ink']:.3f} ({row['steps']} steps)",
                         flush=True,
                     )

@@ -416,12 +416,27 @@ class _progress_bar:  # noqa: N801 - used as a context manager, reads like a fun
 @app.command()
 @guarded
 def render(
-    run: RunArg = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Run folder (default: the latest run under runs/). Several play side by side "
+            "from the same noise, e.g. a continuous flow beside a RealNVP.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             help="Output: .gif, .mp4, .webp, or a folder for "
-            "PNG frames \\[default: <run>/flow.gif].",
+            "PNG frames \\[default: <run>/flow.gif; compare.gif beside several runs].",
+            show_default=False,
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Caption of each panel, once per run \\[default with several runs: method and "
+            "training time].",
             show_default=False,
         ),
     ] = None,
@@ -461,15 +476,22 @@ def render(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
 ) -> None:
-    """Animate a trained run: particles from N(0,I) carried to the picture."""
+    """Animate a trained run: particles from N(0,I) carried to the picture (a discrete flow's
+    layer outputs, joined by straight lines). Several runs: side by side."""
     from flowgif.render import render as do_render
+    from flowgif.run import load_run
 
     opts = _render_options(locals())
-    path, loaded, dev = _load(run, device, threads)
-    out = out or path / "flow.gif"
+    path, loaded, dev = _load(runs[0] if runs else None, device, threads)
+    loaded = [loaded] + [load_run(r, dev) for r in (runs or [])[1:]]
+    if label and len(label) != len(loaded):
+        raise FlowgifError(f"--label given {len(label)} times for {len(loaded)} runs")
+    if len(loaded) > 1 and not label:
+        label = [_caption(r) for r in loaded]
+    out = out or (path / "flow.gif" if len(loaded) == 1 else path.parent / "compare.gif")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        report = do_render(loaded, out, opts, dev)
+        report = do_render(loaded, out, opts, dev, label)
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     s = report.seconds
@@ -648,8 +670,8 @@ def _parse_render_args(text: str) -> dict[str, Any]:
         message = err.format_message() if hasattr(err, "format_message") else str(err)
         raise FlowgifError(f"--render-args: {message}") from None
     params = ctx.params
-    if params.get("run") or params.get("out"):
-        raise FlowgifError("--render-args: RUN and --out are set by batch itself")
+    if params.get("runs") or params.get("out") or params.get("label"):
+        raise FlowgifError("--render-args: RUN, --out and --label are set by batch itself")
     return dataclasses.asdict(_render_options(params))
 
 
@@ -661,6 +683,17 @@ def _render_options(params: dict[str, Any]) -> Any:
     return RenderOptions(
         **{k: str(v) if isinstance(v, StrEnum) else v for k, v in params.items() if k in fields}
     )
+
+
+def _caption(run: Any) -> str:
+    """``method, N s`` (or ``N steps``) for a panel of a side-by-side render."""
+    names = {"fm": "flow matching", "ffjord": "FFJORD", "reverse": "CNF, reverse KL"}
+    method = run.config.train.method
+    name = names.get(method, {"realnvp": "RealNVP"}.get(method, f"{method} flow"))
+    if run.config.field.augment and method in names:
+        name += f" +{run.config.field.augment}D"
+    seconds = run.meta.get("seconds")
+    return f"{name}, {seconds:.0f} s" if seconds else name
 
 
 def _load(run: Path | None, device: Device, threads: int = 0) -> tuple[Path, Any, Any]:

@@ -3,7 +3,8 @@
 Every frame is an ``(H, W)`` uint8 image of indices into one 256-colour palette chosen before
 the first frame, so GIF frames need no per-frame quantisation and colours never flicker.
 Palette layout: index 0 is the background; index ``1 + k * L + (l - 1)`` is colour ``k`` at
-brightness level ``l`` in ``1..L`` (more particles on a pixel, a stronger colour).
+brightness level ``l`` in ``1..L`` (more particles on a pixel, a stronger colour); index 255
+(``TEXT``) is for labels.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from PIL import Image
 
 from flowgif.run import atomic_write
 
-__all__ = ["Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
+__all__ = ["TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
 
 BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 14, 20)}
+TEXT = 255  # palette index of label text
 
 
 @dataclass
@@ -88,13 +90,14 @@ def make_palette(
     """
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     k = len(colors)
-    levels = max(1, 255 // k)
+    levels = max(1, 254 // k)
     alpha = np.linspace(min_alpha, 1.0, levels) if levels > 1 else np.ones(1)
     bg = np.asarray(background, dtype=np.float64)
     rgb = np.zeros((256, 3))
     rgb[:] = bg
     blend = bg + alpha[None, :, None] * (colors[:, None, :] - bg)  # (K, L, 3)
     rgb[1 : 1 + k * levels] = blend.reshape(-1, 3)
+    rgb[TEXT] = (210, 210, 220) if bg.mean() < 128 else (60, 60, 70)
     return Palette(np.clip(np.round(rgb), 0, 255).astype(np.uint8), levels, k)
 
 

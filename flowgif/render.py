@@ -8,24 +8,30 @@ writer chosen by the output's suffix.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 from PIL import Image
 
 from flowgif.density import ImageDensity
-from flowgif.draw import BACKGROUNDS, Canvas, Palette, draw_frame, hue_colors, make_palette
+from flowgif.draw import (
+    BACKGROUNDS,
+    TEXT,
+    Canvas,
+    Palette,
+    draw_frame,
+    hue_colors,
+    make_palette,
+)
 from flowgif.errors import FlowgifError
 from flowgif.ode import SolveStats
-from flowgif.run import Run, atomic_write
+from flowgif.run import Run
+from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
 
 __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
 
@@ -145,29 +151,34 @@ def camera(canvas: Canvas, density: ImageDensity, paths: np.ndarray, zoom: bool)
 
 
 def particle_colors(
-    run: Run, z: np.ndarray, end: np.ndarray, mode: str, background: str
-) -> tuple[np.ndarray, Palette]:
-    """Colour number per particle and the palette, for a colour mode."""
+    runs: list[Run], starts: list[np.ndarray], ends: list[np.ndarray], mode: str, background: str
+) -> tuple[list[np.ndarray], Palette]:
+    """Colour number per particle of each run, and the one palette they share."""
     bg = BACKGROUNDS[background]
     dark = background == "dark"
     if mode == "position":
         k = 12
-        angle = (np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0
-        return np.minimum((angle * k).astype(np.int64), k - 1), make_palette(
-            hue_colors(k, dark), bg
-        )
+        angles = [(np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0 for z in starts]
+        colors = [np.minimum((a * k).astype(np.int64), k - 1) for a in angles]
+        return colors, make_palette(hue_colors(k, dark), bg)
     if mode == "image":
-        rgb = run.colors.reshape(-1, 3)[run.density.cell_index(end)]
+        rgb = np.concatenate(
+            [
+                r.colors.reshape(-1, 3)[r.density.cell_index(e)]
+                for r, e in zip(runs, ends, strict=True)
+            ]
+        )
         strip = Image.fromarray(rgb[None, :, :].astype(np.uint8), mode="RGB")
         quant = strip.quantize(
             colors=16, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
         )
         used = np.asarray(quant).ravel().astype(np.int64)
         colors = np.asarray(quant.getpalette()[: 3 * 16], dtype=np.float64).reshape(-1, 3)
-        return used, make_palette(colors, bg)
+        return np.split(used, np.cumsum([len(e) for e in ends])[:-1]), make_palette(colors, bg)
     ink = (235, 235, 245) if dark else (16, 16, 28)
+    zeros = [np.zeros(len(z), dtype=np.int64) for z in starts]
     if mode == "mono":
-        return np.zeros(len(z), dtype=np.int64), make_palette(np.array([ink]), bg)
+        return zeros, make_palette(np.array([ink]), bg)
     # density: one colour, levels mapped through a heat ramp instead of a blend
     palette = make_palette(np.array([ink]), bg)
     s = np.linspace(0.15, 1.0, palette.levels)
@@ -177,33 +188,45 @@ def particle_colors(
     if not dark:
         ramp = ramp[::-1]  # dense = dark on a light ground
     palette.rgb[1 : 1 + palette.levels] = np.round(ramp).astype(np.uint8)
-    return np.zeros(len(z), dtype=np.int64), palette
+    return zeros, palette
 
 
 def render(
-    run: Run, out: Path, options: RenderOptions | None = None, device: torch.device | str = "cpu"
+    run: Run | list[Run],
+    out: Path,
+    options: RenderOptions | None = None,
+    device: torch.device | str = "cpu",
+    labels: list[str] | None = None,
 ) -> RenderReport:
     """Animate ``run`` into ``out`` (format by suffix, see ``FORMATS``).
+
+    Given several runs, they play side by side from the same noise (same seed), each in its own
+    panel under its label: a continuous flow beside a discrete one, or two budgets.
 
     Raises:
         FlowgifError: unknown suffix or option, or the output cannot be written.
     """
     o = options or RenderOptions()
+    runs = [run] if isinstance(run, Run) else list(run)
     out = Path(out)
     kind = _format(out)
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
-    gen = torch.Generator(device=device).manual_seed(o.seed)
-    z = run.flow.noise(o.particles, gen)
-    stats = SolveStats()
-    paths = run.flow.paths(z, frame_times(o.frames, o.ease).to(device), stats).cpu().numpy()
+    stats, paths = SolveStats(), []
+    times = frame_times(o.frames, o.ease).to(device)
+    for r in runs:
+        z = r.flow.noise(o.particles, torch.Generator(device=device).manual_seed(o.seed))
+        paths.append(r.flow.paths(z, times, stats).cpu().numpy())
     report.nfe = stats.nfe
     report.seconds["solve"] = time.perf_counter() - clock
-    color, palette = particle_colors(run, paths[0], paths[-1], o.color, o.background)
-    canvas = Canvas.around(run.density.size, o.size)
-    views = camera(canvas, run.density, paths, o.zoom)
+    starts, ends = [p[0] for p in paths], [p[-1] for p in paths]
+    color, palette = particle_colors(runs, starts, ends, o.color, o.background)
+    canvases = [Canvas.around(r.density.size, o.size) for r in runs]
+    views = [
+        camera(c, r.density, p, o.zoom) for c, r, p in zip(canvases, runs, paths, strict=True)
+    ]
+    header = _header(labels, canvases, o.size) if len(runs) > 1 or labels else None
     dot = o.dot or max(1, round(o.size / 256))
-    report.width, report.height = canvas.width, canvas.height
     order = list(range(o.frames))
     if o.loop == "pingpong":
         order += list(range(o.frames - 2, 0, -1))
@@ -214,19 +237,24 @@ def render(
     report.frames = len(order)
     report.seconds["draw"] = 0.0
 
-    def draw(q: int) -> np.ndarray:
-        """Frame at play position q: its particles over a fading trail of earlier positions."""
-        view = views[order[q]]
+    def panel(i: int, q: int) -> np.ndarray:
+        """Run i at play position q: its particles over a fading trail of earlier positions."""
+        view, density = views[i][order[q]], runs[i].density
         idx, col, wts = [], [], []
         for age in range(min(o.trail, q), -1, -1):  # oldest first, so the newest shows on top
-            index, who = view.flat_index(run.density.to_pixels(paths[order[q - age]]), dot)
+            index, who = view.flat_index(density.to_pixels(paths[i][order[q - age]]), dot)
             idx.append(index)
-            col.append(color[who])
+            col.append(color[i][who])
             wts.append(np.full(len(index), (1 - age / (o.trail + 1)) ** 2))
         weight = np.concatenate(wts) if o.trail else None
         return draw_frame(
-            np.concatenate(idx), np.concatenate(col), canvas, palette, weight, glow=o.glow
+            np.concatenate(idx), np.concatenate(col), canvases[i], palette, weight, glow=o.glow
         )
+
+    def draw(q: int) -> np.ndarray:
+        if header is None:
+            return panel(0, q)
+        return _compose([panel(i, q) for i in range(len(runs))], header)
 
     def frames() -> Iterator[np.ndarray]:
         cache: dict[tuple[int, ...], np.ndarray] = {}
@@ -238,6 +266,8 @@ def render(
             report.seconds["draw"] += time.perf_counter() - t0
             yield cache[key]
 
+    first = draw(0)
+    report.height, report.width = first.shape
     clock = time.perf_counter()
     if kind == ".gif":
         ms = [max(20, 10 * round(d / 10)) for d in durations]
@@ -247,17 +277,45 @@ def render(
                 f"{1000 / ms[1]:.3g} fps; choose 25 or 50",
                 stacklevel=2,
             )
-        _write_gif(out, frames(), palette, ms)
+        write_gif(out, frames(), palette, ms)
     elif kind == ".webp":
-        _write_webp(out, frames(), palette, [round(d) for d in durations])
+        write_webp(out, frames(), palette, [round(d) for d in durations])
     elif kind == ".mp4":
         repeats = [max(1, round(d / step_ms)) for d in durations]
-        _write_mp4(out, frames(), palette, repeats, o.fps, o.quality, canvas)
+        write_mp4(out, frames(), palette, repeats, o.fps, o.quality, (report.width, report.height))
     else:
-        _write_png_folder(out, frames(), palette)
+        write_png_folder(out, frames(), palette)
     report.seconds["encode"] = time.perf_counter() - clock - report.seconds["draw"]
-    report.bytes = _size(out)
+    report.bytes = output_size(out)
     return report
+
+
+def _header(labels: list[str] | None, canvases: list[Canvas], size: int) -> list[np.ndarray]:
+    """One label strip per panel, drawn in the palette's text colour (index 255)."""
+    from PIL import ImageDraw, ImageFont
+
+    height = max(14, round(size * 0.06))
+    font = ImageFont.load_default(size=round(height * 0.7))
+    strips = []
+    for i, canvas in enumerate(canvases):
+        text = labels[i] if labels and i < len(labels) else ""
+        strip = Image.new("L", (canvas.width, height), 0)
+        ImageDraw.Draw(strip).text(
+            (canvas.width / 2, height / 2), text, fill=TEXT, font=font, anchor="mm"
+        )
+        strips.append((np.asarray(strip) > 127).astype(np.uint8) * TEXT)
+    return strips
+
+
+def _compose(panels: list[np.ndarray], header: list[np.ndarray]) -> np.ndarray:
+    """Panels side by side under their labels, bottom-padded to one height, with gaps."""
+    height = max(p.shape[0] for p in panels)
+    gap = np.zeros((height + header[0].shape[0], max(4, panels[0].shape[1] // 64)), np.uint8)
+    columns = []
+    for p, h in zip(panels, header, strict=True):
+        p = np.pad(p, ((0, height - p.shape[0]), (0, 0)))
+        columns += [np.vstack([h, p]), gap]
+    return np.hstack(columns[:-1])
 
 
 def _format(out: Path) -> str:
@@ -267,108 +325,3 @@ def _format(out: Path) -> str:
     if suffix == "" or out.is_dir():
         return "folder"
     raise FlowgifError(f"cannot render to '{out.name}': use one of {', '.join(FORMATS)}")
-
-
-def _p_image(frame: np.ndarray, palette: Palette) -> Image.Image:
-    img = Image.fromarray(frame, mode="P")
-    img.putpalette(palette.rgb.ravel().tolist())
-    return img
-
-
-def _write_gif(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
-    images = (_p_image(f, palette) for f in frames)
-    first = next(images)
-    atomic_write(
-        out,
-        lambda f: first.save(
-            f,
-            format="GIF",
-            save_all=True,
-            append_images=images,
-            duration=ms,
-            loop=0,
-            optimize=False,
-            disposal=1,
-        ),
-    )
-
-
-def _write_webp(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
-    images = (Image.fromarray(palette.rgb[f]) for f in frames)
-    first = next(images)
-    atomic_write(
-        out,
-        lambda f: first.save(
-            f,
-            format="WEBP",
-            save_all=True,
-            append_images=images,
-            duration=ms,
-            loop=0,
-            quality=80,
-            method=4,
-        ),
-    )
-
-
-def _write_mp4(
-    out: Path,
-    frames: Iterator[np.ndarray],
-    palette: Palette,
-    repeats: list[int],
-    fps: int,
-    quality: int,
-    canvas: Canvas,
-) -> None:
-    import imageio_ffmpeg  # ships its own ffmpeg binary
-
-    def write(f: IO[bytes]) -> None:
-        # ffmpeg writes by name: let it fill the temp file that atomic_write then renames.
-        writer = imageio_ffmpeg.write_frames(
-            f.name,
-            (canvas.width, canvas.height),
-            fps=fps,
-            codec="libx264",
-            quality=quality,
-            pix_fmt_out="yuv420p",
-            macro_block_size=2,
-            ffmpeg_log_level="error",
-            output_params=["-movflags", "+faststart"],
-        )
-        writer.send(None)
-        for frame, n in zip(frames, repeats, strict=True):
-            rgb = np.ascontiguousarray(palette.rgb[frame])
-            for _ in range(n):
-                writer.send(rgb)
-        writer.close()
-        f.seek(0, 2)  # ffmpeg wrote behind this handle's back; flush+fsync still apply
-
-    atomic_write(out, write)
-
-
-def _write_png_folder(out: Path, frames: Iterator[np.ndarray], palette: Palette) -> None:
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    except OSError as err:
-        raise FlowgifError(f"cannot write to {parent}: {err.strerror or err}") from None
-    try:
-        for i, frame in enumerate(frames):
-            _p_image(frame, palette).save(tmp / f"frame_{i:04d}.png")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _size(out: Path) -> int:
-    if out.is_dir():
-        return sum(p.stat().st_size for p in out.iterdir())
-    return out.stat().st_size

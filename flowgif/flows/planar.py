@@ -4,9 +4,9 @@ Each layer bends the plane along one direction. It is invertible when ``w.u >= -
 standard reparametrisation ``u' = u + (softplus(w.u) - 1 - w.u) w / |w|^2`` keeps ``w.u' > -1``.
 The inverse has no closed form: ``w.x = a + (w.u') tanh(a + b)`` is solved for ``a = w.z`` by
 bisection (it is strictly increasing) and a Newton step, then one more Newton step with
-gradients on, which gives the exact gradient of the root (implicit differentiation). That is what lets a planar flow be
-trained by maximum likelihood on picture samples; on energy targets it is trained by reverse KL,
-which only runs it forwards.
+gradients on, which gives the exact gradient of the root (implicit differentiation). That is
+what lets a planar flow be trained by maximum likelihood on picture samples; on energy targets
+it is trained by reverse KL, which only runs it forwards.
 """
 
 from __future__ import annotations
