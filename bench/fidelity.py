@@ -57,9 +57,9 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
     }
     cfg = load_config(ROOT / "configs" / f"{config}.toml").updated(overrides)
     kind, _, name = image.partition(":")
-    source = {"target": name} if kind == "target" else {"image": Path(image)}
+    picture, target = (None, name) if kind == "target" else (Path(image), None)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_run(None, cfg, Path(tmp) / "run", preview=False, **source)
+        result = train_run(picture, cfg, Path(tmp) / "run", preview=False, target=target)
         figures = evaluate(load_run(Path(tmp) / "run"), n_nll=20_000, n_samples=100_000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sc = cfg.solve

@@ -138,3 +138,24 @@ def test_trails_and_glow_add_fainter_pixels(tiny_run: Path, tmp_path: Path, effe
         mid = np.asarray(Image.open(out / "frame_0005.png").convert("L"))
         drawn.append((mid < 250).sum())
     assert drawn[1] > 1.3 * drawn[0]
+
+
+def test_runs_side_by_side_share_noise_and_show_their_labels(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    from tests.test_cli import call
+
+    run = load_run(tiny_run)
+    single, double = tmp_path / "one.gif", tmp_path / "two.gif"
+    render(run, single, RenderOptions(frames=4, hold=0, **FAST))
+    render([run, run], double, RenderOptions(frames=4, hold=0, **FAST), labels=["a", "b"])
+    w1, h1 = Image.open(single).size
+    img = Image.open(double)
+    w2, h2 = img.size
+    assert img.n_frames == 4 and w2 > 2 * w1 and h2 > h1  # two panels under a caption strip
+    last = np.asarray(ImageSequence.all_frames(img)[-1].convert("L"))
+    left, right = last[h2 - h1 :, :w1], last[h2 - h1 :, w2 - w1 :]
+    assert np.array_equal(left, right)  # the same run from the same noise: the same panel
+    assert (last[: h2 - h1] < 128).any()  # the captions are drawn
+    bad = call("render", tiny_run, tiny_run, "--label", "only one", "--out", tmp_path / "x.gif")
+    assert bad.exit_code == 1 and "--label given 1 times for 2 runs" in bad.output
