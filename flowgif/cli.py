@@ -84,7 +84,8 @@ ThreadsOpt = Annotated[
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
-        help="TOML config file, or the name of one in configs/ (fast, default, quality).",
+        help="TOML config file, or the name of one in configs/ (fast, default, quality, "
+        "realnvp, planar, radial, augmented ...).",
         show_default=False,
     ),
 ]

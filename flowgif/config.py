@@ -85,7 +85,7 @@ class FlowConfig:
     """
 
     layers: int = 0
-    hidden: int = 64
+    hidden: int = 128
     depth: int = 2
     batchnorm: bool = False
 

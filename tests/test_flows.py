@@ -161,6 +161,9 @@ def test_augmented_run_and_its_refusals(tmp_path: Path) -> None:
     assert call("render", out, "--frames", 3, "--particles", 200, "--size", 48).exit_code == 0
     assert call("eval", out, "--n-nll", 300, "--samples", 1000).exit_code == 0
     assert json.loads((out / "eval.json").read_text())["kl_bound"] is True
+    ml = call("train", "--target", "moons", "--augment", 1, "--method", "ffjord", "--config",
+              SMOKE, "--steps", 2, "--out", tmp_path / "ml")  # fmt: skip
+    assert ml.exit_code == 0, ml.output
     bad = call("train", "--target", "moons", "--augment", 1, "--method", "planar", "--steps", 1,
                "--out", tmp_path / "bad")  # fmt: skip
     assert bad.exit_code == 1 and "continuous" in bad.output
