@@ -1,0 +1,186 @@
+"""What every command shares: the app, option types, error handling, run loading."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from flowgif import __version__
+from flowgif.errors import FlowgifError
+from flowgif.targets import ENERGIES, TOYS
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it.",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Method(StrEnum):
+    fm = "fm"
+    ffjord = "ffjord"
+    reverse = "reverse"
+    realnvp = "realnvp"
+    planar = "planar"
+    radial = "radial"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+Toy = StrEnum("Toy", {name: name for name in (*TOYS, *ENERGIES)})
+
+
+class ColorMode(StrEnum):
+    position = "position"
+    image = "image"
+    density = "density"
+    mono = "mono"
+
+
+class Background(StrEnum):
+    light = "light"
+    dark = "dark"
+
+
+class Loop(StrEnum):
+    forward = "forward"
+    pingpong = "pingpong"
+
+
+RunArg = Annotated[
+    Path | None,
+    typer.Argument(help="Run folder (default: the latest run under runs/).", show_default=False),
+]
+DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the noise the particles start from.")]
+ThreadsOpt = Annotated[
+    int, typer.Option(min=0, help="CPU threads (0: torch's default; 1 on a busy machine).")
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="TOML config file, or the name of one in configs/ (fast, default, quality, "
+        "realnvp, planar, radial, augmented ...).",
+        show_default=False,
+    ),
+]
+StepsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Training steps (alone, no time limit).", show_default=False),
+]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(min=0.01, help="Wall-time budget (alone, no step limit).", show_default=False),
+]
+
+
+def guarded(fn: F) -> F:
+    """Turn FlowgifError into one red line and exit 1, Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch/typer chatter
+                warnings.simplefilter("default", RuntimeWarning)
+                return fn(*args, **kwargs)
+        except FlowgifError as err:
+            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"flowgif {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it."""
+
+
+def _budget(steps: int | None, minutes: float | None) -> dict[str, Any]:
+    """A budget given alone replaces the config's other budget."""
+    out: dict[str, Any] = {}
+    if steps is not None:
+        out = {"train.steps": steps, "train.minutes": 0.0 if minutes is None else minutes}
+    elif minutes is not None:
+        out = {"train.minutes": minutes, "train.steps": 0}
+    return out
+
+
+def _run_or_latest(run: Path | None) -> Path:
+    from flowgif.run import find_latest_run
+
+    return run if run is not None else find_latest_run(Path("runs"))
+
+
+def _config_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
+        return Path("configs") / f"{value}.toml"
+    return path
+
+
+def _render_options(params: dict[str, Any]) -> Any:
+    """RenderOptions from the render command's parameters (enums to their values)."""
+    from flowgif.render import RenderOptions
+
+    fields = set(RenderOptions.__dataclass_fields__)
+    return RenderOptions(
+        **{k: str(v) if isinstance(v, StrEnum) else v for k, v in params.items() if k in fields}
+    )
+
+
+def _caption(run: Any) -> str:
+    """``method, N s`` (or ``N steps``) for a panel of a side-by-side render."""
+    names = {"fm": "flow matching", "ffjord": "FFJORD", "reverse": "CNF, reverse KL"}
+    method = run.config.train.method
+    name = names.get(method, {"realnvp": "RealNVP"}.get(method, f"{method} flow"))
+    if run.config.field.augment and method in names:
+        name += f" +{run.config.field.augment}D"
+    seconds = run.meta.get("seconds")
+    return f"{name}, {seconds:.0f} s" if seconds else name
+
+
+def _load(run: Path | None, device: Device, threads: int = 0) -> tuple[Path, Any, Any]:
+    """The run folder (or the latest), the loaded run and the resolved device."""
+    import torch
+
+    from flowgif.run import load_run, resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = _run_or_latest(run)
+    dev = resolve_device(device.value)
+    return path, load_run(path, dev), dev
