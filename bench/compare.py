@@ -7,8 +7,9 @@ run alone and all of them side by side from the same noise, and print their figu
 
 A target is a toy or energy name (``flowgif train --target``), ``img:PATH`` or ``text:WORD``;
 a method is a config name (configs/NAME.toml). Each run trains in its own process with one
-thread (``--jobs`` at once). Writes OUT/<target>-<method>.gif, OUT/<target>.gif (side by
-side) and prints a markdown table (steps, kl, tv, on_ink, or kl_reverse for energies).
+thread (``--jobs`` at once). Writes OUT/<target>.gif (all methods side by side, from the same
+noise; with ``--each`` also OUT/<target>-<method>.gif) and prints a markdown table (steps, kl,
+tv, on_ink, and kl_reverse for energies).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-RENDER = ["--size", "200", "--frames", "60", "--particles", "6000", "--dot", "1"]
+RENDER = ["--size", "200", "--frames", "60", "--particles", "5000", "--dot", "1"]
 
 
 def flowgif(*args: str) -> None:
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/compare"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="keep runs that are already evaluated")
+    ap.add_argument("--each", action="store_true", help="also one GIF per run")
     a = ap.parse_args()
     jobs = [(t, m) for t in a.targets for m in a.methods]
     with ThreadPoolExecutor(a.jobs) as pool:
@@ -72,7 +74,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     rows = ["| target | method | steps | kl | tv | on_ink | kl_reverse |", "|---" * 7 + "|"]
     for (target, method), run in zip(jobs, runs, strict=True):
-        flowgif("render", str(run), "--out", str(a.out / f"{run.name}.gif"), *RENDER)
+        if a.each:
+            flowgif("render", str(run), "--out", str(a.out / f"{run.name}.gif"), "--threads", "1",
+                    *RENDER)  # fmt: skip
         e = json.loads((run / "eval.json").read_text())
         steps = len((run / "loss.csv").read_text().splitlines()) - 1
         rows.append(
@@ -82,7 +86,7 @@ def main() -> None:
     for target in a.targets:
         mine = [str(r) for (t, _), r in zip(jobs, runs, strict=True) if t == target]
         out = a.out / f"{name_of(target)}.gif"
-        flowgif("render", *mine, "--out", str(out), *RENDER)
+        flowgif("render", *mine, "--out", str(out), "--threads", "1", *RENDER)
     print(f"{a.seconds:g} s per run, one thread each, {a.jobs} at once\n")
     print("\n".join(rows))
 
