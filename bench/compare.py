@@ -49,7 +49,7 @@ def train_one(target: str, method: str, seconds: float, runs: Path, reuse: bool)
     if not (reuse and (run / "eval.json").exists()):
         flowgif(
             "train", *source(target), "--config", str(ROOT / "configs" / f"{method}.toml"),
-            "--minutes", f"{seconds / 60}", "--steps", "0", "--threads", "1", "--out", str(run),
+            "--minutes", f"{seconds / 60}", "--threads", "1", "--out", str(run),
         )  # fmt: skip
         flowgif("eval", str(run), "--threads", "1")
     return run

@@ -58,6 +58,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], suffix: str = ""
         raise FlowgifError(f"cannot write to {path.parent}: {err.strerror or err}") from None
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give what open() would
         with open(tmp, "wb") as f:  # f.name is the temp path, for writers that need a name
             write(f)
             f.flush()
@@ -68,6 +69,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], suffix: str = ""
         if isinstance(err, OSError):
             raise FlowgifError(f"cannot write {path}: {err.strerror or err}") from None
         raise
+
+
+def umask() -> int:
+    """The process umask (to give temp files the permissions a plain open() would)."""
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from flowgif.draw import Palette
 from flowgif.errors import FlowgifError
-from flowgif.run import atomic_write
+from flowgif.run import atomic_write, umask
 
 __all__ = ["output_size", "write_gif", "write_mp4", "write_png_folder", "write_webp"]
 
@@ -103,6 +103,7 @@ def write_png_folder(out: Path, frames: Iterator[np.ndarray], palette: Palette) 
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; give what mkdir would
     except OSError as err:
         raise FlowgifError(f"cannot write to {parent}: {err.strerror or err}") from None
     try:

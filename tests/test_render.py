@@ -159,3 +159,16 @@ def test_runs_side_by_side_share_noise_and_show_their_labels(
     assert (last[: h2 - h1] < 128).any()  # the captions are drawn
     bad = call("render", tiny_run, tiny_run, "--label", "only one", "--out", tmp_path / "x.gif")
     assert bad.exit_code == 1 and "--label given 1 times for 2 runs" in bad.output
+
+
+def test_outputs_get_the_usual_permissions(tiny_run: Path, tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        render(load_run(tiny_run), tmp_path / "p.gif", RenderOptions(frames=2, **FAST))
+        render(load_run(tiny_run), tmp_path / "frames", RenderOptions(frames=2, **FAST))
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "p.gif").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
