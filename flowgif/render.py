@@ -271,10 +271,11 @@ def render(
     clock = time.perf_counter()
     if kind == ".gif":
         ms = [max(20, 10 * round(d / 10)) for d in durations]
-        if abs(step_ms - ms[1 if len(ms) > 1 else 0]) > 1e-6:
+        plain = max(20, 10 * round(step_ms / 10))  # the delay of a frame that is not held
+        if abs(step_ms - plain) > 1e-6:
             warnings.warn(
                 f"GIF delays are whole 10 ms: {o.fps} fps plays as "
-                f"{1000 / ms[1]:.3g} fps; choose 25 or 50",
+                f"{1000 / plain:.3g} fps; choose 25 or 50",
                 stacklevel=2,
             )
         write_gif(out, frames(), palette, ms)

@@ -172,3 +172,16 @@ def test_outputs_get_the_usual_permissions(tiny_run: Path, tmp_path: Path) -> No
         os.umask(mask)
     assert (tmp_path / "p.gif").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
+
+
+def test_gif_warns_only_when_its_10_ms_delays_change_the_speed(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    import warnings
+
+    run = load_run(tiny_run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        render(run, tmp_path / "a.gif", RenderOptions(frames=2, fps=25, **FAST))  # held frames
+    with pytest.warns(UserWarning, match="30 fps plays as 33.3 fps"):
+        render(run, tmp_path / "b.gif", RenderOptions(frames=3, fps=30, **FAST))
