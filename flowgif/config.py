@@ -329,6 +329,11 @@ class Config:
             raise FlowgifError(f"{source}: train.finetune must be in [0, 1)")
         if not 0 <= self.train.ema < 1:
             raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
+        if self.field.augment and self.train.method in ("realnvp", "planar", "radial"):
+            raise FlowgifError(
+                f"{source}: field.augment (--augment) applies to the continuous flows (fm, "
+                f"ffjord, reverse), not to {self.train.method}"
+            )
         if self.train.steps == 0 and self.train.minutes == 0:
             raise FlowgifError(f"{source}: set train.steps or train.minutes above 0")
 

@@ -196,8 +196,11 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
         colors = ckpt["colors"].numpy().astype(np.uint8).reshape(*density.grid, 3)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if len(reason) > 100:
+            reason = reason[:97] + "..."
         raise FlowgifError(
-            f"{path / CHECKPOINT} is damaged or from another version ({err})"
+            f"{path / CHECKPOINT} is damaged or from another version ({reason})"
         ) from None
     model.eval()
     meta = {k: v for k, v in ckpt.items() if not isinstance(v, (dict, torch.Tensor))}

@@ -114,10 +114,6 @@ def train(
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
     if tc.method == "reverse" and energy is None:
         raise FlowgifError("--method reverse fits an energy target: use --target u1 (to u4)")
-    if tc.method in FAMILIES and config.field.augment:
-        raise FlowgifError(
-            f"--augment applies to the continuous flows (fm, ffjord), not to {tc.method}"
-        )
     solves = tc.method not in ("fm", *FAMILIES) or tc.finetune > 0 or energy is not None
     dyn = AugmentedDynamics(model) if solves and tc.method not in FAMILIES else None
 
