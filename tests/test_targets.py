@@ -92,3 +92,25 @@ def test_u1_is_the_specified_two_mode_ring() -> None:
     assert float(u[0]) == pytest.approx(expected_on_ring)
     assert float(u[1]) > float(u[0]) + 2  # on the ring but between the modes
     assert float(u[2]) == pytest.approx(12.5, abs=1e-4)  # off the ring: 1/2 (2 / 0.4)^2
+
+
+@pytest.mark.parametrize("name", ["u1", "u2", "u3", "u4"])
+def test_every_energy_normalises_trains_and_evaluates(name: str, tmp_path: Path) -> None:
+    import json
+
+    from flowgif.energy import WINDOWS, energy, log_partition
+
+    # log Z against an independent midpoint sum over a window 2 units wider on every side
+    w, n = WINDOWS[name] + 2.0, 1600
+    c = (torch.arange(n, dtype=torch.float64) + 0.5) / n * 2 * w - w
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    u = energy(name, torch.stack([x.ravel(), y.ravel()], 1))
+    wide = float(torch.logsumexp(-u, 0) + 2 * math.log(2 * w / n))
+    assert log_partition(name) == pytest.approx(wide, abs=2e-3)
+    out = tmp_path / name
+    trained = call("train", "--target", name.upper(), "--method", "radial", "--config", SMOKE,
+                   "--steps", 5, "--out", out)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert call("eval", out, "--n-nll", 4000, "--samples", 2000).exit_code == 0
+    figures = json.loads((out / "eval.json").read_text())
+    assert math.isfinite(figures["kl_reverse"]) and figures["kl_reverse"] > -0.1
