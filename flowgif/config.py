@@ -166,7 +166,8 @@ class FFJORDConfig:
     Attributes:
         divergence: ``exact`` (two backward passes in 2D) or ``hutchinson`` (one, noisy).
         noise: Hutchinson noise, ``rademacher`` or ``gaussian``; fixed per solve.
-        solver: torchdiffeq method, e.g. ``dopri5``.
+        solver: torchdiffeq method, e.g. ``dopri5``, or a fixed-step one (``rk4``) with ``steps``.
+        steps: equal steps of a fixed-step ``solver`` (0: adaptive solvers only).
         atol: absolute tolerance of the training solves.
         rtol: relative tolerance of the training solves.
         adjoint: backpropagate with the adjoint method (memory O(1) in the number of steps).
@@ -177,6 +178,7 @@ class FFJORDConfig:
     divergence: str = "exact"
     noise: str = "rademacher"
     solver: str = "dopri5"
+    steps: int = 0
     atol: float = 1e-5
     rtol: float = 1e-5
     adjoint: bool = True
@@ -254,6 +256,7 @@ NON_NEGATIVE = {
     "train.threads",
     "fm.sigma",
     "ffjord.kinetic",
+    "ffjord.steps",
     "ffjord.jacobian",
 }
 
@@ -333,6 +336,12 @@ class Config:
             raise FlowgifError(
                 f"{source}: field.augment (--augment) applies to the continuous flows (fm, "
                 f"ffjord, reverse), not to {self.train.method}"
+            )
+        fixed = ("rk4", "midpoint", "euler")
+        if self.ffjord.solver in fixed and not self.ffjord.steps:
+            raise FlowgifError(
+                f"{source}: ffjord.solver = {self.ffjord.solver!r} takes fixed steps: set "
+                "ffjord.steps (e.g. 8)"
             )
         if self.train.steps == 0 and self.train.minutes == 0:
             raise FlowgifError(f"{source}: set train.steps or train.minutes above 0")

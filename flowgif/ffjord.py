@@ -35,7 +35,7 @@ def ffjord_loss(
         else None
     )
     z, delta, kinetic, frob = augmented_solve(
-        dyn, x1, config.solver, config.atol, config.rtol, config.adjoint
+        dyn, x1, config.solver, config.atol, config.rtol, config.adjoint, steps=config.steps
     )
     nll = -(normal_log_prob(z) + delta).mean()
     return regularised(nll, kinetic, frob, config), nll.detach()

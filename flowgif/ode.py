@@ -207,14 +207,18 @@ def augmented_solve(
     rtol: float,
     adjoint: bool,
     forward: bool = False,
+    steps: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Differentiable solve from the picture (t = 1) to the noise (t = 0) for training.
 
     Returns ``z``, ``delta`` with ``log p_1(x1) = log N(z) + delta``, and the integrals of the
     kinetic energy and the Jacobian norm over [0, 1]. With ``forward``, ``x1`` is noise carried
     from t = 0 to 1 instead: it returns the end points and ``delta`` with
-    ``log p_1(end) = log N(x1) + delta``.
+    ``log p_1(end) = log N(x1) + delta``. ``steps`` > 0 gives a fixed-step ``method`` (``rk4``,
+    ``midpoint``, ``euler``) that many equal steps; without ``adjoint`` the gradient then comes
+    from backpropagating through the steps (discretise-then-optimise).
     """
+    options = {"step_size": 1.0 / steps} if steps else None
     zero = torch.zeros(len(x1), device=x1.device, dtype=x1.dtype)
     times = torch.tensor([0.0, 1.0] if forward else [1.0, 0.0]).to(x1)
     state = (x1, zero, zero, zero)
@@ -226,10 +230,12 @@ def augmented_solve(
             method=method,
             atol=atol,
             rtol=rtol,
+            options=options,
+            adjoint_options=options,
             adjoint_params=tuple(dyn.field.parameters()),
         )
     else:
-        out = odeint(dyn, state, times, method=method, atol=atol, rtol=rtol)
+        out = odeint(dyn, state, times, method=method, atol=atol, rtol=rtol, options=options)
     z, delta, kinetic, frob = (o[-1] for o in out)
     if forward:  # log p_1 = log N - int div: the state integrated +div
         return z, -delta, kinetic, frob

@@ -114,3 +114,18 @@ def test_every_energy_normalises_trains_and_evaluates(name: str, tmp_path: Path)
     assert call("eval", out, "--n-nll", 4000, "--samples", 2000).exit_code == 0
     figures = json.loads((out / "eval.json").read_text())
     assert math.isfinite(figures["kl_reverse"]) and figures["kl_reverse"] > -0.1
+
+
+def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() -> None:
+    from flowgif.config import Config
+    from flowgif.source import ENERGY_RECIPE, Source
+
+    picked = Source.load(Config(), target="u1").config
+    assert all(picked.get(k) == v for k, v in ENERGY_RECIPE.items())
+    assert picked.density.extent == 6.0
+    mine = Config().updated({"train.method": "reverse", "field.width": 32})
+    assert Source.load(mine, target="u1").config.field.width == 32
+    assert (
+        Source.load(Config().updated({"train.method": "planar"}), target="u2").config.train.method
+        == "planar"
+    )
