@@ -129,3 +129,21 @@ def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() ->
         Source.load(Config().updated({"train.method": "planar"}), target="u2").config.train.method
         == "planar"
     )
+
+
+def test_the_energy_recipe_lowers_the_bound_and_fixed_solvers_need_steps(tmp_path: Path) -> None:
+    import json
+
+    from flowgif.config import Config
+
+    bounds = []
+    for steps in (1, 60):
+        out = tmp_path / f"u1-{steps}"
+        result = call("train", "--target", "u1", "--config", SMOKE, "--steps", steps, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert call("eval", out, "--n-nll", 2000, "--samples", 1000).exit_code == 0
+        bounds.append(json.loads((out / "eval.json").read_text())["reverse_kl_bound"])
+    assert "steps = 8" in (tmp_path / "u1-1" / "config.toml").read_text()
+    assert bounds[1] < bounds[0] - 1.0
+    with pytest.raises(FlowgifError, match=r"ffjord\.steps"):
+        Config().updated({"ffjord.solver": "rk4"})
