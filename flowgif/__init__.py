@@ -2,10 +2,12 @@
 
 The package is layered; dependencies point one way:
 
-    cli  ->  train (fm, ffjord)  /  render, draw  /  evaluate  ->  ode  ->  field
-                                 density (stands alone)         run (folders, checkpoints)
+    cli  ->  train (fm, ffjord, energy)  /  render, draw, writers  /  evaluate
+         ->  model (one interface)  ->  ode -> field   |   flows (realnvp, planar, radial)
+    source (picture, word, toy, energy) -> density (stands alone); run (folders, checkpoints)
 
-Conventions used everywhere: ``t = 0`` is the noise N(0, I), ``t = 1`` is the picture; points
+Conventions used everywhere: ``t = 0`` is the noise N(0, I), ``t = 1`` is the picture (a
+discrete flow's layer ``k`` of ``K`` sits at ``t = k / K``); points
 are ``(N, 2)`` tensors, paths are ``(T, N, 2)`` (time first, as torchdiffeq returns them); the
 model frame is documented in :mod:`flowgif.density`.
 """

@@ -76,6 +76,10 @@ class Source:
             config = config.updated({"density.extent": WINDOWS[name]})
             label = f"target:{name}"
             return cls(label, _digest(label), toy_picture(density), density, config, name)
+        if config.train.method == "reverse":
+            raise FlowgifError(
+                "--method reverse fits an energy known up to a constant: use --target u1 (to u4)"
+            )
         if target is not None:
             density = toy_density(target, dc.resolution)
             config = config.updated({"density.extent": WINDOW})

@@ -116,6 +116,19 @@ def test_bad_options_are_refused_at_parse_time(tiny_png: Path) -> None:
     assert_one_line_error(call("render", "--particles", "0"), "particles")
 
 
+def test_options_that_do_not_fit_the_target_leave_no_folder(
+    tiny_png: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "never"
+    reverse = call("train", "--img", tiny_png, "--method", "reverse", "--out", out)
+    assert_one_line_error(reverse, "energy")
+    augment = call(
+        "train", "--target", "moons", "--method", "radial", "--augment", 1, "--out", out
+    )
+    assert_one_line_error(augment, "continuous")
+    assert not out.exists()
+
+
 def test_bad_config_names_the_key(tiny_png: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nstepz = 3\n")
