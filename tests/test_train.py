@@ -56,12 +56,17 @@ def test_same_seed_same_weights(tiny_png: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_continues_bit_for_bit(tiny_png: Path) -> None:
+@pytest.mark.parametrize(
+    "flow",
+    [{}, {"train.method": "realnvp", "flow.batchnorm": True, "flow.layers": 3}],
+    ids=["fm", "realnvp-batchnorm"],
+)
+def test_resume_continues_bit_for_bit(tiny_png: Path, flow: dict) -> None:
     density = tiny_density(tiny_png)
-    cfg = SMOKE.updated({"train.steps": 20})
+    cfg = SMOKE.updated({"train.steps": 20, **flow})
     full = train(cfg, density, torch.device("cpu"))
     saved: list[dict] = []
-    half = SMOKE.updated({"train.steps": 20, "train.checkpoint_every": 10})
+    half = SMOKE.updated({"train.steps": 20, "train.checkpoint_every": 10, **flow})
 
     class StopError(Exception):
         pass

@@ -63,7 +63,9 @@ def render(
         int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
     ] = 25,
     particles: Annotated[int, typer.Option(min=1, help="Particles drawn.")] = 20_000,
-    size: Annotated[int, typer.Option(min=16, max=4096, help="Longer side in pixels.")] = 512,
+    size: Annotated[
+        int, typer.Option(min=16, max=4096, help="Longer side in pixels (of each panel).")
+    ] = 512,
     color: Annotated[
         ColorMode,
         typer.Option(
