@@ -64,7 +64,7 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sc = cfg.solve
     sampler = f"rk4 x{sc.steps}" if sc.method == "rk4" else f"{sc.method} {sc.atol:g}"
-    if cfg.train.method in ("realnvp", "planar", "radial"):
+    if "layers" in figures:  # a discrete flow
         sampler = f"{figures['layers']} layers"
     return {
         "sampler": sampler,

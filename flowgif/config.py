@@ -208,10 +208,13 @@ class SolveConfig:
     steps: int = 9
 
 
+DISCRETE = ("realnvp", "planar", "radial")  # train.method values that are discrete flows
+FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
     "field.arch": ("mlp", "concatsquash"),
-    "train.method": ("fm", "ffjord", "reverse", "realnvp", "planar", "radial"),
+    "train.method": ("fm", "ffjord", "reverse", *DISCRETE),
     "train.schedule": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -332,13 +335,12 @@ class Config:
             raise FlowgifError(f"{source}: train.finetune must be in [0, 1)")
         if not 0 <= self.train.ema < 1:
             raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
-        if self.field.augment and self.train.method in ("realnvp", "planar", "radial"):
+        if self.field.augment and self.train.method in DISCRETE:
             raise FlowgifError(
                 f"{source}: field.augment (--augment) applies to the continuous flows (fm, "
                 f"ffjord, reverse), not to {self.train.method}"
             )
-        fixed = ("rk4", "midpoint", "euler")
-        if self.ffjord.solver in fixed and not self.ffjord.steps:
+        if self.ffjord.solver in FIXED_STEP and not self.ffjord.steps:
             raise FlowgifError(
                 f"{source}: ffjord.solver = {self.ffjord.solver!r} takes fixed steps: set "
                 "ffjord.steps (e.g. 8)"

@@ -100,7 +100,14 @@ def reverse_kl_loss(
     z = torch.randn(n, dyn.field.dim, device=device, generator=generator)
     dyn.noise = None
     x, delta, kinetic, frob = augmented_solve(
-        dyn, z, config.solver, config.atol, config.rtol, config.adjoint, True, config.steps
+        dyn,
+        z,
+        config.solver,
+        config.atol,
+        config.rtol,
+        config.adjoint,
+        forward=True,
+        steps=config.steps,
     )
     log_r = normal_log_prob(x[:, 2:])  # extra coordinates of an augmented field, if any
     bound = (normal_log_prob(z) + delta + energy(name, x[:, :2]) - log_r).mean()

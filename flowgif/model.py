@@ -6,12 +6,11 @@ method (flow matching, FFJORD, RealNVP, planar, radial) goes through the same co
 - ``noise(n, generator)``: ``(n, dim)`` draws of the base N(0, I);
 - ``paths(z, times)``: ``(T, n, 2)`` points at ``times`` in [0, 1] (0 = noise, 1 = picture);
 - ``push(z)``: samples ``(n, 2)`` and their ``log q``, for reverse-KL figures;
-- ``log_prob(x)``: ``log q(x)`` at picture-side points (an ELBO for augmented flows).
+- ``log_prob(x)``: ``log q(x)`` at picture-side points (an ELBO for augmented flows); a
+  continuous flow solves at ``solve.eval_tol`` unless given ``tol``.
 """
 
 from __future__ import annotations
-
-from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +30,16 @@ from flowgif.ode import (
 __all__ = ["ContinuousFlow", "Flow", "augment", "build_model", "sample", "wrap"]
 
 
-class ContinuousFlow:
+class Flow:
+    """The interface (see the module docstring); ``dim`` is the dimension of the noise."""
+
+    dim: int
+
+    def noise(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.dim, device=generator.device, generator=generator)
+
+
+class ContinuousFlow(Flow):
     """A vector field with the solver settings that sample and evaluate it.
 
     Args:
@@ -42,9 +50,6 @@ class ContinuousFlow:
     def __init__(self, field: VectorField, solve: SolveConfig) -> None:
         self.field, self.solve = field, solve
         self.dim = field.dim
-
-    def noise(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.dim, device=generator.device, generator=generator)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
         s = self.solve
@@ -60,21 +65,22 @@ class ContinuousFlow:
         return x[:, :2], normal_log_prob(z) + delta - normal_log_prob(x[:, 2:])
 
     def log_prob(
-        self, x: Tensor, stats: SolveStats | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        stats: SolveStats | None = None,
+        generator: torch.Generator | None = None,
+        tol: float | None = None,
     ) -> Tensor:
         xa, log_r = augment(x, self.dim - 2, generator)
-        tol = self.solve.eval_tol
+        tol = tol or self.solve.eval_tol
         return log_likelihood(self.field, xa, "dopri5", tol, tol, stats=stats) - log_r
 
 
-class _Discrete:
+class _Discrete(Flow):
     """A discrete flow in the same interface (its paths interpolate between layer outputs)."""
 
     def __init__(self, flow: DiscreteFlow) -> None:
         self.flow, self.dim = flow, flow.dim
-
-    def noise(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.dim, device=generator.device, generator=generator)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
         with torch.no_grad():
@@ -85,13 +91,14 @@ class _Discrete:
             return self.flow(z)
 
     def log_prob(
-        self, x: Tensor, stats: SolveStats | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        stats: SolveStats | None = None,
+        generator: torch.Generator | None = None,
+        tol: float | None = None,
     ) -> Tensor:
         with torch.no_grad():
             return torch.cat([self.flow.log_prob(part) for part in x.split(65536)])
-
-
-Flow: TypeAlias = ContinuousFlow | _Discrete
 
 
 def build_model(config: Config) -> nn.Module:

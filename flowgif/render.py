@@ -256,8 +256,13 @@ def render(
             return panel(0, q)
         return _compose([panel(i, q) for i in range(len(runs))], header)
 
+    t0 = time.perf_counter()
+    first = draw(0)  # its size is the video's
+    report.seconds["draw"] += time.perf_counter() - t0
+    report.height, report.width = first.shape
+
     def frames() -> Iterator[np.ndarray]:
-        cache: dict[tuple[int, ...], np.ndarray] = {}
+        cache: dict[tuple[int, ...], np.ndarray] = {tuple(order[:1]): first}
         for q in range(len(order)):
             t0 = time.perf_counter()
             key = tuple(order[max(0, q - o.trail) : q + 1])  # pingpong repeats some frames
@@ -266,9 +271,7 @@ def render(
             report.seconds["draw"] += time.perf_counter() - t0
             yield cache[key]
 
-    first = draw(0)
-    report.height, report.width = first.shape
-    clock = time.perf_counter()
+    clock, drawn = time.perf_counter(), report.seconds["draw"]
     if kind == ".gif":
         ms = [max(20, 10 * round(d / 10)) for d in durations]
         plain = max(20, 10 * round(step_ms / 10))  # the delay of a frame that is not held
@@ -286,7 +289,7 @@ def render(
         write_mp4(out, frames(), palette, repeats, o.fps, o.quality, (report.width, report.height))
     else:
         write_png_folder(out, frames(), palette)
-    report.seconds["encode"] = time.perf_counter() - clock - report.seconds["draw"]
+    report.seconds["encode"] = time.perf_counter() - clock - (report.seconds["draw"] - drawn)
     report.bytes = output_size(out)
     return report
 

@@ -114,21 +114,21 @@ def train(
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
     if tc.method == "reverse" and energy is None:
         raise FlowgifError("--method reverse fits an energy target: use --target u1 (to u4)")
-    solves = tc.method not in ("fm", *FAMILIES) or tc.finetune > 0 or energy is not None
-    dyn = AugmentedDynamics(model) if solves and tc.method not in FAMILIES else None
+    discrete = tc.method in FAMILIES
+    dyn = None if discrete else AugmentedDynamics(model)  # the ODE with its log-density
 
     def objective(fraction: float) -> tuple[Tensor, Tensor]:
         """This step's loss, and the figure to show (nats, without regularisers)."""
-        if energy is not None and dyn is None:  # a discrete flow, by reverse KL
-            x, logq = model(torch.randn(tc.batch, 2, device=device, generator=gen))
-            bound = (logq + energy_of(energy, x)).mean()
-            return bound, bound.detach()
+        if discrete:  # exact log-densities through the layers: reverse KL or likelihood
+            if energy is not None:
+                x, logq = model(torch.randn(tc.batch, 2, device=device, generator=gen))
+                loss = (logq + energy_of(energy, x)).mean()
+            else:
+                loss = -model.log_prob(density.sample(tc.batch, generator=gen)).mean()
+            return loss, loss.detach()
         if energy is not None:
             return reverse_kl_loss(dyn, energy, tc.batch, config.ffjord, gen, device)
         x1 = density.sample(tc.batch, generator=gen)
-        if dyn is None and tc.method in FAMILIES:
-            nll = -model.log_prob(x1).mean()
-            return nll, nll.detach()
         x1, log_r = augment(x1, config.field.augment, gen)
         if tc.method == "fm" and fraction < 1.0 - tc.finetune:
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):

@@ -122,6 +122,11 @@ def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() ->
 
     picked = Source.load(Config(), target="u1").config
     assert all(picked.get(k) == v for k, v in ENERGY_RECIPE.items())
+    from flowgif.config import load_config
+    from tests.conftest import ROOT
+
+    written = load_config(ROOT / "configs" / "energy.toml")  # the file that documents it
+    assert all(written.get(k) == v for k, v in ENERGY_RECIPE.items())
     assert picked.density.extent == 6.0
     mine = Config().updated({"train.method": "reverse", "field.width": 32})
     assert Source.load(mine, target="u1").config.field.width == 32

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from flowgif import __version__
+from flowgif.config import CHOICES
 from flowgif.errors import FlowgifError
 from flowgif.targets import ENERGIES, TOYS
 
@@ -27,13 +28,7 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Method(StrEnum):
-    fm = "fm"
-    ffjord = "ffjord"
-    reverse = "reverse"
-    realnvp = "realnvp"
-    planar = "planar"
-    radial = "radial"
+Method = StrEnum("Method", {name: name for name in CHOICES["train.method"]})
 
 
 class Device(StrEnum):
@@ -163,11 +158,17 @@ def _render_options(params: dict[str, Any]) -> Any:
 
 
 def _caption(run: Any) -> str:
-    """``method, N s`` (or ``N steps``) for a panel of a side-by-side render."""
-    names = {"fm": "flow matching", "ffjord": "FFJORD", "reverse": "CNF, reverse KL"}
-    method = run.config.train.method
-    name = names.get(method, {"realnvp": "RealNVP"}.get(method, f"{method} flow"))
-    if run.config.field.augment and method in names:
+    """``method, N s`` for a panel of a side-by-side render."""
+    names = {
+        "fm": "flow matching",
+        "ffjord": "FFJORD",
+        "reverse": "CNF, reverse KL",
+        "realnvp": "RealNVP",
+        "planar": "planar flow",
+        "radial": "radial flow",
+    }
+    name = names[run.config.train.method]
+    if run.config.field.augment:  # only continuous flows can be augmented
         name += f" +{run.config.field.augment}D"
     seconds = run.meta.get("seconds")
     return f"{name}, {seconds:.0f} s" if seconds else name

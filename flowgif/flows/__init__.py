@@ -6,7 +6,7 @@ Mohamed; reverse KL on energy targets, maximum likelihood through their inverses
 
 from __future__ import annotations
 
-from flowgif.config import FlowConfig
+from flowgif.config import DISCRETE, FlowConfig
 from flowgif.flows.base import DiscreteFlow, Layer
 from flowgif.flows.planar import planar
 from flowgif.flows.radial import radial
@@ -14,7 +14,7 @@ from flowgif.flows.realnvp import realnvp
 
 __all__ = ["DEFAULT_LAYERS", "FAMILIES", "DiscreteFlow", "Layer", "build_flow"]
 
-FAMILIES = ("realnvp", "planar", "radial")
+FAMILIES = DISCRETE
 DEFAULT_LAYERS = {"realnvp": 8, "planar": 32, "radial": 32}  # the tutorials' usual depths
 
 
