@@ -1,10 +1,16 @@
 """Train and render every picture of a folder; resumable, and one bad picture stops nothing.
 
-Each picture gets ``OUT/<name>/``. ``done.json`` is written last and holds the hashes of the
-picture, the effective config and the render options: a later batch skips a picture whose
-three hashes match, resumes one that has a checkpoint of the same picture and config, and
-redoes the rest. ``--jobs N`` trains N pictures at once in separate processes, one torch
-thread each.
+Each picture gets ``OUT/<name>/`` (its file name without the suffix; pictures that would share a
+name keep their suffix too: ``logo-png``, ``logo-jpg``). ``done.json`` is written last and
+holds the hashes of the picture, the effective config and the render options: a later batch
+skips a picture whose three hashes match, resumes one that has a checkpoint of the same picture
+and config, and redoes the rest. ``--jobs N`` trains N pictures at once in separate processes,
+one torch thread each.
+
+Every file of the folder shows up in the result: ``done``, ``skipped`` (already done),
+``failed`` (with the reason: a file whose suffix says picture but does not decode fails),
+``ignored`` (not a picture, hidden, flowgif's own output) or ``interrupted``/``not started``
+when the batch was stopped. ``OUT/batch.json`` is rewritten after every picture.
 """
 
 from __future__ import annotations
@@ -13,23 +19,39 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
+import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from flowgif.config import Config, dump_toml
-from flowgif.errors import FlowgifError
+from flowgif.errors import FlowgifError, Interrupted
+from flowgif.files import atomic_write_text, sweep_stale
 
-__all__ = ["BatchItem", "find_images", "run_batch"]
+__all__ = ["PICTURE_SUFFIXES", "BatchItem", "run_batch", "scan", "summary"]
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+STATUSES = ("done", "skipped", "failed", "interrupted", "not started", "ignored")
+RUN_MARKERS = ("checkpoint.pt", "done.json", "batch.json")  # a folder flowgif wrote
 
 
 @dataclass
 class BatchItem:
-    """The outcome for one picture: ``done``, ``skipped`` or ``failed`` (with a reason)."""
+    """The outcome for one file of the folder.
+
+    Attributes:
+        image: the file's path relative to the batch folder.
+        run: its run folder ("" when it has none).
+        status: one of :data:`STATUSES`.
+        reason: why it failed or was ignored, or a note ("resumed").
+        seconds: time spent on it.
+    """
 
     image: str
     run: str
@@ -38,31 +60,98 @@ class BatchItem:
     seconds: float = 0.0
 
 
-def find_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Files Pillow can open, found by content rather than suffix, in name order."""
+@dataclass
+class Scan:
+    """A batch folder sorted out: pictures to train, and every other file with its reason."""
+
+    pictures: list[Path]
+    failed: list[tuple[Path, str]]
+    ignored: list[tuple[Path, str]]
+
+
+def scan(folder: Path, recursive: bool = False, skip: Path | None = None) -> Scan:
+    """Sort the files of ``folder`` (sub-folders too when ``recursive``), in name order.
+
+    Pictures are found by content, not suffix; a file whose suffix says picture but that does
+    not decode is a failure, other files are ignored with a reason. ``skip`` (the output
+    folder) and folders holding flowgif's own runs are not searched.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FlowgifError(f"not a folder: {folder}")
-    files = sorted(
-        p
-        for p in (folder.rglob("*") if recursive else folder.iterdir())
-        if p.is_file() and not p.name.startswith(".")
-    )
-    images = []
-    for path in files:
+    skip_at = skip.resolve() if skip is not None else None
+    pictures: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    ignored: list[tuple[Path, str]] = []
+
+    def visit(where: Path) -> None:
         try:
-            with Image.open(path):
-                images.append(path)
-        except (UnidentifiedImageError, OSError, ValueError):
-            continue
-        except Image.DecompressionBombError:
-            images.append(path)  # let the run report it as too large
-    return images
+            entries = sorted(where.iterdir(), key=lambda p: p.name)
+        except OSError as err:
+            failed.append((where, f"cannot list this folder ({err.strerror or err})"))
+            return
+        for path in entries:
+            if path.is_dir():
+                if not recursive:
+                    continue
+                if path.resolve() == skip_at:
+                    ignored.append((path, "the output folder"))
+                elif any((path / m).exists() for m in RUN_MARKERS):
+                    ignored.append((path, "a folder of flowgif's own output"))
+                elif path.name.startswith("."):
+                    ignored.append((path, "a hidden folder"))
+                else:
+                    visit(path)
+                continue
+            if not path.is_file():
+                ignored.append((path, "not a regular file"))
+            elif path.name.startswith("."):
+                ignored.append((path, "a hidden file"))
+            else:
+                reason = _not_a_picture(path)
+                if not reason:
+                    pictures.append(path)
+                elif path.suffix.lower() in PICTURE_SUFFIXES:
+                    failed.append((path, reason))
+                else:
+                    ignored.append((path, "not a picture"))
+
+    visit(folder)
+    return Scan(pictures, failed, ignored)
 
 
-def _run_name(folder: Path, image: Path) -> str:
-    rel = image.relative_to(folder).with_suffix("")
-    return "__".join(rel.parts)
+def _not_a_picture(path: Path) -> str:
+    """Why Pillow cannot read ``path`` as a picture, or "" if it can."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Image.DecompressionBombError:
+        return ""  # a picture: let its run report it as too large
+    except UnidentifiedImageError:
+        return "not a picture Pillow can decode"
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        return f"damaged picture ({err})"
+    return ""
+
+
+def run_names(folder: Path, pictures: list[Path]) -> list[str]:
+    """One run-folder name per picture, distinct (a shared stem keeps the suffix too)."""
+    folder = Path(folder)
+
+    def base(p: Path, with_suffix: bool) -> str:
+        rel = p.relative_to(folder)
+        parts = [*rel.parent.parts, rel.stem + (f"-{rel.suffix[1:]}" if with_suffix else "")]
+        return "__".join(parts) or "picture"
+
+    plain = [base(p, False) for p in pictures]
+    clash = {n for n in plain if plain.count(n) > 1}
+    names = [base(p, True) if n in clash else n for p, n in zip(pictures, plain, strict=True)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:  # anything still shared gets a number, in name order
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
 
 
 def _hashes(image: Path, config: Config, render: dict) -> dict[str, str]:
@@ -79,25 +168,25 @@ def _hashes(image: Path, config: Config, render: dict) -> dict[str, str]:
 
 
 def process_one(
-    image: Path, run: Path, config: Config, render: dict, threads: int | None = None
+    image: Path,
+    run: Path,
+    config: Config,
+    render: dict,
+    threads: int | None = None,
+    label: str = "",
+    stop: Callable[[], bool] | None = None,
 ) -> BatchItem:
     """Train (or resume) and render one picture; never raises for a bad picture."""
-    import time
-
     clock = time.perf_counter()
+    label = label or str(image)
+    stop = stop or _worker_stop
     try:
         import torch
 
         from flowgif.render import RenderOptions
         from flowgif.render import render as do_render
-        from flowgif.run import (
-            CHECKPOINT,
-            atomic_write_text,
-            load_checkpoint,
-            load_run,
-            resolve_device,
-        )
-        from flowgif.train import train_run
+        from flowgif.run import CHECKPOINT, load_checkpoint, load_run, resolve_device
+        from flowgif.train import budget_spent, train_run
 
         if threads:
             torch.set_num_threads(threads)
@@ -107,32 +196,90 @@ def process_one(
         if done.is_file():
             try:
                 if json.loads(done.read_text()).get("hashes") == keys:
-                    return BatchItem(str(image), str(run), "skipped", "already done")
-            except (OSError, json.JSONDecodeError):
+                    return BatchItem(label, str(run), "skipped", "already done")
+            except (OSError, json.JSONDecodeError, AttributeError):
                 pass  # a damaged marker means: do it again
-        resume = False
+        if stop():
+            return BatchItem(label, str(run), "not started", "the batch was stopped")
+        resume, trained = False, False
         if (run / CHECKPOINT).is_file():
             try:
-                ckpt = load_checkpoint(run / CHECKPOINT)
+                ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
                 resume = (
                     ckpt.get("image_hash") == keys["image"]
                     and Config.from_dict(ckpt["config"]) == config
                 )
+                trained = resume and budget_spent(config, ckpt)
             except (FlowgifError, KeyError):
                 resume = False
-        train_run(image, config, run, resume=resume)
+        if not resume and run.exists():
+            _clear_run(run)
+        try:
+            if not trained:
+                train_run(image, config, run, resume=resume, stop=stop)
+        except Interrupted as cut:
+            note = f"stopped at step {cut.step}"
+            if cut.checkpoint_step is not None:
+                note += f"; a rerun resumes from step {cut.checkpoint_step}"
+            return BatchItem(label, str(run), "interrupted", note, time.perf_counter() - clock)
         device = resolve_device(config.train.device)
         do_render(load_run(run, device), run / "flow.gif", RenderOptions(**render), device)
         atomic_write_text(done, json.dumps({"hashes": keys, "image": str(image)}, indent=2))
-        return BatchItem(
-            str(image), str(run), "done", "resumed" if resume else "", time.perf_counter() - clock
-        )
+        note = "rendered again" if trained else "resumed" if resume else ""
+        return BatchItem(label, str(run), "done", note, time.perf_counter() - clock)
     except FlowgifError as err:
-        return BatchItem(str(image), str(run), "failed", str(err), time.perf_counter() - clock)
+        return BatchItem(label, str(run), "failed", str(err), time.perf_counter() - clock)
     except Exception as err:  # a bug or resource error must not stop the other pictures
         last = traceback.extract_tb(err.__traceback__)[-1]
         reason = f"{type(err).__name__}: {err} ({Path(last.filename).name}:{last.lineno})"
-        return BatchItem(str(image), str(run), "failed", reason, time.perf_counter() - clock)
+        return BatchItem(label, str(run), "failed", reason, time.perf_counter() - clock)
+
+
+# What a batch writes into a run folder; only these are cleared before a picture is redone.
+RUN_FILES = (
+    "checkpoint.pt",
+    "config.toml",
+    "loss.csv",
+    "samples.png",
+    "flow.gif",
+    "done.json",
+    "eval.json",
+)
+
+
+def _clear_run(run: Path) -> None:
+    """Make way for a fresh run: remove the files a batch wrote there, and nothing else.
+
+    Raises:
+        FlowgifError: ``run`` is not a folder, or holds files flowgif did not write.
+    """
+    if not run.is_dir():
+        raise FlowgifError(f"{run} exists and is not a folder; move it away")
+    sweep_stale(run)
+    foreign = sorted(p.name for p in run.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise FlowgifError(
+            f"{run} holds files flowgif did not write ({', '.join(foreign[:3])}); move them away"
+        )
+    for name in RUN_FILES:
+        (run / name).unlink(missing_ok=True)
+
+
+_STOP: list[int] = []  # set in a worker process by a signal
+
+
+def _worker_stop() -> bool:
+    return bool(_STOP)
+
+
+def _worker_init() -> None:
+    """In each worker: a signal asks the running picture to stop after its step."""
+
+    def handler(signum: int, frame: object) -> None:
+        _STOP.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run_batch(
@@ -143,44 +290,110 @@ def run_batch(
     jobs: int = 1,
     recursive: bool = False,
     report: Callable[[BatchItem], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[BatchItem]:
     """Process every picture of ``folder`` into ``out``; see the module docstring.
 
     Args:
         folder: where the pictures are.
-        out: where the run folders go.
+        out: where the run folders go (and ``batch.json``, rewritten after each picture).
         config: the training config for every picture.
         render: keyword arguments of :class:`flowgif.render.RenderOptions`.
         jobs: pictures processed at once (processes; 1 thread each when > 1).
-        recursive: include sub-folders.
+        recursive: include sub-folders (never ``out`` itself).
         report: called with each finished item.
+        stop: asked between pictures and between steps: when True, the running pictures
+            save a checkpoint and stop, the rest are reported as not started.
+
+    Returns:
+        One item per file of the folder, pictures first in name order, then the ignored ones.
     """
     from flowgif.render import RenderOptions
 
     RenderOptions(**render)  # a bad option fails here, before any work
-    images = find_images(folder, recursive)
-    if not images:
+    folder, out = Path(folder), Path(out)
+    if recursive and out.resolve() == folder.resolve():
+        raise FlowgifError(
+            "--out is the picture folder itself: with --recursive give another output folder"
+        )
+    found = scan(folder, recursive, skip=out)
+    if not found.pictures and not found.failed:
         raise FlowgifError(f"no pictures found in {folder}")
-    tasks = [(image, Path(out) / _run_name(Path(folder), image)) for image in images]
-    items: list[BatchItem] = []
+    stop = stop or (lambda: False)
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(folder))
+
+    names = run_names(folder, found.pictures)
+    tasks = [(p, out / n, rel(p)) for p, n in zip(found.pictures, names, strict=True)]
+    results: dict[str, BatchItem] = {}
+    extra = [BatchItem(rel(p), "", "failed", why) for p, why in found.failed]
+    extra += [BatchItem(rel(p), "", "ignored", why) for p, why in found.ignored]
+
+    def ordered() -> list[BatchItem]:
+        pending = [
+            BatchItem(label, str(run), "not started", "the batch was stopped")
+            for _, run, label in tasks
+            if label not in results
+        ]
+        done = [results[label] for _, _, label in tasks if label in results]
+        return done + pending + extra
+
+    def finish(item: BatchItem) -> None:
+        results[item.image] = item
+        if report:
+            report(item)
+        write_summary(out, ordered())
+
+    for item in extra:
+        if item.status == "failed" and report:
+            report(item)
     if jobs <= 1:
-        for image, run in tasks:
-            items.append(process_one(image, run, config, render))
-            if report:
-                report(items[-1])
-        return items
+        for image, run, label in tasks:
+            if stop():
+                break
+            finish(process_one(image, run, config, render, label=label, stop=stop))
+        write_summary(out, ordered())
+        return ordered()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(process_one, image, run, config, render, 1) for image, run in tasks]
-        for future in as_completed(futures):
-            items.append(future.result())
-            if report:
-                report(items[-1])
-    order = {str(image): k for k, (image, _) in enumerate(tasks)}
-    return sorted(items, key=lambda item: order[item.image])
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
+        futures: dict[Future[BatchItem], str] = {
+            pool.submit(process_one, image, run, config, render, 1, label): label
+            for image, run, label in tasks
+        }
+        forwarded = False
+        running = set(futures)
+        while running:
+            finished, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if future.cancelled():
+                    continue
+                try:
+                    item = future.result()
+                except Exception as err:  # the worker process died (killed, out of memory)
+                    label = futures[future]
+                    run = next(str(r) for _, r, lab in tasks if lab == label)
+                    item = BatchItem(label, run, "failed", f"its worker died ({err!r})")
+                finish(item)
+            if stop() and not forwarded:
+                forwarded = True
+                for future in running:
+                    future.cancel()  # those not yet handed to a worker
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    try:  # a SIGTERM to this process alone must reach the workers too
+                        os.kill(proc.pid, signal.SIGTERM)
+                    except OSError:
+                        pass
+    write_summary(out, ordered())
+    return ordered()
 
 
-def summary(items: list[BatchItem]) -> dict:
+def summary(items: list[BatchItem]) -> dict[str, Any]:
     """Counts and items, for ``batch.json``."""
-    counts = {s: sum(i.status == s for i in items) for s in ("done", "skipped", "failed")}
+    counts = {s: sum(i.status == s for i in items) for s in STATUSES}
     return {**counts, "items": [dataclasses.asdict(i) for i in items]}
+
+
+def write_summary(out: Path, items: list[BatchItem]) -> None:
+    """``OUT/batch.json``, atomically."""
+    atomic_write_text(Path(out) / "batch.json", json.dumps(summary(items), indent=2) + "\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flowgif.run import atomic_write
+from flowgif.files import atomic_write
 
 __all__ = ["TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
 

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.run import Run, atomic_write
+from flowgif.files import atomic_write
+from flowgif.run import Run
 
 __all__ = ["KINDS", "plot"]
 

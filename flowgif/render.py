@@ -29,6 +29,7 @@ from flowgif.draw import (
     make_palette,
 )
 from flowgif.errors import FlowgifError
+from flowgif.files import check_frames_folder
 from flowgif.ode import SolveStats
 from flowgif.run import Run
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
@@ -210,6 +211,10 @@ def render(
     runs = [run] if isinstance(run, Run) else list(run)
     out = Path(out)
     kind = _format(out)
+    if kind == "folder":
+        check_frames_folder(out)  # before any work: never replace what flowgif did not write
+    elif out.is_dir():
+        raise FlowgifError(f"cannot render to {out}: it is a folder")
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     stats, paths = SolveStats(), []

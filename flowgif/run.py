@@ -7,12 +7,11 @@ it needs nothing else), ``loss.csv`` and ``samples.png``; ``eval.json`` and rend
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import math
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from flowgif import __version__
 from flowgif.config import Config
 from flowgif.density import ImageDensity
 from flowgif.errors import FlowgifError
+from flowgif.files import atomic_write, atomic_write_text
 from flowgif.field import VectorField
 from flowgif.model import Flow, build_model, wrap
 
@@ -29,6 +29,8 @@ __all__ = [
     "FORMAT",
     "Run",
     "atomic_write",
+    "check_new_run_dir",
+    "checkpoint_problem",
     "find_latest_run",
     "load_checkpoint",
     "load_run",
@@ -41,45 +43,6 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "flowgif-checkpoint/1"
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], suffix: str = "") -> None:
-    """Write ``path`` through ``write(file)`` into a temp file, fsync, then rename over it.
-
-    A crash at any point leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent
-        )
-    except OSError as err:
-        raise FlowgifError(f"cannot write to {path.parent}: {err.strerror or err}") from None
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give what open() would
-        with open(tmp, "wb") as f:  # f.name is the temp path, for writers that need a name
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise FlowgifError(f"cannot write {path}: {err.strerror or err}") from None
-        raise
-
-
-def umask() -> int:
-    """The process umask (to give temp files the permissions a plain open() would)."""
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_loss_csv(path: Path, rows: list[tuple[int, float, float, float]]) -> None:
@@ -95,12 +58,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     )
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load an untrusted checkpoint: tensors and plain values only, never code.
+def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
+    """Load an untrusted checkpoint: tensors and plain values only, never code; schema checked.
+
+    Args:
+        path: the ``checkpoint.pt``.
+        for_resume: also require what resuming needs (optimiser and RNG state, step, losses).
 
     Raises:
-        FlowgifError: missing, truncated, not a flowgif checkpoint, carrying code, or from an
-            incompatible format version.
+        FlowgifError: missing, truncated, not a flowgif checkpoint, carrying code, from an
+            incompatible format version, or with a field missing or malformed.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +87,72 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a {FORMAT} checkpoint (found {found!r}); retrain it "
             "with this version of flowgif"
         )
+    problem = checkpoint_problem(ckpt, for_resume)
+    if problem:
+        raise FlowgifError(f"{path} is damaged: {problem}")
     return ckpt
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_state(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def checkpoint_problem(ckpt: dict[str, Any], for_resume: bool = False) -> str:
+    """What is wrong with a loaded checkpoint's fields, or "" (the schema; see the module)."""
+    if not isinstance(ckpt.get("config"), dict):
+        return "no config"
+    size = ckpt.get("size")
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(_is_int(v) and 0 < v <= 1_000_000 for v in size)
+    ):
+        return f"size must be two positive whole numbers, found {size!r}"
+    ink = ckpt.get("ink")
+    if not (isinstance(ink, torch.Tensor) and ink.ndim == 2 and ink.numel() > 0):
+        return "the ink grid is missing or not a 2-D tensor"
+    if not (ink.is_floating_point() and torch.isfinite(ink).all() and (ink >= 0).all()):
+        return "the ink grid has negative or non-finite values"
+    if float(ink.sum()) <= 0:
+        return "the ink grid is blank"
+    colors = ckpt.get("colors")
+    if not (isinstance(colors, torch.Tensor) and colors.numel() == 3 * ink.numel()):
+        return "the colour grid is missing or does not match the ink grid"
+    if not _is_state(ckpt.get("field")):
+        return "no weights"
+    if ckpt.get("ema") is not None and not _is_state(ckpt["ema"]):
+        return "the averaged weights are malformed"
+    for key in ("image", "image_hash"):
+        if key in ckpt and not isinstance(ckpt[key], str):
+            return f"{key} must be text"
+    if not for_resume:
+        return ""
+    if not isinstance(ckpt.get("optimizer"), dict):
+        return "no optimiser state (it cannot be resumed; it can still be rendered)"
+    gen = ckpt.get("generator")
+    if not (isinstance(gen, torch.Tensor) and gen.dtype == torch.uint8 and gen.ndim == 1):
+        return "no random-generator state (it cannot be resumed; it can still be rendered)"
+    step, seconds = ckpt.get("step"), ckpt.get("seconds")
+    if not (_is_int(step) and step >= 0):
+        return f"step must be a whole number >= 0, found {step!r}"
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+        return f"seconds must be a number >= 0, found {seconds!r}"
+    losses = ckpt.get("losses")
+    if not (
+        isinstance(losses, torch.Tensor)
+        and (losses.numel() == 0 or (losses.ndim == 2 and losses.shape[1] == 4))
+    ):
+        return "the loss log is malformed"
+    scale = ckpt.get("lr_scale", 1.0)
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        return f"lr_scale must be a number > 0, found {scale!r}"
+    return ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -208,11 +240,30 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
 
 
 def new_run_dir(root: Path, name: str) -> Path:
-    """``root/name``, or ``root/name-2``, ``-3`` ... so that no earlier run is overwritten."""
+    """``root/name``, or ``root/name-2``, ``-3`` ... the first that is free (absent or an
+    empty folder), so that nothing already there is overwritten."""
     path, k = Path(root) / name, 2
-    while path.exists() and any(path.iterdir()):
+    while path.is_symlink() or (path.exists() and not (path.is_dir() and not any(path.iterdir()))):
         path, k = Path(root) / f"{name}-{k}", k + 1
     return path
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuse to train a new run into ``path`` unless it is absent or an empty folder.
+
+    Raises:
+        FlowgifError: ``path`` is a file, or a folder with something in it (a run or not).
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise FlowgifError(f"{path} exists and is not a folder; choose another run folder")
+    if any(path.iterdir()):
+        what = "a run" if (path / CHECKPOINT).exists() else "files"
+        raise FlowgifError(
+            f"{path} already holds {what}; choose another run folder, or resume it"
+        )
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:

@@ -39,7 +39,7 @@ class Source:
     """What a run is trained on: a picture file, a word set in type, or a toy density.
 
     Attributes:
-        label: the picture's path, ``text:WORD`` or ``target:NAME`` (stored in the checkpoint).
+        label: the picture's path as given, ``text:WORD`` or ``target:NAME``.
         digest: SHA-256 identifying the content (a resumed run must match it).
         picture: the picture (toy densities: a grey rendering of the density).
         density: the density to fit.
@@ -55,6 +55,14 @@ class Source:
     density: ImageDensity
     config: Config
     energy: str | None = None
+
+    @property
+    def stored_label(self) -> str:
+        """What the checkpoint records: ``label``, with a picture's path made absolute (so a
+        run resumed from another folder still finds it)."""
+        if self.label.startswith(("text:", "target:")):
+            return self.label
+        return str(Path(self.label).absolute())
 
     @classmethod
     def load(

@@ -24,7 +24,7 @@ from flowgif.config import Config, dump_toml
 from flowgif.density import ImageDensity, ink_colors
 from flowgif.energy import energy as energy_of
 from flowgif.energy import reverse_kl_loss
-from flowgif.errors import FlowgifError
+from flowgif.errors import FlowgifError, Interrupted
 from flowgif.ffjord import ffjord_loss
 from flowgif.flows import FAMILIES
 from flowgif.fm import fm_loss
@@ -33,6 +33,7 @@ from flowgif.ode import AugmentedDynamics
 from flowgif.run import (
     CHECKPOINT,
     atomic_write_text,
+    check_new_run_dir,
     ink_tensor,
     load_checkpoint,
     native_bf16,
@@ -42,7 +43,7 @@ from flowgif.run import (
 )
 from flowgif.source import Source
 
-__all__ = ["Progress", "Source", "TrainResult", "train", "train_run"]
+__all__ = ["Progress", "Source", "TrainResult", "budget_spent", "train", "train_run"]
 
 MAX_RETRIES = 4  # non-finite losses survived (each halves the learning rate) before giving up
 GOOD_EVERY = 100  # steps between in-memory copies of known-good weights
@@ -85,6 +86,7 @@ def train(
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
     energy: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Fit a flow to ``density`` with ``config.train.method`` (and ``finetune``).
 
@@ -94,12 +96,20 @@ def train(
         device: defaults to ``config.train.device`` resolved.
         progress: called after every step.
         checkpoint: called with a checkpoint payload every ``checkpoint_every`` steps, at the
-            end, and on KeyboardInterrupt (which is then re-raised).
-        resume: a loaded checkpoint to continue from.
+            end, and when ``stop`` asks for it.
+        resume: a loaded checkpoint to continue from (validated by the caller).
         energy: an energy target (:data:`flowgif.energy.ENERGIES`): fitted by reverse KL.
+        stop: asked between steps; when it returns True the state after the last whole step is
+            checkpointed and :class:`~flowgif.errors.Interrupted` raised, so that a resumed
+            run continues bit for bit (a signal handler sets a flag this reads).
 
     Returns:
         The trained model and a summary.
+
+    Raises:
+        Interrupted: ``stop`` asked, or a KeyboardInterrupt arrived mid-step (then nothing is
+            saved: a state cut mid-step would not resume exactly; the last checkpoint stays).
+        FlowgifError: the budget is already spent (on resume), or training diverged.
     """
     tc = config.train
     device = device or resolve_device(tc.device)
@@ -139,14 +149,20 @@ def train(
 
     step, spent, losses, lr_scale = 0, 0.0, [], 1.0
     if resume is not None:
-        model.load_state_dict(resume["field"])
-        if ema is not None and resume.get("ema") is not None:
-            ema.load_state_dict(resume["ema"])
-        opt.load_state_dict(resume["optimizer"])
-        gen.set_state(resume["generator"])
+        try:
+            model.load_state_dict(resume["field"])
+            if ema is not None and resume.get("ema") is not None:
+                ema.load_state_dict(resume["ema"])
+            opt.load_state_dict(resume["optimizer"])
+            gen.set_state(resume["generator"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+            raise FlowgifError(
+                f"the checkpoint does not fit its own config, so it cannot be resumed ({reason})"
+            ) from None
         step, spent = int(resume["step"]), float(resume["seconds"])
         lr_scale = float(resume.get("lr_scale", 1.0))
-        losses = [tuple(r) for r in resume["losses"].tolist()]
+        losses = [tuple(r) for r in resume["losses"].reshape(-1, 4).tolist()]
         losses = [(int(s), t, v, lr) for s, t, v, lr in losses]
 
     def payload() -> dict:
@@ -171,13 +187,30 @@ def train(
         )
 
     good, retries = snapshot(), 0
+    saved_step = step if resume is not None else None  # the step the checkpoint holds
+
+    def save() -> None:
+        nonlocal saved_step
+        if checkpoint is not None:
+            checkpoint(payload())
+            saved_step = step
 
     budget = tc.minutes * 60.0
     start = time.perf_counter() - spent
     fraction = _fraction(tc.steps, budget, step, spent)
+    if resume is not None and fraction >= 1.0:
+        raise FlowgifError(
+            f"the run already has {step} steps ({spent:.0f} s), which fills its budget "
+            f"({_budget_text(tc.steps, tc.minutes)}); the budget counts from the run's start: "
+            "give more steps or minutes to train further"
+        )
     loss_value = float("nan")
     try:
         while fraction < 1.0:
+            if stop is not None and stop():
+                if step != saved_step:
+                    save()
+                raise Interrupted(step, saved_step == step, saved_step)
             lr = tc.lr * lr_scale * lr_factor(config, step, fraction)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -190,9 +223,15 @@ def train(
                 # Diverged: go back to the last good weights with half the learning rate.
                 retries += 1
                 if retries > MAX_RETRIES:
+                    kept = (
+                        f"the checkpoint of step {saved_step} is kept"
+                        if saved_step is not None
+                        else "nothing was saved"
+                    )
                     raise FlowgifError(
-                        f"training diverged at step {step} {retries} times (loss {loss_value}); "
-                        "the last good checkpoint is kept; lower --lr"
+                        f"training diverged at step {step} (loss {loss_value}), "
+                        f"{MAX_RETRIES} times halving the learning rate did not help; {kept}; "
+                        "lower the learning rate"
                     )
                 model.load_state_dict(good["field"])
                 opt.load_state_dict(good["optimizer"])
@@ -214,16 +253,30 @@ def train(
                 progress(Progress(step, fraction, loss_value, spent))
             if step % GOOD_EVERY == 0:
                 good = snapshot()
-            if checkpoint is not None and step % tc.checkpoint_every == 0:
-                checkpoint(payload())
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            checkpoint(payload())
-        raise
-    if checkpoint is not None:
-        checkpoint(payload())
+            if step % tc.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        # Cut mid-step: the state is half of a step; keep the last checkpoint as it is.
+        raise Interrupted(step, False, saved_step) from None
+    if step != saved_step:
+        save()
+    if losses and not math.isfinite(loss_value):
+        loss_value = losses[-1][2]
     out = ema if ema is not None else model
     return TrainResult(out.eval(), step, spent, loss_value, losses)
+
+
+def budget_spent(config: Config, checkpoint: dict) -> bool:
+    """Whether a checkpoint's steps or seconds already fill ``config``'s budget."""
+    tc = config.train
+    return _fraction(tc.steps, tc.minutes * 60.0, checkpoint["step"], checkpoint["seconds"]) >= 1
+
+
+def _budget_text(steps: int, minutes: float) -> str:
+    parts = ([f"{steps} steps"] if steps else []) + ([f"{minutes:g} min"] if minutes else [])
+    return " or ".join(parts)
 
 
 def _fraction(steps: int, budget: float, step: int, seconds: float) -> float:
@@ -241,18 +294,28 @@ def train_run(
     preview: bool = True,
     text: str | None = None,
     target: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train on a picture (or a word, or a toy target) and write the run folder ``out``.
+
+    The folder's files are written together at each checkpoint (``checkpoint.pt`` first, then
+    ``config.toml`` and ``loss.csv``), each atomically, so a failure (a full disk, a kill)
+    leaves the previous state whole; a new folder that got no checkpoint is removed again.
 
     Args:
         image: the picture, or a loaded :class:`Source` (or None with ``text`` or ``target``).
         config: the run configuration (written to ``out/config.toml``).
-        out: the run folder; created if needed.
+        out: the run folder; created if needed. Without ``resume`` it must not hold a run.
         progress: called after every step.
         resume: continue from ``out/checkpoint.pt`` (config and image must match).
         preview: write ``out/samples.png`` (50,000 samples) at the end.
         text: a word to set in type and fit instead of a picture.
         target: a toy density (:data:`flowgif.targets.TOYS`) instead of a picture.
+        stop: see :func:`train`.
+
+    Raises:
+        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way.
+        Interrupted: ``stop`` asked (see :func:`train`).
     """
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
@@ -261,35 +324,48 @@ def train_run(
     config, density, img = src.config, src.density, src.picture
     state = None
     if resume:
-        state = load_checkpoint(out / CHECKPOINT)
+        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
         if state.get("image_hash") != src.digest:
             raise FlowgifError(f"{src.label} is not what {out} was trained on")
-    atomic_write_text(out / "config.toml", dump_toml(config.to_dict()))
+    else:
+        check_new_run_dir(out)
+    made = not out.exists()
     meta = {
         "config": config.to_dict(),
         "seed": config.train.seed,
-        "image": src.label,
+        "image": src.stored_label,
         "image_hash": src.digest,
         "ink": ink_tensor(density),
         "size": list(density.size),
         "colors": torch.from_numpy(ink_colors(img, density.grid, config.density.invert)),
         "flowgif": __version__,
     }
+    text_config = dump_toml(config.to_dict())
 
     def save(payload: dict) -> None:
         save_checkpoint(out / CHECKPOINT, {**meta, **payload})
+        if not (out / "config.toml").is_file() or (out / "config.toml").read_text(
+            encoding="utf-8"
+        ) != text_config:
+            atomic_write_text(out / "config.toml", text_config)
         write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
 
     device = resolve_device(config.train.device)
-    result = train(
-        config,
-        density,
-        device,
-        progress=progress,
-        checkpoint=save,
-        resume=state,
-        energy=src.energy,
-    )
+    try:
+        result = train(
+            config,
+            density,
+            device,
+            progress=progress,
+            checkpoint=save,
+            resume=state,
+            energy=src.energy,
+            stop=stop,
+        )
+    except BaseException:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a folder this call made and never wrote into
+        raise
     if not preview:
         return result
     x = sample(wrap(result.model, config), 50_000, config.train.seed, device)

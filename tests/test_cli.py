@@ -180,7 +180,8 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     img.paste(0, (4, 4, 14, 12))
     img.save(pics / "box.png")
     img.save(pics / "box_no_suffix", format="PNG")  # found by content
-    (pics / "notes.png").write_text("not a picture")  # ignored: not an image by content
+    (pics / "notes.png").write_text("not a picture")  # says picture, does not decode: fails
+    (pics / "readme.txt").write_text("notes")  # not a picture: ignored, with its reason
     out = tmp_path / "runs"
     args = [
         "batch",
@@ -195,16 +196,19 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
         "--frames 3 --particles 200 --size 48",
     ]
     first = call(*args)
-    assert first.exit_code == 1, first.output  # one failure
+    assert first.exit_code == 1, first.output  # two failures
     report = json.loads((out / "batch.json").read_text())
-    assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 1)
-    failed = next(i for i in report["items"] if i["status"] == "failed")
-    assert "blank" in failed["image"] and "no ink" in failed["reason"]
+    assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 2)
+    reasons = {i["image"]: (i["status"], i["reason"]) for i in report["items"]}
+    assert len(reasons) == 5  # every file of the folder is in the report
+    assert reasons["blank.png"][0] == "failed" and "no ink" in reasons["blank.png"][1]
+    assert reasons["notes.png"][0] == "failed" and "decode" in reasons["notes.png"][1]
+    assert reasons["readme.txt"] == ("ignored", "not a picture")
     assert Image.open(out / "box" / "flow.gif").n_frames == 3
     assert (out / "box_no_suffix" / "done.json").is_file()
     second = call(*args)
     report = json.loads((out / "batch.json").read_text())
-    assert (report["done"], report["skipped"], report["failed"]) == (0, 2, 1)
+    assert (report["done"], report["skipped"], report["failed"]) == (0, 2, 2)
     changed = call(*args[:-1], "--frames 4 --particles 200 --size 48")  # new render options
     report = json.loads((out / "batch.json").read_text())
     assert report["done"] == 2 and changed.exit_code == 1 and second.exit_code == 1

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from flowgif.cli.common import (
     ConfigOpt,
@@ -40,7 +42,7 @@ def batch_(
         typer.Option(help='Options for `flowgif render`, e.g. "--frames 60 --color image".'),
     ] = "",
     jobs: Annotated[
-        int, typer.Option(min=1, help="Pictures at once (processes, 1 thread each).")
+        int, typer.Option(min=1, max=256, help="Pictures at once (processes, 1 thread each).")
     ] = 1,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders.")] = False,
 ) -> None:
@@ -50,32 +52,40 @@ def batch_(
     picture failed.
     """
     from flowgif.batch import run_batch, summary
+    from flowgif.cli.train import _stop_on_signals
     from flowgif.config import load_config
-    from flowgif.run import atomic_write_text
 
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
     render = _parse_render_args(render_args)
+    colours = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}
 
     def report(item: Any) -> None:
-        colour = {"done": "green", "skipped": "cyan", "failed": "red"}[item.status]
+        colour = colours.get(item.status, "white")
         err_console.print(
-            f"[{colour}]{item.status}[/{colour}] {item.image} {item.reason}", highlight=False
+            f"[{colour}]{item.status}[/{colour}] {escape(item.image)} {escape(item.reason)}",
+            highlight=False,
         )
 
-    items = run_batch(folder, out, cfg, render, jobs, recursive, report)
-    table = Table(title=f"batch {folder}")
+    with _stop_on_signals() as stop:
+        items = run_batch(folder, out, cfg, render, jobs, recursive, report, stop)
+    table = Table(title=f"batch {escape(str(folder))}")
     for column in ("picture", "status", "run", "note"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for item in items:
-        table.add_row(item.image, item.status, item.run, item.reason)
+        run = str(Path(item.run).relative_to(out)) if item.run else ""
+        table.add_row(*(Text(v) for v in (item.image, item.status, run, item.reason)))
     out_console.print(table)
     result = summary(items)
-    atomic_write_text(out / "batch.json", json.dumps(result, indent=2) + "\n")
-    out_console.print(
-        f"{result['done']} done, {result['skipped']} skipped, "
-        f"{result['failed']} failed; see {out / 'batch.json'}",
-        highlight=False,
+    counts = ", ".join(
+        f"{result[k]} {k}" for k in ("done", "skipped", "failed", "interrupted", "not started")
+        if result[k] or k in ("done", "failed")
     )
+    ignored = f", {result['ignored']} other files ignored" if result["ignored"] else ""
+    out_console.print(
+        f"{counts}{ignored}; see {out / 'batch.json'}", highlight=False, markup=False
+    )
+    if stop():
+        raise typer.Exit(130)
     if result["failed"]:
         raise typer.Exit(1)
 

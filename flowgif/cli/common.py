@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flowgif import __version__
 from flowgif.config import CHOICES
@@ -69,8 +70,8 @@ ThreadsOpt = Annotated[
 ConfigOpt = Annotated[
     str | None,
     typer.Option(
-        help="TOML config file, or the name of one in configs/ (fast, default, quality, "
-        "realnvp, planar, radial, augmented ...).",
+        help="TOML config file, or a named config: fast, default, quality, realnvp, planar, "
+        "radial, augmented ... (`flowgif configs` lists them).",
         show_default=False,
     ),
 ]
@@ -95,7 +96,7 @@ def guarded(fn: F) -> F:
                 warnings.simplefilter("default", RuntimeWarning)
                 return fn(*args, **kwargs)
         except FlowgifError as err:
-            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
@@ -139,12 +140,8 @@ def _run_or_latest(run: Path | None) -> Path:
 
 
 def _config_path(value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
-        return Path("configs") / f"{value}.toml"
-    return path
+    """A config file, or the name of a shipped one (resolved by ``load_config``)."""
+    return None if value is None else Path(value)
 
 
 def _render_options(params: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flowgif.cli.common import (
@@ -115,13 +116,14 @@ def render(
         warnings.simplefilter("always", UserWarning)
         report = do_render(loaded, out, opts, dev, label)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
     s = report.seconds
     out_console.print(
         f"wrote {out} ({report.frames} frames, {report.width}x{report.height}, "
         f"{report.bytes / 1e6:.1f} MB) in {sum(s.values()):.1f} s: solve {s['solve']:.1f} s "
         f"({report.nfe} NFE), draw {s['draw']:.1f} s, encode {s['encode']:.1f} s",
         highlight=False,
+        markup=False,
     )
 
 
@@ -155,6 +157,7 @@ def sample(
         f"wrote {out}: {n} samples, shape ({n}, 2), pixel coordinates of the "
         f"{loaded.density.size[0]}x{loaded.density.size[1]} picture",
         highlight=False,
+        markup=False,
     )
 
 
@@ -178,7 +181,7 @@ def eval_(
 
     path, loaded, dev = _load(run, device, threads)
     res = evaluate(loaded, n_nll, samples, cells, device=dev)
-    table = Table(title=f"eval {path}", show_header=True)
+    table = Table(title=f"eval {escape(str(path))}", show_header=True)
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in res.items():
@@ -225,4 +228,4 @@ def plot(
     path, loaded, dev = _load(run, device, threads)
     out = out or path / f"{kind.value}.png"
     draw_plot(loaded, kind.value, out, times=ts, device=dev)
-    out_console.print(f"wrote {out}", highlight=False)
+    out_console.print(f"wrote {out}", highlight=False, markup=False)

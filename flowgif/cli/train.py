@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from flowgif.cli.common import (
     ConfigOpt,
@@ -126,54 +128,81 @@ def train(
     ] = None,
 ) -> None:
     """Fit a flow to a picture; writes a run folder (config, checkpoint, loss.csv, samples.png)."""
-    from flowgif.config import load_config
-    from flowgif.run import load_checkpoint, new_run_dir
+    with _stop_on_signals() as stop:
+        _train(locals(), stop)
 
-    source: dict[str, Any] = {
-        "image": img,
-        "text": text,
-        "target": target.value if target else None,
+
+# Options that may change when a run is resumed; every other one is the run's own.
+RESUMABLE = ("train.steps", "train.minutes", "train.device", "train.threads")
+FLAGS = {
+    "train.method": "--method",
+    "field.augment": "--augment",
+    "train.batch": "--batch",
+    "train.lr": "--lr",
+    "train.seed": "--seed",
+    "train.device": "--device",
+    "train.threads": "--threads",
+    "density.invert": "--invert",
+    "density.ink_floor": "--ink-floor",
+    "density.resolution": "--resolution",
+}
+
+
+def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
+    from flowgif.config import Config, load_config
+    from flowgif.errors import Interrupted
+    from flowgif.run import check_new_run_dir, load_checkpoint, new_run_dir
+
+    img, text, resume, out = a["img"], a["text"], a["resume"], a["out"]
+    target = a["target"].value if a["target"] else None
+    source: dict[str, Any] = {"image": img, "text": text, "target": target}
+    overrides: dict[str, Any] = {
+        "train.method": a["method"].value if a["method"] else None,
+        "field.augment": a["augment"],
+        "train.batch": a["batch"],
+        "train.lr": a["lr"],
+        "train.seed": a["seed"],
+        "train.device": a["device"].value if a["device"] else None,
+        "train.threads": a["threads"],
+        "density.invert": a["invert"],
+        "density.ink_floor": a["ink_floor"],
+        "density.resolution": a["resolution"],
     }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if resume is not None:
-        ckpt = load_checkpoint(resume / "checkpoint.pt")
-        from flowgif.config import Config
-
+        if a["config"] is not None:
+            raise FlowgifError(
+                "--config cannot be combined with --resume: a resumed run keeps its own "
+                "config (only --steps, --minutes, --device and --threads may change)"
+            )
+        if out is not None and out != resume:
+            raise FlowgifError("--out cannot be combined with --resume: the run stays in place")
+        ckpt = load_checkpoint(resume / "checkpoint.pt", for_resume=True)
         cfg = Config.from_dict(ckpt["config"], source=str(resume))
-        label = str(ckpt.get("image", ""))
-        kind, _, value = label.partition(":")
-        if kind in ("text", "target"):
-            source = {"image": None, "text": None, "target": None, kind: value}
-        elif img is None:
-            source["image"] = Path(label)
+        for key, value in overrides.items():
+            if key not in RESUMABLE and cfg.get(key) != value:
+                raise FlowgifError(
+                    f"{FLAGS[key]} cannot change on --resume: {resume} was trained with "
+                    f"{FLAGS[key]} {cfg.get(key)}; start a new run to change it"
+                )
+        source = _resumed_source(str(ckpt.get("image", "")), source, resume)
         out = resume
     else:
         if sum(v is not None for v in source.values()) != 1:
             raise FlowgifError(
                 "give exactly one of --img PATH, --text WORD or --target NAME (or --resume RUN)"
             )
-        cfg = load_config(_config_path(config))
-    overrides: dict[str, Any] = {
-        "train.method": method.value if method else None,
-        "field.augment": augment,
-        "train.batch": batch,
-        "train.lr": lr,
-        "train.seed": seed,
-        "train.device": device.value if device else None,
-        "train.threads": threads,
-        "density.invert": invert,
-        "density.ink_floor": ink_floor,
-        "density.resolution": resolution,
-    }
-    cfg = cfg.updated(
-        {k: v for k, v in overrides.items() if v is not None} | _budget(steps, minutes)
-    )
+        cfg = load_config(_config_path(a["config"]))
+        if out is not None:
+            check_new_run_dir(out)
+    cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
     from flowgif.train import Source, train_run
 
     src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
     cfg = src.config
     if src.picture.info.get("frames", 1) > 1:
         err_console.print(
-            f"note: {src.label} is animated ({src.picture.info['frames']} "
+            f"note: {escape(src.label)} is animated ({src.picture.info['frames']} "
             "frames); using its first frame",
             highlight=False,
         )
@@ -189,27 +218,74 @@ def train(
         + (f"{tc.minutes:g} min" if tc.minutes else "")
     )
     err_console.print(
-        f"training [bold]{tc.method}[/bold] on {src.label} for {budget} -> {out}",
+        f"training [bold]{tc.method}[/bold] on {escape(src.label)} for {budget} -> "
+        f"{escape(str(out))}",
         highlight=False,
     )
     try:
-        with _progress_bar() as update, _sigterm_as_interrupt():
+        with _progress_bar() as update:
             result = train_run(
-                src, config=cfg, out=out, progress=update, resume=resume is not None
+                src, config=cfg, out=out, progress=update, resume=resume is not None, stop=stop
             )
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: checkpoint saved in {out}; continue with "
-            f"`flowgif train --resume {out}`",
-            highlight=False,
+    except Interrupted as stopped:
+        if stopped.saved:
+            said = f"checkpoint of step {stopped.step} saved in {out}"
+        elif stopped.checkpoint_step is not None:
+            said = f"the checkpoint of step {stopped.checkpoint_step} in {out} is kept"
+        else:
+            said = "nothing was trained yet, so nothing was saved"
+        then = (
+            f"; continue with `flowgif train --resume {out}`"
+            if stopped.checkpoint_step is not None
+            else ""
         )
+        err_console.print(f"interrupted: {said}{then}", highlight=False, markup=False)
         raise typer.Exit(130) from None
     out_console.print(
         f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
         f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
         f"{out}",
         highlight=False,
+        markup=False,
     )
+
+
+def _resumed_source(label: str, given: dict[str, Any], run: Path) -> dict[str, Any]:
+    """What a resumed run was trained on, from its checkpoint's label."""
+    kind, _, value = label.partition(":")
+    if kind in ("text", "target"):
+        for key, flag in (("text", "--text"), ("target", "--target")):
+            if given[key] is not None and (key != kind or str(given[key]).lower() != value):
+                raise FlowgifError(f"{flag} does not match {run}, which was trained on {label}")
+        if given["image"] is not None:
+            raise FlowgifError(f"--img does not match {run}, which was trained on {label}")
+        return {"image": None, "text": None, "target": None, kind: value}
+    if given["text"] is not None or given["target"] is not None:
+        raise FlowgifError(f"{run} was trained on a picture, {label}; give --img or nothing")
+    if given["image"] is not None:
+        return {"image": given["image"], "text": None, "target": None}
+    picture = Path(label)
+    if not picture.is_file():
+        where = "" if picture.is_absolute() else " (a path relative to where it was trained)"
+        raise FlowgifError(
+            f"the picture {run} was trained on, {label}{where}, is not there; give it with "
+            "--img PATH"
+        )
+    return {"image": picture, "text": None, "target": None}
+
+
+@app.command(name="configs")
+@guarded
+def configs_() -> None:
+    """List the named configs that --config takes, one per line."""
+    from flowgif.config import named_configs
+
+    named = named_configs()
+    width = max(map(len, named))
+    for name, summary in named.items():
+        out_console.print(
+            f"{name:<{width}}  {summary}", highlight=False, markup=False, soft_wrap=True
+        )
 
 
 def _slug(text: str) -> str:
@@ -218,21 +294,31 @@ def _slug(text: str) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's kill) saves a checkpoint just as Ctrl-C does."""
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C or SIGTERM (a scheduler's kill): finish the step, save, stop; exactly resumable.
+
+    The first signal sets a flag that training reads between steps; a second Ctrl-C stops at
+    once, keeping the last checkpoint as it was.
+    """
+    asked: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        if asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not asked:
+            os.write(2, b"\nstopping after this step (Ctrl-C again to stop at once)\n")
+        asked.append(signum)
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield lambda: False
         return
     try:
-        yield
+        yield lambda: bool(asked)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
