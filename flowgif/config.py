@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flowgif.errors import FlowgifError
+from flowgif.limits import MAX_SEED
 
 __all__ = [
     "Config",
@@ -264,6 +265,33 @@ NON_NEGATIVE = {
     "ffjord.jacobian",
 }
 
+# Upper limits: values past them cannot work on any machine flowgif targets (memory, time).
+LIMITS: dict[str, float] = {
+    "density.resolution": 4096,
+    "density.extent": 1e3,
+    "field.width": 4096,
+    "field.depth": 64,
+    "field.time_features": 1024,
+    "field.fourier_features": 8192,
+    "field.fourier_scale": 1e4,
+    "field.augment": 64,
+    "flow.layers": 1024,
+    "flow.hidden": 4096,
+    "flow.depth": 64,
+    "train.steps": 1e9,
+    "train.minutes": 100_000,
+    "train.batch": 4_194_304,
+    "train.lr": 10.0,
+    "train.warmup": 1e9,
+    "train.seed": MAX_SEED,
+    "train.threads": 1024,
+    "train.checkpoint_every": 1e9,
+    "fm.ot_batch": 8192,
+    "ffjord.steps": 10_000,
+    "solve.steps": 10_000,
+}
+MEMORY_LIMIT = 2e9  # floats of hidden activations per training step (8 GB): batch x width x depth
+
 
 @dataclass
 class Config:
@@ -330,6 +358,21 @@ class Config:
             if not math.isfinite(value) or value < 0 or (dotted in POSITIVE and value == 0):
                 need = "> 0" if dotted in POSITIVE else ">= 0"
                 raise FlowgifError(f"{source}: {dotted} = {value} must be {need}")
+        for dotted, top in LIMITS.items():
+            value = self.get(dotted)
+            if value > top:
+                raise FlowgifError(f"{source}: {dotted} = {value} is above its limit, {top:g}")
+        if self.train.seed < 0:
+            raise FlowgifError(f"{source}: train.seed = {self.train.seed} must be >= 0")
+        floats = self.train.batch * max(self.field.width, self.flow.hidden) * (
+            max(self.field.depth, self.flow.depth) + 1
+        )
+        if floats > MEMORY_LIMIT:
+            raise FlowgifError(
+                f"{source}: train.batch x width x depth = {floats:.3g} activations per step "
+                f"is more than flowgif allows ({MEMORY_LIMIT:.0e}, about 8 GB); lower the "
+                "batch or the field's size"
+            )
         if not 0 <= self.density.ink_floor < 1:
             raise FlowgifError(f"{source}: density.ink_floor must be in [0, 1)")
         if not 0 <= self.train.finetune < 1:

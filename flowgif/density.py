@@ -89,18 +89,38 @@ def ink_map(img: Image.Image, invert: bool = False) -> np.ndarray:
     """Ink in ``[0, 1]`` per pixel, ``(H, W)`` float64: darkness x opacity.
 
     8-bit pictures go through Pillow's integer RGBA -> LA conversion, exactly as the referee;
-    16-bit and float pictures are scaled to their own range first.
+    16-bit, 32-bit and float pictures are scaled first (see :func:`_scaled_lightness`).
     """
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0
-        lum, alpha = np.clip(a / top, 0, 1), np.ones_like(a)
+        lum, alpha = _scaled_lightness(a, img.mode), np.ones_like(a)
     else:
         if img.mode == "CMYK":
             img = img.convert("RGB")
         la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
         lum, alpha = la[..., 0], la[..., 1]
     return (lum if invert else 1.0 - lum) * alpha
+
+
+def _scaled_lightness(a: np.ndarray, mode: str) -> np.ndarray:
+    """Lightness in [0, 1] of a 16-bit, 32-bit or float picture, from its own range.
+
+    Float pictures whose values lie in [0, 1] are taken as they are; other pictures by the
+    range their type implies (8 or 16 bits) when the values fit it, else by their own
+    minimum and maximum.
+
+    Raises:
+        FlowgifError: the picture holds NaN or infinite values.
+    """
+    if not np.isfinite(a).all():
+        raise FlowgifError("the picture holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if mode == "F" and lo >= 0 and hi <= 1:
+        return a
+    for top in (255.0, 65535.0):
+        if lo >= 0 and hi <= top:
+            return a / top
+    return (a - lo) / (hi - lo) if hi > lo else np.ones_like(a)
 
 
 def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) -> np.ndarray:
@@ -133,6 +153,21 @@ def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) ->
 
     _, (rows, cols) = distance_transform_edt(~inked, return_indices=True)
     return np.clip(np.round(mean[rows, cols]), 0, 255).astype(np.uint8)
+
+
+def _blank_reason(img: Image.Image, invert: bool) -> str:
+    """Why a picture has no ink, and what would help."""
+    if "A" in img.getbands() and not np.asarray(img.getchannel("A")).any():
+        return "the picture is fully transparent: it has no ink to fit"
+    if invert:
+        return (
+            "the picture has no light pixels, and --invert takes lightness as ink; "
+            "try without --invert"
+        )
+    return (
+        "the picture has no ink (it is blank white); for light shapes on a dark "
+        "background use --invert"
+    )
 
 
 class ImageDensity:
@@ -194,8 +229,14 @@ class ImageDensity:
     ) -> ImageDensity:
         """Density of a picture, area-averaged to ``resolution`` pixels on its longer side."""
         ink = ink_map(img, invert)
+        if ink.sum() <= 0:
+            raise FlowgifError(_blank_reason(img, invert))
         if ink_floor > 0:
             ink = np.clip((ink - ink_floor) / (1.0 - ink_floor), 0.0, 1.0)
+            if ink.sum() <= 0:
+                raise FlowgifError(
+                    f"no ink is left above the ink floor {ink_floor:g}; lower --ink-floor"
+                )
         w0, h0 = img.size
         if max(w0, h0) > resolution:
             f = resolution / max(w0, h0)

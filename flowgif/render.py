@@ -30,6 +30,7 @@ from flowgif.draw import (
 )
 from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder
+from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
 from flowgif.ode import SolveStats
 from flowgif.run import Run
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
@@ -102,8 +103,22 @@ class RenderOptions:
                 raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
         if self.trail < 0 or self.dot < 0 or self.glow < 0:
             raise FlowgifError("--trail, --dot and --glow must be >= 0")
-        if self.hold < 0:
-            raise FlowgifError("--hold must be >= 0 seconds")
+        if not 0 <= self.hold <= MAX_HOLD:
+            raise FlowgifError(f"--hold must be 0 to {MAX_HOLD:g} seconds")
+        if self.frames > MAX_FRAMES or self.particles > MAX_PARTICLES:
+            raise FlowgifError(
+                f"--frames must be at most {MAX_FRAMES:,} and --particles at most "
+                f"{MAX_PARTICLES:,}"
+            )
+        if self.frames * self.particles > MAX_PATH_POINTS:
+            raise FlowgifError(
+                f"--frames x --particles = {self.frames * self.particles:,} points is more than "
+                f"a render holds ({MAX_PATH_POINTS:,}); lower one of them"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise FlowgifError(f"--seed must be 0 to {MAX_SEED}")
+        if self.size > 4096 or self.fps > 100 or self.trail > 30 or self.dot > 16:
+            raise FlowgifError("--size at most 4096, --fps 100, --trail 30, --dot 16")
 
 
 @dataclass

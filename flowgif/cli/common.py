@@ -16,6 +16,7 @@ from rich.markup import escape
 from flowgif import __version__
 from flowgif.config import CHOICES
 from flowgif.errors import FlowgifError
+from flowgif.limits import MAX_SEED
 from flowgif.targets import ENERGIES, TOYS
 
 app = typer.Typer(
@@ -63,7 +64,9 @@ RunArg = Annotated[
     typer.Argument(help="Run folder (default: the latest run under runs/).", show_default=False),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the noise the particles start from.")]
+SeedOpt = Annotated[
+    int, typer.Option(min=0, max=MAX_SEED, help="Seed of the noise the particles start from.")
+]
 ThreadsOpt = Annotated[
     int, typer.Option(min=0, help="CPU threads (0: torch's default; 1 on a busy machine).")
 ]
@@ -101,6 +104,19 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except (MemoryError, RuntimeError) as err:
+            text = str(err).lower()
+            if isinstance(err, RuntimeError) and not any(
+                k in text for k in ("out of memory", "can't allocate", "cannot allocate")
+            ):
+                raise
+            err_console.print(
+                "[red]error:[/red] out of memory: lower the sizes asked for (batch, field "
+                "width, particles, frames, samples)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -30,6 +30,7 @@ from flowgif.cli.common import (
     out_console,
 )
 from flowgif.errors import FlowgifError
+from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_SAMPLES
 
 
 @app.command()
@@ -59,11 +60,15 @@ def render(
             show_default=False,
         ),
     ] = None,
-    frames: Annotated[int, typer.Option(min=2, help="Frames from noise to picture.")] = 120,
+    frames: Annotated[
+        int, typer.Option(min=2, max=MAX_FRAMES, help="Frames from noise to picture.")
+    ] = 120,
     fps: Annotated[
         int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
     ] = 25,
-    particles: Annotated[int, typer.Option(min=1, help="Particles drawn.")] = 20_000,
+    particles: Annotated[
+        int, typer.Option(min=1, max=MAX_PARTICLES, help="Particles drawn.")
+    ] = 20_000,
     size: Annotated[
         int, typer.Option(min=16, max=4096, help="Longer side in pixels (of each panel).")
     ] = 512,
@@ -77,7 +82,10 @@ def render(
     background: Annotated[Background, typer.Option(help="Canvas colour.")] = Background.light,
     loop: Annotated[Loop, typer.Option(help="pingpong plays back to the noise.")] = Loop.forward,
     hold: Annotated[
-        float, typer.Option(min=0.0, help="Seconds on the finished picture (half on the noise).")
+        float,
+        typer.Option(
+            min=0.0, max=MAX_HOLD, help="Seconds on the finished picture (half on the noise)."
+        ),
     ] = 1.0,
     ease: Annotated[bool, typer.Option(help="Slow start and end.")] = True,
     trail: Annotated[
@@ -131,7 +139,7 @@ def render(
 @guarded
 def sample(
     run: RunArg = None,
-    n: Annotated[int, typer.Option(min=1, help="Number of samples.")] = 100_000,
+    n: Annotated[int, typer.Option(min=1, max=MAX_SAMPLES, help="Number of samples.")] = 100_000,
     out: Annotated[
         Path | None,
         typer.Option(help=".npy file \\[default: <run>/samples.npy].", show_default=False),
@@ -166,12 +174,14 @@ def sample(
 def eval_(
     run: RunArg = None,
     n_nll: Annotated[
-        int, typer.Option(min=100, help="Picture samples for the likelihood.")
+        int, typer.Option(min=100, max=10_000_000, help="Picture samples for the likelihood.")
     ] = 20_000,
     samples: Annotated[
-        int, typer.Option(min=100, help="Flow samples for tv and on_ink.")
+        int, typer.Option(min=100, max=MAX_SAMPLES, help="Flow samples for tv and on_ink.")
     ] = 100_000,
-    cells: Annotated[int, typer.Option(min=2, help="Grid cells on the longer side for tv.")] = 64,
+    cells: Annotated[
+        int, typer.Option(min=2, max=4096, help="Grid cells on the longer side for tv.")
+    ] = 64,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
 ) -> None:

@@ -27,6 +27,7 @@ from flowgif.cli.common import (
     out_console,
 )
 from flowgif.errors import FlowgifError
+from flowgif.limits import MAX_SEED
 
 
 @app.command()
@@ -80,13 +81,15 @@ def train(
     steps: StepsOpt = None,
     minutes: MinutesOpt = None,
     batch: Annotated[
-        int | None, typer.Option(min=1, help="Points per step.", show_default=False)
+        int | None,
+        typer.Option(min=1, max=4_194_304, help="Points per step.", show_default=False),
     ] = None,
     lr: Annotated[
         float | None, typer.Option(min=0.0, help="Peak learning rate.", show_default=False)
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of every random stream.", show_default=False)
+        int | None,
+        typer.Option(min=0, max=MAX_SEED, help="Seed of every random stream.", show_default=False),
     ] = None,
     device: Annotated[
         Device | None, typer.Option(help="auto uses CUDA when present.", show_default=False)
@@ -118,7 +121,9 @@ def train(
     ] = None,
     resolution: Annotated[
         int | None,
-        typer.Option(min=2, help="Working resolution, longer side in pixels.", show_default=False),
+        typer.Option(
+            min=2, max=4096, help="Working resolution, longer side in pixels.", show_default=False
+        ),
     ] = None,
     resume: Annotated[
         Path | None,
