@@ -419,10 +419,10 @@ def named_configs() -> dict[str, str]:
     folder once flowgif is installed.
     """
     out = {}
-    for entry in sorted(_configs_dir().iterdir(), key=lambda e: e.name):
+    for entry in _configs_dir().iterdir():
         if entry.name.endswith(".toml"):
             out[entry.name[: -len(".toml")]] = _summary(entry.read_text(encoding="utf-8"))
-    return out
+    return dict(sorted(out.items()))
 
 
 def _configs_dir() -> Any:

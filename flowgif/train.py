@@ -208,7 +208,7 @@ def train(
     try:
         while fraction < 1.0:
             if stop is not None and stop():
-                if step != saved_step:
+                if step != saved_step and step > 0:
                     save()
                 raise Interrupted(step, saved_step == step, saved_step)
             lr = tc.lr * lr_scale * lr_factor(config, step, fraction)

@@ -25,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it.",
 )
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

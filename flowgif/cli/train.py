@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,7 +241,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         else:
             said = "nothing was trained yet, so nothing was saved"
         then = (
-            f"; continue with `flowgif train --resume {out}`"
+            f"; continue with `flowgif train --resume {shlex.quote(str(out))}`"
             if stopped.checkpoint_step is not None
             else ""
         )
@@ -249,7 +250,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
     out_console.print(
         f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
         f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
-        f"{out}",
+        f"{shlex.quote(str(out))}",
         highlight=False,
         markup=False,
     )
