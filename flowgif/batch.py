@@ -15,6 +15,7 @@ when the batch was stopped. ``OUT/batch.json`` is rewritten after every picture.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -380,10 +381,8 @@ def run_batch(
                 for future in running:
                     future.cancel()  # those not yet handed to a worker
                 for proc in list(getattr(pool, "_processes", {}).values()):
-                    try:  # a SIGTERM to this process alone must reach the workers too
-                        os.kill(proc.pid, signal.SIGTERM)
-                    except OSError:
-                        pass
+                    with contextlib.suppress(OSError):  # a SIGTERM to this process alone
+                        os.kill(proc.pid, signal.SIGTERM)  # must reach the workers too
     write_summary(out, ordered())
     return ordered()
 

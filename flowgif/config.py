@@ -364,8 +364,10 @@ class Config:
                 raise FlowgifError(f"{source}: {dotted} = {value} is above its limit, {top:g}")
         if self.train.seed < 0:
             raise FlowgifError(f"{source}: train.seed = {self.train.seed} must be >= 0")
-        floats = self.train.batch * max(self.field.width, self.flow.hidden) * (
-            max(self.field.depth, self.flow.depth) + 1
+        floats = (
+            self.train.batch
+            * max(self.field.width, self.flow.hidden)
+            * (max(self.field.depth, self.flow.depth) + 1)
         )
         if floats > MEMORY_LIMIT:
             raise FlowgifError(

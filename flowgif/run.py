@@ -7,11 +7,10 @@ it needs nothing else), ``loss.csv`` and ``samples.png``; ``eval.json`` and rend
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import math
 
 import numpy as np
 import torch
@@ -20,8 +19,8 @@ from flowgif import __version__
 from flowgif.config import Config
 from flowgif.density import ImageDensity
 from flowgif.errors import FlowgifError
-from flowgif.files import atomic_write, atomic_write_text
 from flowgif.field import VectorField
+from flowgif.files import atomic_write, atomic_write_text
 from flowgif.model import Flow, build_model, wrap
 
 __all__ = [
@@ -261,9 +260,7 @@ def check_new_run_dir(path: Path) -> None:
         raise FlowgifError(f"{path} exists and is not a folder; choose another run folder")
     if any(path.iterdir()):
         what = "a run" if (path / CHECKPOINT).exists() else "files"
-        raise FlowgifError(
-            f"{path} already holds {what}; choose another run folder, or resume it"
-        )
+        raise FlowgifError(f"{path} already holds {what}; choose another run folder, or resume it")
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:

@@ -344,9 +344,10 @@ def train_run(
 
     def save(payload: dict) -> None:
         save_checkpoint(out / CHECKPOINT, {**meta, **payload})
-        if not (out / "config.toml").is_file() or (out / "config.toml").read_text(
-            encoding="utf-8"
-        ) != text_config:
+        if (
+            not (out / "config.toml").is_file()
+            or (out / "config.toml").read_text(encoding="utf-8") != text_config
+        ):
             atomic_write_text(out / "config.toml", text_config)
         write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
 

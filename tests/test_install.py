@@ -16,8 +16,9 @@ from PIL import Image
 from tests.conftest import ROOT
 
 SOURCES = sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "flowgif").rglob("*") if p.suffix in (".py", ".toml")
-    and "__pycache__" not in p.parts
+    str(p.relative_to(ROOT))
+    for p in (ROOT / "flowgif").rglob("*")
+    if p.suffix in (".py", ".toml") and "__pycache__" not in p.parts
 )
 
 
@@ -27,16 +28,35 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "flowgif", src / "flowgif", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "flowgif", src / "flowgif", ignore=shutil.ignore_patterns("__pycache__")
+    )
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(dist), str(src)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        [sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"],
-        check=True, capture_output=True, cwd=src,
+        [
+            sys.executable,
+            "-c",
+            f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=src,
     )
     (wheel,) = dist.glob("flowgif-*.whl")
     (sdist,) = dist.glob("flowgif-*.tar.gz")
@@ -45,7 +65,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_wheel_and_sdist_hold_every_module_and_config(built: tuple[Path, Path]) -> None:
     wheel, sdist = built
-    assert {"flowgif/cli/train.py", "flowgif/flows/realnvp.py", "flowgif/configs/fast.toml"} <= set(SOURCES)
+    assert {
+        "flowgif/cli/train.py",
+        "flowgif/flows/realnvp.py",
+        "flowgif/configs/fast.toml",
+    } <= set(SOURCES)
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     assert [s for s in SOURCES if s not in in_wheel] == []
     with tarfile.open(sdist) as tar:
@@ -59,8 +83,19 @@ def test_installed_wheel_trains_and_renders_from_an_empty_folder(
     wheel, _ = built
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     here = tmp_path / "elsewhere"
     here.mkdir()
@@ -72,15 +107,23 @@ def test_installed_wheel_trains_and_renders_from_an_empty_folder(
 
     def flowgif(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "flowgif", *args], cwd=here, env=env, capture_output=True,
-            text=True, timeout=300,
+            [sys.executable, "-m", "flowgif", *args],
+            cwd=here,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout + done.stderr
 
     where = subprocess.run(
-        [sys.executable, "-c", "import flowgif; print(flowgif.__file__)"], cwd=here, env=env,
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", "import flowgif; print(flowgif.__file__)"],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert where.startswith(str(site)), where  # the installed copy, not the source tree
     from flowgif import __version__

@@ -41,7 +41,9 @@ def run(tiny_run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("where", ["user folder", "run folder", "parent of runs", "plain file"])
-def test_render_never_replaces_what_it_did_not_write(run: Path, tmp_path: Path, where: str) -> None:
+def test_render_never_replaces_what_it_did_not_write(
+    run: Path, tmp_path: Path, where: str
+) -> None:
     out = {
         "user folder": tmp_path / "holiday photos",
         "run folder": run,
@@ -241,7 +243,9 @@ def test_divergence_says_nothing_was_saved_and_leaves_no_folder(
     import flowgif.train
 
     monkeypatch.setattr(
-        flowgif.train, "fm_loss", lambda model, *a: model(torch.zeros(1), torch.zeros(1, 2)).sum() * float("nan")
+        flowgif.train,
+        "fm_loss",
+        lambda model, *a: model(torch.zeros(1), torch.zeros(1, 2)).sum() * float("nan"),
     )
     out = tmp_path / "r"
     result = call("train", "--img", tiny_png, "--config", SMOKE, "--out", out)
@@ -271,7 +275,9 @@ def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
     cmd = [sys.executable, "-m", "flowgif", "train", "--img", str(tiny_png), "--config", SMOKE]
     cmd += ["--steps", "100000", "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 60
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -288,8 +294,12 @@ def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
     cfg = load_config(SMOKE).updated({"train.steps": 100000, "train.minutes": 0.0})
     with pytest.raises(Interrupted):
         train_run(
-            tiny_png, cfg, ref, progress=lambda p: seen.append(p.step),
-            stop=lambda: len(seen) >= cut["step"], preview=False,
+            tiny_png,
+            cfg,
+            ref,
+            progress=lambda p: seen.append(p.step),
+            stop=lambda: len(seen) >= cut["step"],
+            preview=False,
         )
     same = load_checkpoint(ref / "checkpoint.pt", for_resume=True)
     assert same["step"] == cut["step"]

@@ -53,8 +53,9 @@ def test_bracketed_names_do_not_stop_a_batch(tmp_path: Path) -> None:
     for name in ("[draft] a.png", "b[i]x[red].png", "c.png"):
         box(pics / name)
     out = tmp_path / "out"
-    result = call("batch", pics, "--out", out, "--config", SMOKE, "--steps", 2,
-                  "--render-args", RENDER_ARGS)
+    result = call(
+        "batch", pics, "--out", out, "--config", SMOKE, "--steps", 2, "--render-args", RENDER_ARGS
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "batch.json").read_text())
     assert report["done"] == 3
@@ -71,10 +72,24 @@ def test_batch_gives_same_named_pictures_their_own_runs(tmp_path: Path) -> None:
     box(pics / "logo.jpg", (30, 20))
     box(pics / "sub" / "logo.png", (16, 16))
     out = tmp_path / "out"
-    args = ["batch", pics, "--out", out, "--config", SMOKE, "--steps", 2, "--recursive",
-            "--render-args", RENDER_ARGS]
+    args = [
+        "batch",
+        pics,
+        "--out",
+        out,
+        "--config",
+        SMOKE,
+        "--steps",
+        2,
+        "--recursive",
+        "--render-args",
+        RENDER_ARGS,
+    ]
     assert call(*args).exit_code == 0
-    runs = {i["image"]: Path(i["run"]).name for i in json.loads((out / "batch.json").read_text())["items"]}
+    runs = {
+        i["image"]: Path(i["run"]).name
+        for i in json.loads((out / "batch.json").read_text())["items"]
+    }
     assert len(set(runs.values())) == 3, runs
     again = json.loads((call(*args), (out / "batch.json").read_text())[1])
     assert again["skipped"] == 3 and again["done"] == 0
@@ -84,16 +99,38 @@ def test_batch_output_inside_its_folder_is_not_trained_on(tmp_path: Path) -> Non
     pics = tmp_path / "pics"
     box(pics / "one.png")
     box(pics / "deep" / "two.png")
-    args = ["batch", pics, "--out", pics / "runs", "--config", SMOKE, "--steps", 2,
-            "--recursive", "--render-args", RENDER_ARGS]
+    args = [
+        "batch",
+        pics,
+        "--out",
+        pics / "runs",
+        "--config",
+        SMOKE,
+        "--steps",
+        2,
+        "--recursive",
+        "--render-args",
+        RENDER_ARGS,
+    ]
     for _ in range(2):
         assert call(*args).exit_code == 0
     report = json.loads((pics / "runs" / "batch.json").read_text())
     assert sorted(p.name for p in (pics / "runs").iterdir() if p.is_dir()) == ["deep__two", "one"]
     ignored = [i for i in report["items"] if i["status"] == "ignored"]
     assert [i["reason"] for i in ignored] == ["the output folder"]
-    elsewhere = call("batch", pics, "--out", tmp_path / "o2", "--config", SMOKE, "--steps", 2,
-                     "--recursive", "--render-args", RENDER_ARGS)
+    elsewhere = call(
+        "batch",
+        pics,
+        "--out",
+        tmp_path / "o2",
+        "--config",
+        SMOKE,
+        "--steps",
+        2,
+        "--recursive",
+        "--render-args",
+        RENDER_ARGS,
+    )
     report = json.loads((tmp_path / "o2" / "batch.json").read_text())
     assert report["done"] == 2, elsewhere.output  # the old output folder is flowgif's own
 
@@ -103,15 +140,28 @@ def test_batch_stops_on_sigterm_and_reports_every_picture(tmp_path: Path) -> Non
     for name in ("a.png", "b.png"):
         box(pics / name)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "flowgif", "batch", str(pics), "--out", str(out), "--config",
-           SMOKE, "--steps", "100000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowgif",
+        "batch",
+        str(pics),
+        "--out",
+        str(out),
+        "--config",
+        SMOKE,
+        "--steps",
+        "100000",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 60
     while not (out / "a" / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    output, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     report = json.loads((out / "batch.json").read_text())
@@ -146,9 +196,14 @@ def test_absurd_values_are_refused_in_one_line(
 
 @pytest.mark.parametrize(
     "text, said",
-    [("[field]\nwidth = 1000000\n", "width"), ("[train]\nbatch = 3000000\n[field]\nwidth = 1024\n", "activations")],
+    [
+        ("[field]\nwidth = 1000000\n", "width"),
+        ("[train]\nbatch = 3000000\n[field]\nwidth = 1024\n", "activations"),
+    ],
 )
-def test_configs_too_big_to_train_leave_nothing(tiny_png: Path, tmp_path: Path, text: str, said: str) -> None:
+def test_configs_too_big_to_train_leave_nothing(
+    tiny_png: Path, tmp_path: Path, text: str, said: str
+) -> None:
     cfg = tmp_path / "big.toml"
     cfg.write_text(text)
     result = call("train", "--img", tiny_png, "--config", cfg, "--out", tmp_path / "r")
@@ -205,7 +260,17 @@ def test_batch_folder_is_copied_not_moved(tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     box(pics / "a.png")
     before = sorted(p.name for p in pics.iterdir())
-    call("batch", pics, "--out", tmp_path / "o", "--config", SMOKE, "--steps", 2,
-         "--render-args", RENDER_ARGS)
+    call(
+        "batch",
+        pics,
+        "--out",
+        tmp_path / "o",
+        "--config",
+        SMOKE,
+        "--steps",
+        2,
+        "--render-args",
+        RENDER_ARGS,
+    )
     assert sorted(p.name for p in pics.iterdir()) == before
     shutil.rmtree(tmp_path / "o")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,7 +76,8 @@ def batch_(
     out_console.print(table)
     result = summary(items)
     counts = ", ".join(
-        f"{result[k]} {k}" for k in ("done", "skipped", "failed", "interrupted", "not started")
+        f"{result[k]} {k}"
+        for k in ("done", "skipped", "failed", "interrupted", "not started")
         if result[k] or k in ("done", "failed")
     )
     ignored = f", {result['ignored']} other files ignored" if result["ignored"] else ""

@@ -99,7 +99,9 @@ def guarded(fn: F) -> F:
                 warnings.simplefilter("default", RuntimeWarning)
                 return fn(*args, **kwargs)
         except FlowgifError as err:
-            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
