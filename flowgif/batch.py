@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from flowgif.config import Config, dump_toml
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.files import atomic_write_text, sweep_stale
+from flowgif.files import atomic_write_text, check_replaceable, sweep_stale
 
 __all__ = ["PICTURE_SUFFIXES", "BatchItem", "run_batch", "scan", "summary"]
 
@@ -317,6 +317,7 @@ def run_batch(
         raise FlowgifError(
             "--out is the picture folder itself: with --recursive give another output folder"
         )
+    check_replaceable(out / "batch.json")
     found = scan(folder, recursive, skip=out)
     if not found.pictures and not found.failed:
         raise FlowgifError(f"no pictures found in {folder}")

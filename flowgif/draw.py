@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from flowgif.files import atomic_write
+from flowgif.files import SIGNATURE, atomic_write
 
 __all__ = ["TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
 
@@ -190,4 +190,6 @@ def write_samples_png(
     out = Image.new("RGB", (2 * canvas.width + gap, canvas.height), (200, 200, 200))
     out.paste(target, (0, 0))
     out.paste(drawn.convert("RGB"), (canvas.width + gap, 0))
-    atomic_write(path, lambda f: out.save(f, format="PNG"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SIGNATURE)
+    atomic_write(path, lambda f: out.save(f, format="PNG", pnginfo=info))

@@ -25,9 +25,12 @@ from flowgif.errors import FlowgifError
 
 __all__ = [
     "FRAMES_MARKER",
+    "SIGNATURE",
     "atomic_write",
     "atomic_write_text",
     "check_frames_folder",
+    "check_replaceable",
+    "made_by_flowgif",
     "os_reason",
     "replace_folder",
     "sweep_stale",
@@ -36,6 +39,7 @@ __all__ = [
 ]
 
 TAG = "~flowgif"
+SIGNATURE = "made with flowgif"  # in the GIF comment, WebP XMP, PNG Software, MP4 comment
 FRAMES_MARKER = ".flowgif-frames"  # a PNG-frames folder that flowgif wrote holds this file
 FRAME_NAME = re.compile(r"frame_\d{4,}\.png")
 _STALE = re.compile(rf"\.{re.escape(TAG)}@(?P<host>[^@/]*)@(?P<pid>\d+)@")
@@ -229,3 +233,59 @@ def replace_folder(tmp: Path, out: Path) -> None:
 def write_marker(folder: Path, frames: int) -> None:
     """The file that says ``folder`` holds frames flowgif wrote (and may replace)."""
     (folder / FRAMES_MARKER).write_text(json.dumps({"frames": frames}) + "\n", encoding="utf-8")
+
+
+def made_by_flowgif(path: Path) -> bool:
+    """Whether the file at ``path`` is one flowgif writes: a GIF, WebP, PNG or MP4 carrying
+    :data:`SIGNATURE`, samples (an ``(N, 2)`` float32 ``.npy``) or flowgif's JSON reports."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".gif", ".webp", ".png"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                found = [img.info.get("comment"), img.info.get("xmp"), img.info.get("Software")]
+            return any(SIGNATURE in _text(v) for v in found)
+        if suffix == ".mp4":
+            with open(path, "rb") as f:
+                head = f.read(1 << 20)  # faststart: the metadata is in the first boxes
+            return SIGNATURE.encode() in head
+        if suffix == ".npy":
+            import numpy as np
+
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+            return a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == 2
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and ("items" in data or "kl" in data)
+    except Exception:  # unreadable or another format under that suffix: not flowgif's
+        return False
+    return False
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace an existing file at ``path`` that flowgif did not write.
+
+    Files inside a run folder (one holding ``checkpoint.pt``) are flowgif's to replace.
+
+    Raises:
+        FlowgifError: ``path`` is a folder, or a file flowgif did not write.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir():
+        raise FlowgifError(f"cannot write {path}: it is a folder")
+    if (path.parent / "checkpoint.pt").is_file() and not path.is_symlink():
+        return
+    if path.is_symlink() or not made_by_flowgif(path):
+        raise FlowgifError(
+            f"{path} exists and flowgif did not write it; choose another name or move it away"
+        )

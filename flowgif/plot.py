@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.files import atomic_write
+from flowgif.files import SIGNATURE, atomic_write, check_replaceable
 from flowgif.run import Run
 
 __all__ = ["KINDS", "plot"]
@@ -51,11 +51,14 @@ def plot(
         raise FlowgifError("plots need matplotlib: pip install 'flowgif[plot]'") from None
     if kind not in KINDS:
         raise FlowgifError(f"--kind {kind!r} is not one of: {', '.join(KINDS)}")
+    if Path(out).suffix.lower() != ".png":
+        raise FlowgifError(f"a plot is a PNG: give a name ending in .png, not {Path(out).name}")
+    check_replaceable(out)
     fig = {"density": _density, "field": _field, "paths": _paths, "loss": _loss}[kind](
         plt, run, times=times, grid=grid, particles=particles, device=device
     )
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": SIGNATURE})
     plt.close(fig)
     atomic_write(out, lambda f: f.write(buf.getvalue()))
 

@@ -29,7 +29,7 @@ from flowgif.draw import (
     make_palette,
 )
 from flowgif.errors import FlowgifError
-from flowgif.files import check_frames_folder
+from flowgif.files import check_frames_folder, check_replaceable
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
 from flowgif.ode import SolveStats
 from flowgif.run import Run
@@ -228,8 +228,8 @@ def render(
     kind = _format(out)
     if kind == "folder":
         check_frames_folder(out)  # before any work: never replace what flowgif did not write
-    elif out.is_dir():
-        raise FlowgifError(f"cannot render to {out}: it is a folder")
+    else:
+        check_replaceable(out)  # never over a file flowgif did not write (a source picture)
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     stats, paths = SolveStats(), []

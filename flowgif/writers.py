@@ -19,6 +19,7 @@ from flowgif.draw import Palette
 from flowgif.errors import FlowgifError
 from flowgif.files import (
     FRAMES_MARKER,
+    SIGNATURE,
     atomic_write,
     check_frames_folder,
     os_reason,
@@ -57,6 +58,7 @@ def write_gif(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: lis
             loop=0,
             optimize=False,
             disposal=1,
+            comment=SIGNATURE.encode(),
         ),
     )
 
@@ -75,6 +77,7 @@ def write_webp(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: li
             loop=0,
             quality=80,
             method=4,
+            xmp=f"<x:xmpmeta xmlns:x='adobe:ns:meta/'>{SIGNATURE}</x:xmpmeta>".encode(),
         ),
     )
 
@@ -121,6 +124,8 @@ def write_mp4(
             "yuv420p",
             "-crf",
             str(int((1 - quality / 10) * 51)),
+            "-metadata",
+            f"comment={SIGNATURE}",
             "-movflags",
             "+faststart",
             "-f",

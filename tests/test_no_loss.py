@@ -336,3 +336,35 @@ def test_library_refuses_a_folder_as_a_file(tmp_path: Path) -> None:
     (tmp_path / "x.json").mkdir()
     with pytest.raises(FlowgifError, match="folder"):
         atomic_write_text(tmp_path / "x.json", "{}")
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp", ".mp4"])
+def test_render_replaces_its_own_file_but_not_a_users(
+    run: Path, tmp_path: Path, suffix: str
+) -> None:
+    mine = tmp_path / f"anim{suffix}"
+    assert call("render", run, "--out", mine, *RENDER).exit_code == 0
+    again = call("render", run, "--out", mine, "--frames", 2, "--size", 40)
+    assert again.exit_code == 0, again.output  # flowgif's own file: replaced
+    theirs = tmp_path / f"source{suffix}"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(theirs) if suffix != ".mp4" else (
+        theirs.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
+    )
+    before = theirs.read_bytes()
+    assert_one_line_error(call("render", run, "--out", theirs, *RENDER), "did not write")
+    assert theirs.read_bytes() == before
+
+
+def test_sample_and_plot_never_replace_a_users_file(run: Path, tmp_path: Path) -> None:
+    picture = tmp_path / "drawing.png"
+    Image.new("L", (8, 8), 0).save(picture)
+    data = tmp_path / "data.npy"
+    np_bytes = b"\x93NUMPY not really"
+    data.write_bytes(np_bytes)
+    before = picture.read_bytes()
+    assert_one_line_error(call("plot", run, "--kind", "loss", "--out", picture), "did not write")
+    assert_one_line_error(call("sample", run, "--n", 10, "--out", data), "did not write")
+    assert picture.read_bytes() == before and data.read_bytes() == np_bytes
+    mine = tmp_path / "s.npy"
+    for _ in range(2):  # its own samples: replaced
+        assert call("sample", run, "--n", 10, "--out", mine).exit_code == 0

@@ -151,15 +151,16 @@ def sample(
     """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
     import numpy as np
 
+    from flowgif.files import atomic_write, check_replaceable
     from flowgif.model import sample as draw_samples
-    from flowgif.run import atomic_write
 
+    if out is not None and out.suffix != ".npy":
+        raise FlowgifError(f"--out must end in .npy, got {out.name}")
     path, loaded, dev = _load(run, device, threads)
+    out = out or path / "samples.npy"
+    check_replaceable(out)
     x = draw_samples(loaded.flow, n, seed, dev)
     uv = loaded.density.to_pixels(x).astype(np.float32)
-    out = out or path / "samples.npy"
-    if out.suffix != ".npy":
-        raise FlowgifError(f"--out must end in .npy, got {out.name}")
     atomic_write(out, lambda f: np.save(f, uv))
     out_console.print(
         f"wrote {out}: {n} samples, shape ({n}, 2), pixel coordinates of the "
