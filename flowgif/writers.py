@@ -155,7 +155,14 @@ def write_mp4(
             log.seek(0)
             lines = log.read().decode("utf-8", "replace").strip().splitlines()
         if code != 0:
-            reason = lines[-1] if lines else f"exit status {code}"
+            full = [line for line in lines if "No space left" in line]
+            reason = (
+                "no space left on the device"
+                if full
+                else lines[-1]
+                if lines
+                else f"exit status {code}"
+            )
             raise FlowgifError(f"cannot write {out}: the video encoder failed ({reason})")
         problem = mp4_problem(Path(f.name))
         if problem:
