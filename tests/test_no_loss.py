@@ -263,10 +263,11 @@ def test_stop_before_the_first_step_writes_nothing(tiny_png: Path, tmp_path: Pat
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
-    tiny_png: Path, tmp_path: Path
+    tiny_png: Path, tmp_path: Path, sig: int
 ) -> None:
-    """SIGINT lands mid-step; the checkpoint must equal an uninterrupted run at that step."""
+    """A signal lands mid-step; the checkpoint must equal an uninterrupted run at that step."""
     from flowgif.config import load_config
     from flowgif.run import load_checkpoint
     from flowgif.train import train_run
@@ -282,7 +283,7 @@ def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     cut = load_checkpoint(out / "checkpoint.pt", for_resume=True)
@@ -306,6 +307,9 @@ def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
     for key in ("field", "ema"):
         assert all(torch.equal(same[key][k], cut[key][k]) for k in same[key]), key
     assert torch.equal(same["generator"], cut["generator"])
+    result = call("train", "--resume", out, "--steps", cut["step"] + 5)  # and it goes on
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == cut["step"] + 5
 
 
 def test_damaged_checkpoint_fields_are_refused_in_one_line(run: Path) -> None:

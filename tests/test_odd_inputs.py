@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,15 @@ def box(path: Path, size: tuple[int, int] = (24, 16)) -> Path:
     return path
 
 
+def batch(pics: Path, out: Path, *extra: object) -> tuple[object, dict]:
+    """``flowgif batch`` of tiny 2-step runs; the result and the batch.json it wrote."""
+    result = call(
+        "batch", pics, "--out", out, "--config", SMOKE, "--steps", 2, "--render-args",
+        RENDER_ARGS, *extra,
+    )  # fmt: skip
+    return result, json.loads((out / "batch.json").read_text())
+
+
 # --- markup: square brackets are text ------------------------------------------------------
 
 
@@ -52,12 +60,8 @@ def test_bracketed_names_do_not_stop_a_batch(tmp_path: Path) -> None:
     pics = tmp_path / "in [b]"
     for name in ("[draft] a.png", "b[i]x[red].png", "c.png"):
         box(pics / name)
-    out = tmp_path / "out"
-    result = call(
-        "batch", pics, "--out", out, "--config", SMOKE, "--steps", 2, "--render-args", RENDER_ARGS
-    )
+    result, report = batch(pics, tmp_path / "out")
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "batch.json").read_text())
     assert report["done"] == 3
     assert {i["image"] for i in report["items"]} == {"[draft] a.png", "b[i]x[red].png", "c.png"}
     assert str(pics / "c.png") not in result.output  # shown relative to the folder given
@@ -71,27 +75,11 @@ def test_batch_gives_same_named_pictures_their_own_runs(tmp_path: Path) -> None:
     box(pics / "logo.png")
     box(pics / "logo.jpg", (30, 20))
     box(pics / "sub" / "logo.png", (16, 16))
-    out = tmp_path / "out"
-    args = [
-        "batch",
-        pics,
-        "--out",
-        out,
-        "--config",
-        SMOKE,
-        "--steps",
-        2,
-        "--recursive",
-        "--render-args",
-        RENDER_ARGS,
-    ]
-    assert call(*args).exit_code == 0
-    runs = {
-        i["image"]: Path(i["run"]).name
-        for i in json.loads((out / "batch.json").read_text())["items"]
-    }
+    result, report = batch(pics, tmp_path / "out", "--recursive")
+    assert result.exit_code == 0, result.output
+    runs = {i["image"]: Path(i["run"]).name for i in report["items"]}
     assert len(set(runs.values())) == 3, runs
-    again = json.loads((call(*args), (out / "batch.json").read_text())[1])
+    _, again = batch(pics, tmp_path / "out", "--recursive")
     assert again["skipped"] == 3 and again["done"] == 0
 
 
@@ -99,40 +87,14 @@ def test_batch_output_inside_its_folder_is_not_trained_on(tmp_path: Path) -> Non
     pics = tmp_path / "pics"
     box(pics / "one.png")
     box(pics / "deep" / "two.png")
-    args = [
-        "batch",
-        pics,
-        "--out",
-        pics / "runs",
-        "--config",
-        SMOKE,
-        "--steps",
-        2,
-        "--recursive",
-        "--render-args",
-        RENDER_ARGS,
-    ]
     for _ in range(2):
-        assert call(*args).exit_code == 0
-    report = json.loads((pics / "runs" / "batch.json").read_text())
+        result, report = batch(pics, pics / "runs", "--recursive")
+        assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (pics / "runs").iterdir() if p.is_dir()) == ["deep__two", "one"]
     ignored = [i for i in report["items"] if i["status"] == "ignored"]
     assert [i["reason"] for i in ignored] == ["the output folder"]
-    elsewhere = call(
-        "batch",
-        pics,
-        "--out",
-        tmp_path / "o2",
-        "--config",
-        SMOKE,
-        "--steps",
-        2,
-        "--recursive",
-        "--render-args",
-        RENDER_ARGS,
-    )
-    report = json.loads((tmp_path / "o2" / "batch.json").read_text())
-    assert report["done"] == 2, elsewhere.output  # the old output folder is flowgif's own
+    result, report = batch(pics, tmp_path / "o2", "--recursive")
+    assert report["done"] == 2, result.output  # the old output folder is flowgif's own
 
 
 def test_batch_stops_on_sigterm_and_reports_every_picture(tmp_path: Path) -> None:
@@ -256,21 +218,9 @@ def test_top_level_configs_are_the_shipped_ones() -> None:
         assert load_config(name) == load_config(top / f"{name}.toml")
 
 
-def test_batch_folder_is_copied_not_moved(tmp_path: Path) -> None:
+def test_batch_leaves_its_folder_as_it_was(tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     box(pics / "a.png")
-    before = sorted(p.name for p in pics.iterdir())
-    call(
-        "batch",
-        pics,
-        "--out",
-        tmp_path / "o",
-        "--config",
-        SMOKE,
-        "--steps",
-        2,
-        "--render-args",
-        RENDER_ARGS,
-    )
-    assert sorted(p.name for p in pics.iterdir()) == before
-    shutil.rmtree(tmp_path / "o")
+    before = {p.name: p.read_bytes() for p in pics.iterdir()}
+    batch(pics, tmp_path / "o")
+    assert {p.name: p.read_bytes() for p in pics.iterdir()} == before
