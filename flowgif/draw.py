@@ -3,8 +3,9 @@
 Every frame is an ``(H, W)`` uint8 image of indices into one 256-colour palette chosen before
 the first frame, so GIF frames need no per-frame quantisation and colours never flicker.
 Palette layout: index 0 is the background; index ``1 + k * L + (l - 1)`` is colour ``k`` at
-brightness level ``l`` in ``1..L`` (more particles on a pixel, a stronger colour); index 255
-(``TEXT``) is for labels.
+brightness level ``l`` in ``1..L`` (more particles on a pixel, a stronger colour); index 254
+(``KEEP``) is never drawn — a GIF frame marks the pixels it leaves unchanged with it, as its
+transparent index; index 255 (``TEXT``) is for labels.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from PIL import Image, PngImagePlugin
 
 from flowgif.files import SIGNATURE, atomic_write
 
-__all__ = ["TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
+__all__ = ["KEEP", "TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
 
-BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 14, 20)}
+BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 14, 20), "transparent": (128, 128, 128)}
 TEXT = 255  # palette index of label text
+KEEP = 254  # palette index no frame draws: a GIF's "unchanged since the last frame"
 
 
 @dataclass
@@ -90,7 +92,7 @@ def make_palette(
     """
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     k = len(colors)
-    levels = max(1, 254 // k)
+    levels = max(1, KEEP // k)  # indices 1 .. KEEP - 1
     alpha = np.linspace(min_alpha, 1.0, levels) if levels > 1 else np.ones(1)
     bg = np.asarray(background, dtype=np.float64)
     rgb = np.zeros((256, 3))

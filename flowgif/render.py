@@ -7,7 +7,6 @@ writer chosen by the output's suffix.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder, check_replaceable
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
 from flowgif.ode import SolveStats
+from flowgif.pacing import PACES, paced_times, shape_progress
 from flowgif.run import Run
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
 
@@ -62,7 +62,8 @@ class RenderOptions:
         size: canvas pixels on the longer side (aspect of the picture kept).
         color: ``position`` (hue by starting angle), ``image`` (the picture's colour where the
             particle lands), ``density`` (heat map of particle counts) or ``mono``.
-        background: ``light`` or ``dark``.
+        background: ``light``, ``dark`` or ``transparent`` (GIF and WebP: the frames sit on
+            any page; PNG frames too).
         seed: seed of the particles' noise.
         ease: slow the start and the end of the motion (a cosine time warp).
         hold: seconds the finished picture stays (half as long on the noise).
@@ -71,8 +72,11 @@ class RenderOptions:
         dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
         glow: strength of a soft halo around the particles (0 = crisp dots; try 1).
         trail: earlier frames drawn as a fading trail behind each particle (0 = none).
-        zoom: start zoomed out far enough to show the whole noise cloud and glide in to the
-            picture's frame (a wide or tall picture's frame would crop the noise).
+        zoom: start zoomed out far enough to show the whole noise cloud, hold that view while
+            the cloud gathers, and glide in to the picture's frame as it forms (a wide or tall
+            picture's frame would crop the noise).
+        pace: ``shape`` spaces the frames so that the picture forms evenly over the motion
+            (:mod:`flowgif.pacing`); ``time`` takes them at equal times of the flow.
     """
 
     frames: int = 120
@@ -90,12 +94,17 @@ class RenderOptions:
     zoom: bool = True
     trail: int = 0
     glow: float = 0.0
+    pace: str = "shape"
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
             raise FlowgifError(f"--color {self.color!r} is not one of: {', '.join(COLORS)}")
         if self.background not in BACKGROUNDS:
-            raise FlowgifError(f"--background {self.background!r} is not one of: light, dark")
+            raise FlowgifError(
+                f"--background {self.background!r} is not one of: {', '.join(BACKGROUNDS)}"
+            )
+        if self.pace not in PACES:
+            raise FlowgifError(f"--pace {self.pace!r} is not one of: {', '.join(PACES)}")
         if self.loop not in ("forward", "pingpong"):
             raise FlowgifError(f"--loop {self.loop!r} is not one of: forward, pingpong")
         for name in ("frames", "fps", "particles", "size"):
@@ -132,21 +141,61 @@ class RenderReport:
     height: int
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: int = 0
+    pacing: np.ndarray | None = None  # how formed the picture is at each motion frame
 
 
-def frame_times(frames: int, ease: bool) -> torch.Tensor:
-    """``frames`` times from 0 to 1, cosine-eased when ``ease``."""
-    s = torch.linspace(0.0, 1.0, frames, dtype=torch.float64)
-    return (0.5 - 0.5 * torch.cos(math.pi * s) if ease else s).float()
+PROBE_TIMES = 129  # the probe solve's time grid
+PROBE_PARTICLES = 3000
 
 
-def camera(canvas: Canvas, density: ImageDensity, paths: np.ndarray, zoom: bool) -> list[Canvas]:
+def frame_times_for(
+    runs: list[Run], noise: list[torch.Tensor], o: RenderOptions, stats: SolveStats
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The frame times (``o.pace``), and how formed the picture is at each frame (0 to 1).
+
+    A probe solve of a few thousand of the particles on a fine time grid measures the shape's
+    progress (all runs' particles together, so side-by-side panels share their frame times).
+    """
+    grid = np.linspace(0.0, 1.0, PROBE_TIMES)
+    probes = [
+        r.flow.paths(z[:PROBE_PARTICLES], torch.as_tensor(grid, dtype=torch.float32).to(z), stats)
+        .cpu()
+        .numpy()[..., :2]
+        .astype(np.float64)
+        for r, z in zip(runs, noise, strict=True)
+    ]
+    probe = np.concatenate(probes, axis=1)
+    canvas = Canvas.around(runs[0].density.size, o.size)
+
+    def screen(times: np.ndarray, progress: np.ndarray) -> np.ndarray:
+        at = np.stack([np.interp(t, grid, np.arange(len(grid))) for t in times])
+        k = np.clip(at.astype(int), 0, len(grid) - 2)
+        w = (at - k)[:, None, None]
+        seen = (1 - w) * probes[0][k] + w * probes[0][k + 1]
+        views = camera(canvas, runs[0].density, seen, o.zoom, progress)
+        return np.array([v.scale for v in views])
+
+    times, _ = paced_times(grid, probe, o.frames, o.pace, o.ease, screen)
+    progress = np.interp(times, grid, shape_progress(probe))
+    return torch.as_tensor(times, dtype=torch.float32), progress
+
+
+def camera(
+    canvas: Canvas,
+    density: ImageDensity,
+    paths: np.ndarray,
+    zoom: bool,
+    progress: np.ndarray | None = None,
+) -> list[Canvas]:
     """One view per frame that keeps the particle cloud in sight, ending on the picture's frame.
 
-    Each frame needs to show 99.5 % of its particles (at least N(0, I) out to NOISE_RADIUS at the
-    start); the zoom follows that need through a sliding maximum and a smoothing, so it glides
-    and never cuts the cloud. A continuous flow's camera pulls in from the noise to the picture;
-    a discrete flow's also backs off where a layer throws the points wide.
+    Each frame shows 99.5 % of its particles along the canvas's longer side (at least
+    N(0, I) out to NOISE_RADIUS at the start). With ``progress`` (how formed the picture is
+    per frame), the camera holds the opening view while the cloud gathers — so the viewer
+    sees it contract — and glides in to the picture's frame from half-formed on; without, it
+    follows the cloud. A sliding maximum and a smoothing make it glide and never cut the
+    cloud; a discrete flow's camera also backs
+    off where a layer throws the points wide.
     """
     frames = len(paths)
     if not zoom:
@@ -156,7 +205,13 @@ def camera(canvas: Canvas, density: ImageDensity, paths: np.ndarray, zoom: bool)
     pick = paths[:, :: max(1, paths.shape[1] // 4000)]
     need = np.quantile(np.abs(pick), 0.995, axis=1)  # (T, 2) half-extent of the cloud
     need[0] = np.maximum(need[0], NOISE_RADIUS)
-    log_out = np.maximum(0.0, np.log(need / room).max(axis=1))  # how far to back off
+    # How far to back off: the cloud's widest extent fits the canvas's longer side (a round
+    # cloud over a wide picture may spill over the short side, as noise streaming in).
+    log_out = np.maximum(0.0, np.log(need.max(axis=1) / room.max()))
+    if progress is not None:
+        glide = np.clip((np.asarray(progress) - 0.5) / 0.5, 0.0, 1.0)
+        plan = log_out[0] * (1 - glide * glide * (3 - 2 * glide))  # hold, then smoothstep in
+        log_out = np.maximum(log_out, plan)
     k = max(1, frames // 12)
     padded = np.pad(log_out, k, mode="edge")
     held = np.array([padded[i : i + 2 * k + 1].max() for i in range(frames)])
@@ -172,11 +227,12 @@ def particle_colors(
     """Colour number per particle of each run, and the one palette they share."""
     bg = BACKGROUNDS[background]
     dark = background == "dark"
+    alpha = 0.6 if background == "transparent" else 0.25  # lone dots must read on any page
     if mode == "position":
         k = 12
         angles = [(np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0 for z in starts]
         colors = [np.minimum((a * k).astype(np.int64), k - 1) for a in angles]
-        return colors, make_palette(hue_colors(k, dark), bg)
+        return colors, make_palette(hue_colors(k, dark), bg, alpha)
     if mode == "image":
         rgb = np.concatenate(
             [
@@ -190,11 +246,12 @@ def particle_colors(
         )
         used = np.asarray(quant).ravel().astype(np.int64)
         colors = np.asarray(quant.getpalette()[: 3 * 16], dtype=np.float64).reshape(-1, 3)
-        return np.split(used, np.cumsum([len(e) for e in ends])[:-1]), make_palette(colors, bg)
+        split = np.split(used, np.cumsum([len(e) for e in ends])[:-1])
+        return split, make_palette(colors, bg, alpha)
     ink = (235, 235, 245) if dark else (16, 16, 28)
     zeros = [np.zeros(len(z), dtype=np.int64) for z in starts]
     if mode == "mono":
-        return zeros, make_palette(np.array([ink]), bg)
+        return zeros, make_palette(np.array([ink]), bg, alpha)
     # density: one colour, levels mapped through a heat ramp instead of a blend
     palette = make_palette(np.array([ink]), bg)
     s = np.linspace(0.15, 1.0, palette.levels)
@@ -226,6 +283,11 @@ def render(
     runs = [run] if isinstance(run, Run) else list(run)
     out = Path(out)
     kind = _format(out)
+    clear = o.background == "transparent"
+    if clear and kind == ".mp4":
+        raise FlowgifError(
+            "MP4 has no transparency: use a .gif or .webp with --background transparent"
+        )
     if kind == "folder":
         check_frames_folder(out)  # before any work: never replace what flowgif did not write
     else:
@@ -233,17 +295,21 @@ def render(
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     stats, paths = SolveStats(), []
-    times = frame_times(o.frames, o.ease).to(device)
-    for r in runs:
-        z = r.flow.noise(o.particles, torch.Generator(device=device).manual_seed(o.seed))
-        paths.append(r.flow.paths(z, times, stats).cpu().numpy())
+    noise = [
+        r.flow.noise(o.particles, torch.Generator(device=device).manual_seed(o.seed)) for r in runs
+    ]
+    times, progress = frame_times_for(runs, noise, o, stats)
+    for r, z in zip(runs, noise, strict=True):
+        paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
     report.nfe = stats.nfe
+    report.pacing = progress
     report.seconds["solve"] = time.perf_counter() - clock
     starts, ends = [p[0] for p in paths], [p[-1] for p in paths]
     color, palette = particle_colors(runs, starts, ends, o.color, o.background)
     canvases = [Canvas.around(r.density.size, o.size) for r in runs]
     views = [
-        camera(c, r.density, p, o.zoom) for c, r, p in zip(canvases, runs, paths, strict=True)
+        camera(c, r.density, p, o.zoom, progress)
+        for c, r, p in zip(canvases, runs, paths, strict=True)
     ]
     header = _header(labels, canvases, o.size) if len(runs) > 1 or labels else None
     dot = o.dot or max(1, round(o.size / 256))
@@ -301,14 +367,14 @@ def render(
                 f"{1000 / plain:.3g} fps; choose 25 or 50",
                 stacklevel=2,
             )
-        write_gif(out, frames(), palette, ms)
+        write_gif(out, frames(), palette, ms, clear)
     elif kind == ".webp":
-        write_webp(out, frames(), palette, [round(d) for d in durations])
+        write_webp(out, frames(), palette, [round(d) for d in durations], clear)
     elif kind == ".mp4":
         repeats = [max(1, round(d / step_ms)) for d in durations]
         write_mp4(out, frames(), palette, repeats, o.fps, o.quality, (report.width, report.height))
     else:
-        write_png_folder(out, frames(), palette)
+        write_png_folder(out, frames(), palette, clear)
     report.seconds["encode"] = time.perf_counter() - clock - (report.seconds["draw"] - drawn)
     report.bytes = output_size(out)
     return report

@@ -15,7 +15,7 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from flowgif.draw import Palette
+from flowgif.draw import KEEP, Palette
 from flowgif.errors import FlowgifError
 from flowgif.files import (
     FRAMES_MARKER,
@@ -38,33 +38,94 @@ __all__ = [
 ]
 
 
-def _p_image(frame: np.ndarray, palette: Palette) -> Image.Image:
+def _p_image(frame: np.ndarray, palette: Palette, transparent: bool = False) -> Image.Image:
     img = Image.fromarray(frame, mode="P")
     img.putpalette(palette.rgb.ravel().tolist())
+    if transparent:
+        img.info["transparency"] = 0
     return img
 
 
-def write_gif(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
-    images = (_p_image(f, palette) for f in frames)
-    first = next(images)
-    atomic_write(
-        out,
-        lambda f: first.save(
-            f,
-            format="GIF",
-            save_all=True,
-            append_images=images,
-            duration=ms,
-            loop=0,
-            optimize=False,
-            disposal=1,
-            comment=SIGNATURE.encode(),
-        ),
-    )
+def write_gif(
+    out: Path,
+    frames: Iterator[np.ndarray],
+    palette: Palette,
+    ms: list[int],
+    transparent: bool = False,
+) -> None:
+    """A looping GIF over the one global palette, each frame storing only what changed.
+
+    A frame is cropped to the box where it differs from the one before, and inside the box
+    the pixels that did not change are the transparent index :data:`~flowgif.draw.KEEP`
+    (disposal "leave in place"), which LZW packs into long runs: the decoded frames are
+    exactly the frames given. With ``transparent`` the background (index 0) is see-through
+    instead: each frame then replaces the last (disposal "restore to background"), cropped
+    to its particles.
+    """
+    from PIL import GifImagePlugin
+
+    def write(f: IO[bytes]) -> None:
+        first = True
+        prev: np.ndarray | None = None
+        for frame, delay in zip(frames, ms, strict=True):
+            if first:
+                height, width = frame.shape
+                f.write(b"GIF89a" + _u16(width) + _u16(height) + bytes([0xF7, 0, 0]))
+                f.write(palette.rgb.astype(np.uint8).tobytes())
+                f.write(b"!\xff\x0bNETSCAPE2.0\x03\x01" + _u16(0) + b"\x00")  # loop forever
+                note = SIGNATURE.encode()
+                f.write(b"!\xfe" + bytes([len(note)]) + note + b"\x00")
+                first = False
+            if transparent:
+                box = _box(frame != 0) or (0, 0, 1, 1)
+                part = frame[box[1] : box[3], box[0] : box[2]]
+                params = {"duration": delay, "transparency": 0, "disposal": 2}
+            else:
+                box = (0, 0, frame.shape[1], frame.shape[0])
+                if prev is not None:
+                    box = _box(frame != prev) or (0, 0, 1, 1)
+                part = frame[box[1] : box[3], box[0] : box[2]].copy()
+                if prev is not None:
+                    part[part == prev[box[1] : box[3], box[0] : box[2]]] = KEEP
+                params = {"duration": delay, "transparency": KEEP, "disposal": 1}
+            for chunk in GifImagePlugin.getdata(
+                Image.fromarray(part, mode="P"), offset=box[:2], **params
+            ):
+                f.write(chunk)
+            prev = frame
+        f.write(b";")
+
+    atomic_write(out, write)
 
 
-def write_webp(out: Path, frames: Iterator[np.ndarray], palette: Palette, ms: list[int]) -> None:
-    images = (Image.fromarray(palette.rgb[f]) for f in frames)
+def _u16(v: int) -> bytes:
+    return int(v).to_bytes(2, "little")
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(left, top, right, bottom)`` of the True pixels, or None."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def write_webp(
+    out: Path,
+    frames: Iterator[np.ndarray],
+    palette: Palette,
+    ms: list[int],
+    transparent: bool = False,
+) -> None:
+    """An animated WebP; with ``transparent`` the background is alpha 0."""
+
+    def rgb(f: np.ndarray) -> Image.Image:
+        if not transparent:
+            return Image.fromarray(palette.rgb[f])
+        alpha = np.where(f == 0, 0, 255).astype(np.uint8)[..., None]
+        return Image.fromarray(np.concatenate([palette.rgb[f], alpha], axis=-1), mode="RGBA")
+
+    images = (rgb(f) for f in frames)
     first = next(images)
     atomic_write(
         out,
@@ -198,7 +259,9 @@ def mp4_problem(path: Path) -> str:
     return f"no {', '.join(missing)} box" if missing else ""
 
 
-def write_png_folder(out: Path, frames: Iterator[np.ndarray], palette: Palette) -> None:
+def write_png_folder(
+    out: Path, frames: Iterator[np.ndarray], palette: Palette, transparent: bool = False
+) -> None:
     """PNG frames into a new folder, renamed into place when all are written.
 
     ``out`` may be new, empty, or a frames folder flowgif wrote before (it holds the marker
@@ -209,7 +272,8 @@ def write_png_folder(out: Path, frames: Iterator[np.ndarray], palette: Palette) 
     try:
         count = 0
         for i, frame in enumerate(frames):
-            _p_image(frame, palette).save(tmp / f"frame_{i:04d}.png")
+            image = _p_image(frame, palette, transparent)
+            image.save(tmp / f"frame_{i:04d}.png", **({"transparency": 0} if transparent else {}))
             count += 1
         write_marker(tmp, count)
         replace_folder(tmp, out)

@@ -52,6 +52,7 @@ class ColorMode(StrEnum):
 class Background(StrEnum):
     light = "light"
     dark = "dark"
+    transparent = "transparent"
 
 
 class Loop(StrEnum):

@@ -33,6 +33,11 @@ from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_SAMPLES
 
 
+class Pace(StrEnum):
+    shape = "shape"
+    time = "time"
+
+
 @app.command()
 @guarded
 def render(
@@ -79,7 +84,10 @@ def render(
             "picture's colours; density: heat map; mono."
         ),
     ] = ColorMode.position,
-    background: Annotated[Background, typer.Option(help="Canvas colour.")] = Background.light,
+    background: Annotated[
+        Background,
+        typer.Option(help="Canvas colour; transparent (GIF, WebP, PNG frames) sits on any page."),
+    ] = Background.light,
     loop: Annotated[Loop, typer.Option(help="pingpong plays back to the noise.")] = Loop.forward,
     hold: Annotated[
         float,
@@ -95,8 +103,18 @@ def render(
         float, typer.Option(min=0.0, max=10.0, help="Soft halo around particles (0: crisp).")
     ] = 0.0,
     zoom: Annotated[
-        bool, typer.Option(help="Start wide enough for the whole noise cloud, glide in.")
+        bool,
+        typer.Option(
+            help="Start wide enough for the whole noise cloud, hold while it gathers, glide in."
+        ),
     ] = True,
+    pace: Annotated[
+        Pace,
+        typer.Option(
+            help="shape: frames spaced so the picture forms evenly from the first second; "
+            "time: equal steps of the flow's time."
+        ),
+    ] = Pace.shape,
     dot: Annotated[
         int, typer.Option(min=0, max=16, help="Particle size in pixels (0: from --size).")
     ] = 0,
