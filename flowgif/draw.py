@@ -92,7 +92,7 @@ def make_palette(
     """
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     k = len(colors)
-    levels = max(1, KEEP // k)  # indices 1 .. KEEP - 1
+    levels = max(1, (KEEP - 1) // k)  # indices 1 .. KEEP - 1
     alpha = np.linspace(min_alpha, 1.0, levels) if levels > 1 else np.ones(1)
     bg = np.asarray(background, dtype=np.float64)
     rgb = np.zeros((256, 3))

@@ -35,6 +35,7 @@ __all__ = [
     "replace_folder",
     "sweep_stale",
     "temp_folder",
+    "temp_name",
     "umask",
 ]
 
@@ -149,6 +150,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], suffix: str = ""
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write` of a UTF-8 text."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def temp_name(target: Path) -> Path:
+    """A temporary name beside ``target`` (same suffix) that :func:`sweep_stale` knows."""
+    import secrets
+
+    return target.parent / f"{_prefix(target)}{secrets.token_hex(4)}{target.suffix}"
 
 
 def temp_folder(target: Path) -> Path:

@@ -3,9 +3,9 @@
 A flow from N(0, I) spends the first half of its time as a round blob that barely changes
 shape; frames taken at equal times show a still blob for seconds, then the picture snaps in.
 ``shape`` pacing measures along a probe solve how far the particles' histogram still is from
-the final one, and spaces the frames evenly in that measure, blended with the distance the
-particles travel (so that no frame jumps: the blend is chosen as shape-led as the smoothness
-limit allows).
+the final one, and spaces the frames evenly in that measure — or in the distance the particles
+travel where that is larger, so that no frame jumps: the distance gets the least weight that
+keeps the largest on-screen step within ``SMOOTH_LIMIT`` times the median one.
 
 Conventions: ``grid`` is a fine ``(G,)`` time grid from 0 to 1, ``paths`` are ``(G, N, 2)``.
 """
@@ -20,6 +20,7 @@ __all__ = ["PACES", "formed", "paced_times", "shape_progress", "travel"]
 
 PACES = ("shape", "time")
 SMOOTH_LIMIT = 3.0  # largest frame-to-frame displacement over the median one
+TRAVEL_WEIGHTS = (*[round(0.05 * k, 2) for k in range(41)], 3.0, 5.0, 10.0, 100.0)
 
 
 def shape_progress(paths: np.ndarray, bins: int = 64) -> np.ndarray:
@@ -103,7 +104,7 @@ def paced_times(
     ease: bool,
     screen: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Frame times from 0 to 1, and the share of shape in the pacing (0 for ``time``).
+    """Frame times from 0 to 1, and the weight of travel in the pacing (0 for ``time``).
 
     Args:
         grid: ``(G,)`` probe times from 0 to 1.
@@ -118,11 +119,15 @@ def paced_times(
     if pace == "time":
         return levels, 0.0
     shape, distance = shape_progress(paths), travel(paths)
-    base = np.linspace(0.0, 1.0, len(grid)) * 1e-6  # strictly increasing, so invertible
-    for share in np.linspace(1.0, 0.0, 11):
-        measure = share * shape + (1 - share) * distance + base
+    base = grid * 1e-6  # strictly increasing, so invertible
+    for weight in TRAVEL_WEIGHTS:
+        # Each stretch of time counts by how much the shape forms there, or by how far the
+        # particles move (times ``weight``), whichever is more: a stretch where the cloud
+        # moves a lot without changing shape is never crossed in one frame.
+        counted = np.maximum(np.diff(shape), weight * np.diff(distance))
+        measure = np.concatenate([[0.0], np.cumsum(counted)]) + base
         times = np.interp(levels * measure[-1], measure, grid)
         scale = screen(times, np.interp(times, grid, shape)) if screen is not None else None
-        if jumpiness(paths, grid, times, scale) <= SMOOTH_LIMIT or share == 0.0:
-            return times, float(share)
-    raise AssertionError("unreachable: share 0 is always accepted")
+        if jumpiness(paths, grid, times, scale) <= SMOOTH_LIMIT:
+            return times, float(weight)
+    return times, float(TRAVEL_WEIGHTS[-1])

@@ -7,6 +7,9 @@ writer chosen by the output's suffix.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,7 +31,7 @@ from flowgif.draw import (
     make_palette,
 )
 from flowgif.errors import FlowgifError
-from flowgif.files import check_frames_folder, check_replaceable
+from flowgif.files import check_frames_folder, check_replaceable, temp_name
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
 from flowgif.ode import SolveStats
 from flowgif.pacing import PACES, paced_times, shape_progress
@@ -77,6 +80,9 @@ class RenderOptions:
             picture's frame would crop the noise).
         pace: ``shape`` spaces the frames so that the picture forms evenly over the motion
             (:mod:`flowgif.pacing`); ``time`` takes them at equal times of the flow.
+        max_mb: a size budget for the file in MB (0: none): fewer frames (down to 60), then a
+            smaller size (down to 256 px), then fewer particles, until it fits
+            (:func:`render`'s report says what changed).
     """
 
     frames: int = 120
@@ -95,6 +101,7 @@ class RenderOptions:
     trail: int = 0
     glow: float = 0.0
     pace: str = "shape"
+    max_mb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -126,6 +133,8 @@ class RenderOptions:
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise FlowgifError(f"--seed must be 0 to {MAX_SEED}")
+        if self.max_mb < 0 or not math.isfinite(self.max_mb):
+            raise FlowgifError("--max-mb must be a number of MB >= 0")
         if self.size > 4096 or self.fps > 100 or self.trail > 30 or self.dot > 16:
             raise FlowgifError("--size at most 4096, --fps 100, --trail 30, --dot 16")
 
@@ -142,6 +151,7 @@ class RenderReport:
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: int = 0
     pacing: np.ndarray | None = None  # how formed the picture is at each motion frame
+    changes: list[str] = field(default_factory=list)  # what --max-mb changed
 
 
 PROBE_TIMES = 129  # the probe solve's time grid
@@ -274,7 +284,68 @@ def render(
     """Animate ``run`` into ``out`` (format by suffix, see ``FORMATS``).
 
     Given several runs, they play side by side from the same noise (same seed), each in its own
-    panel under its label: a continuous flow beside a discrete one, or two budgets.
+    panel under its label: a continuous flow beside a discrete one, or two budgets. With
+    ``options.max_mb`` the render is redone with fewer frames, a smaller size or fewer
+    particles until the file fits; ``report.changes`` says what changed.
+
+    Raises:
+        FlowgifError: unknown suffix or option, the output cannot be written, or the budget
+            cannot be met even at the smallest settings.
+    """
+    o = options or RenderOptions()
+    budget = o.max_mb * 1e6
+    if not budget:
+        return _render_once(run, out, o, device, labels)
+    out = Path(out)
+    if _format(out) == "folder":
+        raise FlowgifError("--max-mb applies to a .gif, .webp or .mp4 file, not to PNG frames")
+    check_replaceable(out)
+    trial = temp_name(out)  # attempts go here; only one that fits replaces ``out``
+    try:
+        first, report = o, _render_once(run, trial, o, device, labels)
+        for _ in range(6):
+            if report.bytes <= budget:
+                os.replace(trial, out)
+                report.path = out
+                report.changes = [
+                    f"{name} {getattr(first, name):,} -> {getattr(o, name):,}"
+                    for name in ("frames", "size", "particles")
+                    if getattr(first, name) != getattr(o, name)
+                ]
+                return report
+            ratio = 0.92 * budget / report.bytes
+            frames, size, particles = o.frames, o.size, o.particles
+            if frames > MIN_FRAMES:
+                frames = max(MIN_FRAMES, int(frames * ratio))
+                ratio *= o.frames / frames
+            if ratio < 1 and size > MIN_SIZE:
+                size = max(MIN_SIZE, int(size * math.sqrt(ratio)))
+                ratio *= (o.size / size) ** 2
+            if ratio < 1:
+                particles = max(1000, int(particles * ratio))
+            if (frames, size, particles) == (o.frames, o.size, o.particles):
+                break
+            o = dataclasses.replace(o, frames=frames, size=size, particles=particles)
+            report = _render_once(run, trial, o, device, labels)
+    finally:
+        trial.unlink(missing_ok=True)
+    raise FlowgifError(
+        f"cannot fit {out} into {o.max_mb:g} MB: at {o.frames} frames, {o.size} px and "
+        f"{o.particles:,} particles it is {report.bytes / 1e6:.2f} MB; nothing was written"
+    )
+
+
+MIN_FRAMES, MIN_SIZE = 60, 256  # what --max-mb may lower frames and size to
+
+
+def _render_once(
+    run: Run | list[Run],
+    out: Path,
+    options: RenderOptions | None = None,
+    device: torch.device | str = "cpu",
+    labels: list[str] | None = None,
+) -> RenderReport:
+    """One render of ``run`` into ``out`` with ``options`` as they are.
 
     Raises:
         FlowgifError: unknown suffix or option, or the output cannot be written.

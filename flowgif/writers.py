@@ -56,13 +56,12 @@ def write_gif(
     """A looping GIF over the one global palette, each frame storing only what changed.
 
     A frame is cropped to the box where it differs from the one before, and inside the box
-    the pixels that did not change are the transparent index :data:`~flowgif.draw.KEEP`
-    (disposal "leave in place"), which LZW packs into long runs: the decoded frames are
-    exactly the frames given. With ``transparent`` the background (index 0) is see-through
-    instead: each frame then replaces the last (disposal "restore to background"), cropped
-    to its particles.
+    the pixels that did not change may be the transparent index :data:`~flowgif.draw.KEEP`
+    (disposal "leave in place"), which LZW packs into long runs — whichever encoding is
+    smallest (:func:`_smallest`): the decoded frames are exactly the frames given. With
+    ``transparent`` the background (index 0) is see-through instead: each frame then
+    replaces the last (disposal "restore to background"), cropped to its particles.
     """
-    from PIL import GifImagePlugin
 
     def write(f: IO[bytes]) -> None:
         first = True
@@ -84,18 +83,36 @@ def write_gif(
                 box = (0, 0, frame.shape[1], frame.shape[0])
                 if prev is not None:
                     box = _box(frame != prev) or (0, 0, 1, 1)
-                part = frame[box[1] : box[3], box[0] : box[2]].copy()
-                if prev is not None:
-                    part[part == prev[box[1] : box[3], box[0] : box[2]]] = KEEP
+                part = frame[box[1] : box[3], box[0] : box[2]]
                 params = {"duration": delay, "transparency": KEEP, "disposal": 1}
-            for chunk in GifImagePlugin.getdata(
-                Image.fromarray(part, mode="P"), offset=box[:2], **params
-            ):
-                f.write(chunk)
+            if transparent or prev is None:
+                f.write(_encoded(part, box, params))
+            else:
+                f.write(_smallest(part, prev[box[1] : box[3], box[0] : box[2]], box, params))
             prev = frame
         f.write(b";")
 
     atomic_write(out, write)
+
+
+def _encoded(part: np.ndarray, box: tuple[int, int, int, int], params: dict) -> bytes:
+    """One GIF frame (control extension, descriptor, LZW data) of index pixels at ``box``."""
+    from PIL import GifImagePlugin
+
+    image = Image.fromarray(np.ascontiguousarray(part), mode="P")
+    return b"".join(GifImagePlugin.getdata(image, offset=box[:2], **params))
+
+
+def _smallest(
+    part: np.ndarray, before: np.ndarray, box: tuple[int, int, int, int], params: dict
+) -> bytes:
+    """The smallest of three encodings that decode alike: unchanged pixels left as they are,
+    all marked :data:`KEEP`, or only the unchanged particles marked (background runs stay
+    long). Which wins depends on how much of the box changed."""
+    same = part == before
+    kept = np.where(same, KEEP, part).astype(np.uint8)
+    dots = np.where(same & (part != 0), KEEP, part).astype(np.uint8)
+    return min((_encoded(p, box, params) for p in (part, kept, dots)), key=len)
 
 
 def _u16(v: int) -> bytes:

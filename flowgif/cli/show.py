@@ -119,6 +119,15 @@ def render(
         int, typer.Option(min=0, max=16, help="Particle size in pixels (0: from --size).")
     ] = 0,
     quality: Annotated[int, typer.Option(min=0, max=10, help="MP4 quality.")] = 7,
+    max_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=10_000.0,
+            help="Size budget in MB (0: none): fewer frames, a smaller size or fewer particles "
+            "until the file fits (GitHub shows images up to 10 MB).",
+        ),
+    ] = 0.0,
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
@@ -143,6 +152,10 @@ def render(
         report = do_render(loaded, out, opts, dev, label)
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
+    if report.changes:
+        err_console.print(
+            f"to fit {max_mb:g} MB: {', '.join(report.changes)}", highlight=False, markup=False
+        )
     s = report.seconds
     out_console.print(
         f"wrote {out} ({report.frames} frames, {report.width}x{report.height}, "
