@@ -34,7 +34,7 @@ def straight_paths(
 
 
 def test_shape_progress_runs_from_zero_to_one_and_never_back() -> None:
-    grid, paths = straight_paths()
+    _, paths = straight_paths()
     p = shape_progress(paths)
     assert p[0] == 0.0 and p[-1] == 1.0 and np.all(np.diff(p) >= 0)
     assert p[len(p) // 2] < 0.5  # at t = 0.5 the blobs are still far from formed
