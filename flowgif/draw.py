@@ -24,6 +24,15 @@ __all__ = ["KEEP", "TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "w
 BACKGROUNDS = {"light": (255, 255, 255), "dark": (14, 14, 20), "transparent": (128, 128, 128)}
 TEXT = 255  # palette index of label text
 KEEP = 254  # palette index no frame draws: a GIF's "unchanged since the last frame"
+DENSITY_STOPS = np.array(
+    [
+        [0.0, 0, 0, 4],
+        [0.25, 87, 16, 110],
+        [0.5, 188, 55, 84],
+        [0.75, 249, 142, 9],
+        [1.0, 252, 255, 164],
+    ]
+)  # an inferno-like ramp
 
 
 @dataclass
@@ -83,16 +92,20 @@ class Palette:
 
 
 def make_palette(
-    colors: np.ndarray, background: tuple[int, int, int], min_alpha: float = 0.25
+    colors: np.ndarray,
+    background: tuple[int, int, int],
+    min_alpha: float = 0.25,
+    reserve: int = 0,
 ) -> Palette:
     """Palette for ``K`` particle colours ``(K, 3)`` over ``background``, as many levels as fit.
 
     Level 1 (one particle) blends ``min_alpha`` of the colour into the background, so a lone
-    dot is clearly visible; the top level is the pure colour.
+    dot is clearly visible; the top level is the pure colour. The ``reserve`` indices just
+    below ``KEEP`` are left to the caller.
     """
     colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
     k = len(colors)
-    levels = max(1, (KEEP - 1) // k)  # indices 1 .. KEEP - 1
+    levels = max(1, (KEEP - 1 - reserve) // k)  # indices 1 .. KEEP - 1 - reserve
     alpha = np.linspace(min_alpha, 1.0, levels) if levels > 1 else np.ones(1)
     bg = np.asarray(background, dtype=np.float64)
     rgb = np.zeros((256, 3))

@@ -24,6 +24,7 @@ from flowgif.ode import (
     augmented_solve,
     log_likelihood,
     normal_log_prob,
+    paths_with_log_prob,
     sample_paths,
 )
 
@@ -55,6 +56,17 @@ class ContinuousFlow(Flow):
         s = self.solve
         out = sample_paths(self.field, z, times, s.method, s.atol, s.rtol, s.steps, stats=stats)
         return out[..., :2]
+
+    def paths_with_log_prob(
+        self, z: Tensor, times: Tensor, chunk: int = 16384
+    ) -> tuple[Tensor, Tensor]:
+        """Paths ``(T, N, 2)`` from ``z`` and each point's exact log-density ``(T, N)`` there.
+
+        One solve of the augmented state ``(x, int div v)`` with dense output at ``times``
+        (dopri5 at the sampling tolerances): ``log p_t(x_t) = log N(z) - int_0^t div v``.
+        """
+        s = self.solve
+        return paths_with_log_prob(self.field, z, times, s.atol, s.rtol, chunk)
 
     def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
         tol = self.solve.eval_tol

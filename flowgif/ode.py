@@ -199,6 +199,32 @@ def log_likelihood(
     return torch.cat(out)
 
 
+def paths_with_log_prob(
+    field: nn.Module,
+    z: Tensor,
+    times: Tensor,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    chunk: int = 16384,
+) -> tuple[Tensor, Tensor]:
+    """Paths ``(T, N, 2)`` from noise ``z`` and each point's exact log-density ``(T, N)``.
+
+    One dopri5 solve of the augmented state ``(x, int div v)`` with dense output at
+    ``times`` (from 0): ``log p_t(x_t) = log N(z) - int_0^t div v``.
+    """
+    dyn = AugmentedDynamics(field)
+    xs, logps = [], []
+    with torch.no_grad():
+        for part in torch.split(z, chunk):
+            zero = torch.zeros(len(part), device=part.device, dtype=part.dtype)
+            x, div, _, _ = odeint(
+                dyn, (part, zero, zero, zero), times.to(part), atol=atol, rtol=rtol
+            )
+            xs.append(x[..., :2])
+            logps.append(normal_log_prob(part)[None] - div)
+    return torch.cat(xs, dim=1), torch.cat(logps, dim=1)
+
+
 def augmented_solve(
     dyn: AugmentedDynamics,
     x1: Tensor,

@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from PIL import Image
 from flowgif.density import ImageDensity
 from flowgif.draw import (
     BACKGROUNDS,
+    DENSITY_STOPS,
     TEXT,
     Canvas,
     Palette,
@@ -33,8 +34,10 @@ from flowgif.draw import (
 from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder, check_replaceable, temp_name
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
+from flowgif.model import ContinuousFlow
 from flowgif.ode import SolveStats
 from flowgif.pacing import PACES, paced_times, shape_progress
+from flowgif.panels import LABELS, RESERVED, Panels, reserve_colors
 from flowgif.run import Run
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
 
@@ -43,15 +46,6 @@ __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
 COLORS = ("position", "image", "density", "mono")
 NOISE_RADIUS = 3.0  # the first frame shows N(0, I) out to this radius
 FORMATS = (".gif", ".mp4", ".webp", "folder of PNG frames (no suffix)")
-DENSITY_STOPS = np.array(
-    [
-        [0.0, 0, 0, 4],
-        [0.25, 87, 16, 110],
-        [0.5, 188, 55, 84],
-        [0.75, 249, 142, 9],
-        [1.0, 252, 255, 164],
-    ]
-)  # an inferno-like ramp
 
 
 @dataclass
@@ -80,6 +74,9 @@ class RenderOptions:
             picture's frame would crop the noise).
         pace: ``shape`` spaces the frames so that the picture forms evenly over the motion
             (:mod:`flowgif.pacing`); ``time`` takes them at equal times of the flow.
+        panels: beside the particles, the picture's ink, the exact density ``p_t`` where the
+            particles are, and the vector field's arrows (:mod:`flowgif.panels`; one
+            two-dimensional continuous flow).
         max_mb: a size budget for the file in MB (0: none): fewer frames (down to 60), then a
             smaller size (down to 256 px), then fewer particles, until it fits
             (:func:`render`'s report says what changed).
@@ -102,6 +99,7 @@ class RenderOptions:
     glow: float = 0.0
     pace: str = "shape"
     max_mb: float = 0.0
+    panels: bool = False
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
@@ -232,9 +230,15 @@ def camera(
 
 
 def particle_colors(
-    runs: list[Run], starts: list[np.ndarray], ends: list[np.ndarray], mode: str, background: str
+    runs: list[Run],
+    starts: list[np.ndarray],
+    ends: list[np.ndarray],
+    mode: str,
+    background: str,
+    reserve: int = 0,
 ) -> tuple[list[np.ndarray], Palette]:
-    """Colour number per particle of each run, and the one palette they share."""
+    """Colour number per particle of each run, and the one palette they share (its top
+    ``reserve`` indices below ``KEEP`` left for other panels)."""
     bg = BACKGROUNDS[background]
     dark = background == "dark"
     alpha = 0.6 if background == "transparent" else 0.25  # lone dots must read on any page
@@ -242,7 +246,7 @@ def particle_colors(
         k = 12
         angles = [(np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0 for z in starts]
         colors = [np.minimum((a * k).astype(np.int64), k - 1) for a in angles]
-        return colors, make_palette(hue_colors(k, dark), bg, alpha)
+        return colors, make_palette(hue_colors(k, dark), bg, alpha, reserve)
     if mode == "image":
         rgb = np.concatenate(
             [
@@ -257,13 +261,13 @@ def particle_colors(
         used = np.asarray(quant).ravel().astype(np.int64)
         colors = np.asarray(quant.getpalette()[: 3 * 16], dtype=np.float64).reshape(-1, 3)
         split = np.split(used, np.cumsum([len(e) for e in ends])[:-1])
-        return split, make_palette(colors, bg, alpha)
+        return split, make_palette(colors, bg, alpha, reserve)
     ink = (235, 235, 245) if dark else (16, 16, 28)
     zeros = [np.zeros(len(z), dtype=np.int64) for z in starts]
     if mode == "mono":
-        return zeros, make_palette(np.array([ink]), bg, alpha)
+        return zeros, make_palette(np.array([ink]), bg, alpha, reserve)
     # density: one colour, levels mapped through a heat ramp instead of a blend
-    palette = make_palette(np.array([ink]), bg)
+    palette = make_palette(np.array([ink]), bg, reserve=reserve)
     s = np.linspace(0.15, 1.0, palette.levels)
     ramp = np.stack(
         [np.interp(s, DENSITY_STOPS[:, 0], DENSITY_STOPS[:, c]) for c in (1, 2, 3)], axis=1
@@ -363,6 +367,13 @@ def _render_once(
         check_frames_folder(out)  # before any work: never replace what flowgif did not write
     else:
         check_replaceable(out)  # never over a file flowgif did not write (a source picture)
+    if o.panels and (
+        len(runs) != 1 or not isinstance(runs[0].flow, ContinuousFlow) or runs[0].flow.dim != 2
+    ):
+        raise FlowgifError(
+            "--panels shows one continuous two-dimensional flow (a vector field and its "
+            "density): give one run of fm, ffjord or reverse without --augment"
+        )
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
     stats, paths = SolveStats(), []
@@ -372,17 +383,26 @@ def _render_once(
     times, progress = frame_times_for(runs, noise, o, stats)
     for r, z in zip(runs, noise, strict=True):
         paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
+    canvases = [Canvas.around(r.density.size, o.size) for r in runs]
+    extra = None
+    if o.panels:
+        extra = Panels.prepare(runs[0], noise[0], times.to(device), canvases[0], canvases[0])
     report.nfe = stats.nfe
     report.pacing = progress
     report.seconds["solve"] = time.perf_counter() - clock
     starts, ends = [p[0] for p in paths], [p[-1] for p in paths]
-    color, palette = particle_colors(runs, starts, ends, o.color, o.background)
-    canvases = [Canvas.around(r.density.size, o.size) for r in runs]
+    color, palette = particle_colors(
+        runs, starts, ends, o.color, o.background, RESERVED if o.panels else 0
+    )
+    if o.panels:
+        reserve_colors(palette, o.background == "dark")
     views = [
         camera(c, r.density, p, o.zoom, progress)
         for c, r, p in zip(canvases, runs, paths, strict=True)
     ]
     header = _header(labels, canvases, o.size) if len(runs) > 1 or labels else None
+    if o.panels:
+        header = _header(labels or list(LABELS), canvases * len(LABELS), o.size)
     dot = o.dot or max(1, round(o.size / 256))
     order = list(range(o.frames))
     if o.loop == "pingpong":
@@ -411,6 +431,16 @@ def _render_once(
     def draw(q: int) -> np.ndarray:
         if header is None:
             return panel(0, q)
+        if extra is not None:
+            k, view, run = order[q], views[0][order[q]], runs[0]
+            uv = run.density.to_pixels(paths[0][k])
+            beside = [
+                extra.picture,
+                extra.density(view, uv, k, dot),
+                panel(0, q),
+                extra.field(view, run, k, _to_model(run.density)),
+            ]
+            return _compose(beside, header)
         return _compose([panel(i, q) for i in range(len(runs))], header)
 
     t0 = time.perf_counter()
@@ -449,6 +479,16 @@ def _render_once(
     report.seconds["encode"] = time.perf_counter() - clock - (report.seconds["draw"] - drawn)
     report.bytes = output_size(out)
     return report
+
+
+def _to_model(density: ImageDensity) -> Callable[[Canvas, np.ndarray], np.ndarray]:
+    """Canvas pixels of a view -> model coordinates."""
+
+    def to_model(view: Canvas, px: np.ndarray) -> np.ndarray:
+        uv = (px - np.asarray(view.offset)) / view.scale
+        return np.asarray(density.from_pixels(uv).cpu(), dtype=np.float64)
+
+    return to_model
 
 
 def _header(labels: list[str] | None, canvases: list[Canvas], size: int) -> list[np.ndarray]:

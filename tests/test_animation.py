@@ -126,3 +126,48 @@ def test_render_transparent_and_paces(tiny_run: Path, tmp_path: Path) -> None:
                       "--particles", 300, "--size", 64, "--pace", pace)  # fmt: skip
         assert result.exit_code == 0, result.output
     assert (tmp_path / "shape.gif").read_bytes() != (tmp_path / "time.gif").read_bytes()
+
+
+def test_panels_layout_and_refusals(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "panels"
+    result = call("render", tiny_run, "--out", out, "--panels", "--frames", 3,
+                  "--particles", 400, "--size", 64)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frames = [np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))]
+    single = Image.open(next(iter(sorted(out.glob("frame_*.png")))))
+    h, w = frames[0].shape
+    canvas = Canvas.around((40, 24), 64)  # the tiny picture, one panel
+    gap = max(4, canvas.width // 64)
+    assert w == 4 * canvas.width + 3 * gap and h > canvas.height  # four panels under labels
+    top = h - canvas.height
+    picture = [f[top:, : canvas.width] for f in frames]
+    assert all(np.array_equal(picture[0], p) for p in picture)  # the picture panel holds still
+    assert (picture[0] != 0).mean() > 0.2  # and shows the L's ink
+    field = [f[top:, 3 * (canvas.width + gap) :] for f in frames]
+    assert all((f != 0).any() for f in field)  # arrows drawn in every frame
+    assert single.mode == "P"
+    from tests.test_cli import SMOKE
+
+    nvp = tmp_path / "nvp"
+    trained = call("train", "--target", "moons", "--method", "planar", "--config", SMOKE,
+                   "--steps", 3, "--out", nvp)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert_one_line_error(
+        call("render", nvp, "--panels", "--out", tmp_path / "x.gif"), "continuous"
+    )
+    both = call("render", tiny_run, tiny_run, "--panels", "--out", tmp_path / "y.gif")
+    assert_one_line_error(both, "one")
+
+
+def test_panels_density_is_the_flows_own(tiny_run: Path) -> None:
+    """The log-density carried along the paths equals the flow's log_prob at the end points."""
+    import torch
+
+    from flowgif.run import load_run
+
+    run = load_run(tiny_run)
+    z = run.flow.noise(300, torch.Generator().manual_seed(3))
+    paths, logp = run.flow.paths_with_log_prob(z, torch.tensor([0.0, 0.5, 1.0]))
+    assert paths.shape == (3, 300, 2) and logp.shape == (3, 300)
+    exact = run.flow.log_prob(paths[-1], tol=1e-6)
+    assert torch.allclose(logp[-1], exact, atol=0.05)

@@ -119,6 +119,13 @@ def render(
         int, typer.Option(min=0, max=16, help="Particle size in pixels (0: from --size).")
     ] = 0,
     quality: Annotated[int, typer.Option(min=0, max=10, help="MP4 quality.")] = 7,
+    panels: Annotated[
+        bool,
+        typer.Option(
+            help="Beside the particles: the picture's ink, the exact density p_t and the "
+            "vector field v(t, x) (one continuous flow)."
+        ),
+    ] = False,
     max_mb: Annotated[
         float,
         typer.Option(
