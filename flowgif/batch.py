@@ -93,14 +93,14 @@ def scan(folder: Path, recursive: bool = False, skip: Path | None = None) -> Sca
             return
         for path in entries:
             if path.is_dir():
-                if not recursive:
-                    continue
                 if path.resolve() == skip_at:
                     ignored.append((path, "the output folder"))
                 elif any((path / m).exists() for m in RUN_MARKERS):
                     ignored.append((path, "a folder of flowgif's own output"))
                 elif path.name.startswith("."):
                     ignored.append((path, "a hidden folder"))
+                elif not recursive:
+                    ignored.append((path, "a sub-folder (--recursive includes it)"))
                 else:
                     visit(path)
                 continue
@@ -186,7 +186,13 @@ def process_one(
 
         from flowgif.render import RenderOptions
         from flowgif.render import render as do_render
-        from flowgif.run import CHECKPOINT, load_checkpoint, load_run, resolve_device
+        from flowgif.run import (
+            CHECKPOINT,
+            checkpoint_config,
+            load_checkpoint,
+            load_run,
+            resolve_device,
+        )
         from flowgif.train import budget_spent, train_run
 
         if threads:
@@ -207,8 +213,7 @@ def process_one(
             try:
                 ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
                 resume = (
-                    ckpt.get("image_hash") == keys["image"]
-                    and Config.from_dict(ckpt["config"]) == config
+                    ckpt.get("image_hash") == keys["image"] and checkpoint_config(ckpt) == config
                 )
                 trained = resume and budget_spent(config, ckpt)
             except (FlowgifError, KeyError):

@@ -39,12 +39,16 @@ class DensityConfig:
         ink_floor: ink below this level counts as paper and the rest is stretched to [0, 1]; 0.1
             clears the off-white paper of a photographed page.
         extent: half the longer side of the picture in model units; 2 suits N(0, I).
+        ink: how pixels become ink (:mod:`flowgif.ink`): ``auto`` (darkness on a clean
+            picture, ``local`` on a photo or scan), ``darkness``, ``local`` (darker than the
+            paper around it) or ``shape`` (every pixel unlike the background).
     """
 
     resolution: int = 256
     invert: bool = False
     ink_floor: float = 0.0
     extent: float = 2.0
+    ink: str = "auto"
 
 
 @dataclass
@@ -214,6 +218,7 @@ DISCRETE = ("realnvp", "planar", "radial")  # train.method values that are discr
 FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "density.ink": ("auto", "darkness", "local", "shape"),
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
     "field.arch": ("mlp", "concatsquash"),
     "train.method": ("fm", "ffjord", "reverse", *DISCRETE),

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from flowgif.errors import FlowgifError
+from flowgif.ink import Ink, ink_of
 
 __all__ = ["ImageDensity", "image_hash", "ink_colors", "ink_map", "load_image"]
 
@@ -86,44 +87,14 @@ def load_image(path: Path) -> Image.Image:
 
 
 def ink_map(img: Image.Image, invert: bool = False) -> np.ndarray:
-    """Ink in ``[0, 1]`` per pixel, ``(H, W)`` float64: darkness x opacity.
-
-    8-bit pictures go through Pillow's integer RGBA -> LA conversion, exactly as the referee;
-    16-bit, 32-bit and float pictures are scaled first (see :func:`_scaled_lightness`).
-    """
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lum, alpha = _scaled_lightness(a, img.mode), np.ones_like(a)
-    else:
-        if img.mode == "CMYK":
-            img = img.convert("RGB")
-        la = np.asarray(img.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
-        lum, alpha = la[..., 0], la[..., 1]
-    return (lum if invert else 1.0 - lum) * alpha
+    """Ink in ``[0, 1]`` per pixel, ``(H, W)`` float64: darkness x opacity, as the referee
+    scores it (:mod:`flowgif.ink` has the other models)."""
+    return ink_of(img, "darkness", invert).ink
 
 
-def _scaled_lightness(a: np.ndarray, mode: str) -> np.ndarray:
-    """Lightness in [0, 1] of a 16-bit, 32-bit or float picture, from its own range.
-
-    Float pictures whose values lie in [0, 1] are taken as they are; other pictures by the
-    range their type implies (8 or 16 bits) when the values fit it, else by their own
-    minimum and maximum.
-
-    Raises:
-        FlowgifError: the picture holds NaN or infinite values.
-    """
-    if not np.isfinite(a).all():
-        raise FlowgifError("the picture holds NaN or infinite values")
-    lo, hi = float(a.min()), float(a.max())
-    if mode == "F" and lo >= 0 and hi <= 1:
-        return a
-    for top in (255.0, 65535.0):
-        if lo >= 0 and hi <= top:
-            return a / top
-    return (a - lo) / (hi - lo) if hi > lo else np.ones_like(a)
-
-
-def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) -> np.ndarray:
+def ink_colors(
+    img: Image.Image, grid: tuple[int, int], invert: bool = False, ink: np.ndarray | None = None
+) -> np.ndarray:
     """Ink-weighted mean colour of each working-grid cell, ``(h, w, 3)`` uint8.
 
     Weighting by ink keeps a logo's colour at its anti-aliased edges instead of fading it into
@@ -135,7 +106,7 @@ def ink_colors(img: Image.Image, grid: tuple[int, int], invert: bool = False) ->
             if img.mode == "CMYK"
             else Image.fromarray((ink_map(img, not invert) * 255).astype(np.uint8))
         )
-    ink = ink_map(img, invert).astype(np.float32)
+    ink = (ink_map(img, invert) if ink is None else ink).astype(np.float32)
     rgb = np.asarray(img.convert("RGBA").convert("RGB"), dtype=np.float32)
     h, w = grid
 
@@ -211,6 +182,7 @@ class ImageDensity:
         self.cell_area = self.cell[0] * self.cell[1]
         self.probs_np = ink / total
         self.device = torch.device(device)
+        self.ink: Ink | None = None  # how a picture's ink was made (from_image sets it)
         self.probs = torch.as_tensor(
             self.probs_np.ravel(), dtype=torch.float32, device=self.device
         )
@@ -226,9 +198,15 @@ class ImageDensity:
         ink_floor: float = 0.0,
         extent: float = 2.0,
         device: torch.device | str = "cpu",
+        ink_model: str = "darkness",
     ) -> ImageDensity:
-        """Density of a picture, area-averaged to ``resolution`` pixels on its longer side."""
-        ink = ink_map(img, invert)
+        """Density of a picture, area-averaged to ``resolution`` pixels on its longer side.
+
+        ``ink_model`` is one of :data:`flowgif.ink.INKS`; the result's ``ink`` attribute keeps
+        the :class:`~flowgif.ink.Ink` it used (the full-resolution map, the model and why).
+        """
+        made = ink_of(img, ink_model, invert)
+        ink = made.ink
         if ink.sum() <= 0:
             raise FlowgifError(_blank_reason(img, invert))
         if ink_floor > 0:
@@ -247,7 +225,9 @@ class ImageDensity:
                 ),
                 dtype=np.float64,
             )
-        return cls(np.clip(ink, 0.0, None), (w0, h0), extent, device)
+        density = cls(np.clip(ink, 0.0, None), (w0, h0), extent, device)
+        density.ink = made
+        return density
 
     def cell_index(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         """Row-major working-grid cell of each model point, clamped to the grid."""

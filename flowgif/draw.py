@@ -191,20 +191,32 @@ def _to_8bit(a: np.ndarray) -> np.ndarray:
 
 
 def write_samples_png(
-    path: Path, img: Image.Image, samples_uv: np.ndarray, height: int = 320
+    path: Path,
+    img: Image.Image,
+    samples_uv: np.ndarray,
+    ink: np.ndarray | None = None,
+    height: int = 320,
 ) -> None:
-    """The target beside a histogram of model samples (pixel coordinates), both upright."""
+    """The target, the ink map that was fitted (``ink``, the working grid) when given, and a
+    histogram of model samples (pixel coordinates), side by side and upright."""
     canvas = Canvas.around(img.size, height, margin=0.0)
-    target = flatten_rgb(img).resize((canvas.width, canvas.height), Image.Resampling.LANCZOS)
+    size = (canvas.width, canvas.height)
+    target = flatten_rgb(img).resize(size, Image.Resampling.LANCZOS)
     palette = make_palette(np.array([[20, 20, 30]]), BACKGROUNDS["light"], min_alpha=0.25)
     index, _ = canvas.flat_index(samples_uv)
     frame = draw_frame(index, np.zeros(len(index), dtype=np.int64), canvas, palette, None, 8.0)
     drawn = Image.fromarray(frame, mode="P")
     drawn.putpalette(palette.rgb.ravel().tolist())
+    panels = [target]
+    if ink is not None:
+        level = ink / max(float(ink.max()), 1e-12)
+        grey = np.round(255 * (1 - level)).astype(np.uint8)
+        panels.append(Image.fromarray(grey, mode="L").resize(size, Image.Resampling.BOX))
+    panels.append(drawn.convert("RGB"))
     gap = 8
-    out = Image.new("RGB", (2 * canvas.width + gap, canvas.height), (200, 200, 200))
-    out.paste(target, (0, 0))
-    out.paste(drawn.convert("RGB"), (canvas.width + gap, 0))
+    out = Image.new("RGB", (len(panels) * (canvas.width + gap) - gap, canvas.height), (200,) * 3)
+    for k, panel in enumerate(panels):
+        out.paste(panel.convert("RGB"), (k * (canvas.width + gap), 0))
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", SIGNATURE)
     atomic_write(path, lambda f: out.save(f, format="PNG", pnginfo=info))

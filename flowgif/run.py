@@ -29,6 +29,7 @@ __all__ = [
     "Run",
     "atomic_write",
     "check_new_run_dir",
+    "checkpoint_config",
     "checkpoint_problem",
     "find_latest_run",
     "load_checkpoint",
@@ -154,6 +155,16 @@ def checkpoint_problem(ckpt: dict[str, Any], for_resume: bool = False) -> str:
     return ""
 
 
+def checkpoint_config(ckpt: dict[str, Any], source: str = "checkpoint") -> Config:
+    """The config a checkpoint was trained with (runs from before the ink models used
+    darkness, which ``density.ink`` then says)."""
+    data = dict(ckpt["config"])
+    density = data.get("density")
+    if isinstance(density, dict) and "ink" not in density:
+        data["density"] = {**density, "ink": "darkness"}
+    return Config.from_dict(data, source=source)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU."""
     if name == "auto":
@@ -219,7 +230,7 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         raise FlowgifError(f"run folder not found: {path}")
     ckpt = load_checkpoint(path / CHECKPOINT)
     try:
-        config = Config.from_dict(ckpt["config"], source=f"{path / CHECKPOINT}")
+        config = checkpoint_config(ckpt, source=f"{path / CHECKPOINT}")
         density = ImageDensity(
             ckpt["ink"].double().numpy(), tuple(ckpt["size"]), config.density.extent, device
         )

@@ -102,7 +102,9 @@ class Source:
                 str(image),
                 image_hash(image),
             )
-        density = ImageDensity.from_image(img, dc.resolution, dc.invert, dc.ink_floor, dc.extent)
+        density = ImageDensity.from_image(
+            img, dc.resolution, dc.invert, dc.ink_floor, dc.extent, ink_model=dc.ink
+        )
         return cls(label, digest, img, density, config)
 
 

@@ -337,7 +337,14 @@ def train_run(
         "image_hash": src.digest,
         "ink": ink_tensor(density),
         "size": list(density.size),
-        "colors": torch.from_numpy(ink_colors(img, density.grid, config.density.invert)),
+        "colors": torch.from_numpy(
+            ink_colors(
+                img,
+                density.grid,
+                config.density.invert,
+                density.ink.ink if density.ink is not None else None,
+            )
+        ),
         "flowgif": __version__,
     }
     text_config = dump_toml(config.to_dict())
@@ -370,5 +377,5 @@ def train_run(
     if not preview:
         return result
     x = sample(wrap(result.model, config), 50_000, config.train.seed, device)
-    write_samples_png(out / "samples.png", img, density.to_pixels(x))
+    write_samples_png(out / "samples.png", img, density.to_pixels(x), density.probs_np)
     return result

@@ -182,6 +182,7 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     img.save(pics / "box_no_suffix", format="PNG")  # found by content
     (pics / "notes.png").write_text("not a picture")  # says picture, does not decode: fails
     (pics / "readme.txt").write_text("notes")  # not a picture: ignored, with its reason
+    (pics / "old").mkdir()  # a sub-folder, without --recursive: ignored, with its reason
     out = tmp_path / "runs"
     args = [
         "batch",
@@ -200,10 +201,11 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     report = json.loads((out / "batch.json").read_text())
     assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 2)
     reasons = {i["image"]: (i["status"], i["reason"]) for i in report["items"]}
-    assert len(reasons) == 5  # every file of the folder is in the report
+    assert len(reasons) == 6  # every entry of the folder is in the report
     assert reasons["blank.png"][0] == "failed" and "no ink" in reasons["blank.png"][1]
     assert reasons["notes.png"][0] == "failed" and "decode" in reasons["notes.png"][1]
     assert reasons["readme.txt"] == ("ignored", "not a picture")
+    assert reasons["old"] == ("ignored", "a sub-folder (--recursive includes it)")
     assert Image.open(out / "box" / "flow.gif").n_frames == 3
     assert (out / "box_no_suffix" / "done.json").is_file()
     second = call(*args)

@@ -55,6 +55,9 @@ class Background(StrEnum):
     transparent = "transparent"
 
 
+Ink = StrEnum("Ink", {name: name for name in CHOICES["density.ink"]})
+
+
 class Loop(StrEnum):
     forward = "forward"
     pingpong = "pingpong"

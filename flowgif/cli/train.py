@@ -16,6 +16,7 @@ from rich.markup import escape
 from flowgif.cli.common import (
     ConfigOpt,
     Device,
+    Ink,
     Method,
     MinutesOpt,
     StepsOpt,
@@ -111,6 +112,15 @@ def train(
             show_default=False,
         ),
     ] = None,
+    ink: Annotated[
+        Ink | None,
+        typer.Option(
+            help="How pixels become ink: auto (darkness on a clean picture, local on a photo "
+            "or scan), darkness, local (darker than the paper around it), shape (every pixel "
+            "unlike the background: a colour logo as its silhouette).",
+            show_default=False,
+        ),
+    ] = None,
     ink_floor: Annotated[
         float | None,
         typer.Option(
@@ -150,14 +160,15 @@ FLAGS = {
     "train.threads": "--threads",
     "density.invert": "--invert",
     "density.ink_floor": "--ink-floor",
+    "density.ink": "--ink",
     "density.resolution": "--resolution",
 }
 
 
 def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
-    from flowgif.config import Config, load_config
+    from flowgif.config import load_config
     from flowgif.errors import Interrupted
-    from flowgif.run import check_new_run_dir, load_checkpoint, new_run_dir
+    from flowgif.run import check_new_run_dir, checkpoint_config, load_checkpoint, new_run_dir
 
     img, text, resume, out = a["img"], a["text"], a["resume"], a["out"]
     target = a["target"].value if a["target"] else None
@@ -172,6 +183,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         "train.threads": a["threads"],
         "density.invert": a["invert"],
         "density.ink_floor": a["ink_floor"],
+        "density.ink": a["ink"].value if a["ink"] else None,
         "density.resolution": a["resolution"],
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -184,7 +196,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         if out is not None and out != resume:
             raise FlowgifError("--out cannot be combined with --resume: the run stays in place")
         ckpt = load_checkpoint(resume / "checkpoint.pt", for_resume=True)
-        cfg = Config.from_dict(ckpt["config"], source=str(resume))
+        cfg = checkpoint_config(ckpt, source=str(resume))
         for key, value in overrides.items():
             if key not in RESUMABLE and cfg.get(key) != value:
                 raise FlowgifError(
@@ -217,6 +229,9 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         name = image.stem if image else (source["target"] or _slug(source["text"]))
         out = new_run_dir(Path("runs"), name)
 
+    made = getattr(src.density, "ink", None)
+    if made is not None:
+        err_console.print(f"ink: {made.model} ({made.reason})", highlight=False, markup=False)
     tc = cfg.train
     budget = (
         (f"{tc.steps} steps" if tc.steps else "")
