@@ -187,7 +187,14 @@ def write_results_md(rows: list[dict]) -> None:
         *[f"- `{n}`: configs/{c}.toml {s}".rstrip() for n, c, s in variants],
         "",
     ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(text))
+    path = ROOT / "bench" / "RESULTS.md"
+    kept = ""  # sections measured by other scripts (bench/ink.py) follow this table
+    if path.exists() and KEPT in path.read_text():
+        kept = path.read_text()[path.read_text().index(KEPT) :]
+    path.write_text("\n".join(text) + ("\n" + kept if kept else ""))
+
+
+KEPT = "\n## Ink models"
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 
 The package is layered; dependencies point one way:
 
-    cli  ->  train (fm, ffjord, energy)  /  render, draw, writers  /  evaluate
+    cli  ->  train (fm, ffjord, energy)  /  render (pacing, panels), draw, writers  /  evaluate
          ->  model (one interface)  ->  ode -> field   |   flows (realnvp, planar, radial)
-    source (picture, word, toy, energy) -> density (stands alone); run (folders, checkpoints)
+    source (picture, word, toy, energy) -> density -> ink (stand alone); run (folders,
+    checkpoints) and writers over files (atomic writes, temp names); limits
 
 Conventions used everywhere: ``t = 0`` is the noise N(0, I), ``t = 1`` is the picture (a
 discrete flow's layer ``k`` of ``K`` sits at ``t = k / K``); points
