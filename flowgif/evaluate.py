@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowgif.density import image_hash, ink_map, load_image
+from flowgif.density import image_hash, load_image
 from flowgif.energy import ENERGIES, energy, log_partition
+from flowgif.ink import ink_of
 from flowgif.model import ContinuousFlow, sample
 from flowgif.ode import SolveStats
 from flowgif.run import Run
@@ -139,11 +140,15 @@ def _reverse_kl(run: Run, n: int, seed: int, device: torch.device | str) -> dict
 
 
 def _reference_ink(run: Run) -> tuple[np.ndarray, str]:
-    """Full-resolution ink of the training picture if it is still there, else the grid."""
+    """Full-resolution ink of the training picture if it is still there, else the grid.
+
+    The ink is the run's own model (``density.ink``): for a clean picture that is darkness,
+    exactly as the referee scores; for a photo under ``local``, the strokes it was fitted to.
+    """
     path = run.meta.get("image")
     if path and Path(path).is_file() and image_hash(Path(path)) == run.meta.get("image_hash"):
         c = run.config.density
-        ink = ink_map(load_image(Path(path)), c.invert)
+        ink = ink_of(load_image(Path(path)), c.ink, c.invert).ink
         if c.ink_floor > 0:
             ink = np.clip((ink - c.ink_floor) / (1 - c.ink_floor), 0, 1)
         return ink, "image"

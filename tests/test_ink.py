@@ -95,6 +95,11 @@ def test_train_says_which_ink_and_shows_it(tmp_path: Path) -> None:
     import tomllib
 
     assert tomllib.loads((out / "config.toml").read_text())["density"]["ink"] == "auto"
+    from flowgif.evaluate import _reference_ink
+    from flowgif.run import load_run
+
+    scored, source = _reference_ink(load_run(out))  # eval scores against what was fitted
+    assert source == "image" and np.array_equal(scored, ink_of(img, "auto").ink)
 
 
 def test_runs_from_before_the_ink_models_resume_with_darkness(
