@@ -11,8 +11,8 @@
   picture's border, or its transparency) is full ink: a colour logo as its silhouette.
 - ``auto`` (the default): ``darkness`` for a clean picture — its paper (the border's light
   pixels, or the picture's where shapes cover the border) is near white and flat, or the
-  ground is transparent — and ``local`` otherwise. On clean pictures it is exactly
-  ``darkness``.
+  ground is transparent, or no paper shows at all — and ``local`` otherwise. On clean
+  pictures it is exactly ``darkness``.
 
 With ``invert`` lightness is the ink (light shapes on a dark ground) and "paper" is dark.
 """
@@ -103,9 +103,11 @@ def ink_of(img: Image.Image, model: str = "auto", invert: bool = False) -> Ink:
         whole = dark[alpha > 0.5]
         paper = whole[whole < 0.5]
     ground = "dark" if invert else "white"
-    if paper.size and np.quantile(paper, 0.9) < CLEAN_PAPER:
+    if not paper.size:
+        return Ink(dark * alpha, "darkness", "no paper to be seen: every pixel is ink")
+    if np.quantile(paper, 0.9) < CLEAN_PAPER:
         return Ink(dark * alpha, "darkness", f"a clean picture on a flat {ground} ground")
-    light = 1 - paper if paper.size else 1 - border
+    light = 1 - paper
     why = (
         f"the paper is not clean (lightness {_pct(np.quantile(light, 0.05))}-"
         f"{_pct(np.quantile(light, 0.95))} of 255): ink = darker than the paper around it"

@@ -47,7 +47,8 @@ def test_clean_pictures_keep_darkness_exactly() -> None:
     ImageDraw.Draw(silhouette).ellipse([10, 5, 290, 195], fill=0)  # far bigger than any block
     edge = Image.new("RGB", (120, 90), "white")
     ImageDraw.Draw(edge).rectangle([0, 0, 70, 89], fill="black")  # a shape touching the border
-    for img in (silhouette, text_image("Ada"), edge):
+    full = Image.new("RGB", (40, 20), (230, 20, 20))  # no paper at all: every pixel is ink
+    for img in (silhouette, text_image("Ada"), edge, full):
         made = ink_of(img, "auto")
         assert made.model == "darkness"
         assert np.array_equal(made.ink, ink_of(img, "darkness").ink)
