@@ -121,14 +121,20 @@ def _pct(v: float) -> str:
 
 def _border(dark: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
     """Darkness of the opaque pixels of the picture's border strip (None: it is transparent)."""
-    h, w = dark.shape
-    k = max(1, round(BORDER * min(h, w)))
-    mask = np.zeros((h, w), dtype=bool)
-    mask[:k], mask[-k:], mask[:, :k], mask[:, -k:] = True, True, True, True
+    mask = _border_mask(dark.shape)
     opaque = mask & (alpha > 0.5)
     if opaque.sum() < 0.5 * mask.sum():
         return None
     return dark[opaque]
+
+
+def _border_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """True on the picture's border strip (:data:`BORDER` of the shorter side, >= 1 pixel)."""
+    h, w = shape
+    k = max(1, round(BORDER * min(h, w)))
+    mask = np.zeros((h, w), dtype=bool)
+    mask[:k], mask[-k:], mask[:, :k], mask[:, -k:] = True, True, True, True
+    return mask
 
 
 def _local(dark: np.ndarray) -> np.ndarray:
@@ -164,10 +170,7 @@ def _shape(img: Image.Image, alpha: np.ndarray) -> np.ndarray:
         rgb = np.repeat(lum[..., None], 3, axis=-1)
     else:
         rgb = np.asarray(img.convert("RGBA").convert("RGB"), dtype=np.float64) / 255.0
-    h, w = alpha.shape
-    k = max(1, round(BORDER * min(h, w)))
-    mask = np.zeros((h, w), dtype=bool)
-    mask[:k], mask[-k:], mask[:, :k], mask[:, -k:] = True, True, True, True
+    mask = _border_mask(alpha.shape)
     if (alpha[mask] > 0.5).mean() < 0.5:  # a transparent ground: opacity is the shape
         return np.clip((alpha - 0.1) / 0.4, 0.0, 1.0)
     ground = np.median(rgb[mask & (alpha > 0.5)], axis=0)
