@@ -58,7 +58,7 @@ class ContinuousFlow(Flow):
         return out[..., :2]
 
     def paths_with_log_prob(
-        self, z: Tensor, times: Tensor, chunk: int = 16384
+        self, z: Tensor, times: Tensor, stats: SolveStats | None = None
     ) -> tuple[Tensor, Tensor]:
         """Paths ``(T, N, 2)`` from ``z`` and each point's exact log-density ``(T, N)`` there.
 
@@ -66,7 +66,7 @@ class ContinuousFlow(Flow):
         (dopri5 at the sampling tolerances): ``log p_t(x_t) = log N(z) - int_0^t div v``.
         """
         s = self.solve
-        return paths_with_log_prob(self.field, z, times, s.atol, s.rtol, chunk)
+        return paths_with_log_prob(self.field, z, times, s.atol, s.rtol, stats=stats)
 
     def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
         tol = self.solve.eval_tol

@@ -206,6 +206,7 @@ def paths_with_log_prob(
     atol: float = 1e-4,
     rtol: float = 1e-4,
     chunk: int = 16384,
+    stats: SolveStats | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Paths ``(T, N, 2)`` from noise ``z`` and each point's exact log-density ``(T, N)``.
 
@@ -222,6 +223,8 @@ def paths_with_log_prob(
             )
             xs.append(x[..., :2])
             logps.append(normal_log_prob(part)[None] - div)
+    if stats is not None:
+        stats.nfe += dyn.nfe
     return torch.cat(xs, dim=1), torch.cat(logps, dim=1)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["PACES", "formed", "paced_times", "shape_progress", "travel"]
+__all__ = ["PACES", "formed", "paced_times", "positions_at", "shape_progress", "travel"]
 
 PACES = ("shape", "time")
 SMOOTH_LIMIT = 3.0  # largest frame-to-frame displacement over the median one
@@ -82,12 +82,17 @@ def jumpiness(
         times: the frame times.
         scale: screen pixels per model unit at each frame (the camera's zoom); 1 if None.
     """
-    at = np.stack([_at(paths, grid, t) for t in times])
+    at = positions_at(paths, grid, times)
     step = np.linalg.norm(np.diff(at, axis=0), axis=-1).mean(axis=1)
     if scale is not None:
         step = step * 0.5 * (scale[1:] + scale[:-1])
     moving = step[step > 1e-9]
     return float(moving.max() / np.median(moving)) if len(moving) else 1.0
+
+
+def positions_at(paths: np.ndarray, grid: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``(len(times), N, 2)`` particles at ``times``, linear between the grid's times."""
+    return np.stack([_at(paths, grid, t) for t in times])
 
 
 def _at(paths: np.ndarray, grid: np.ndarray, t: float) -> np.ndarray:

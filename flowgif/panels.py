@@ -46,22 +46,36 @@ class Panels:
     Attributes:
         canvas: the panel geometry (each panel has the particles' canvas).
         picture: the static picture panel, ``(H, W)`` palette indices.
+        paths: ``(T, N, 2)`` the particles at the frame times.
         logp: ``(T, N)`` log-density of each particle at each frame time.
         times: ``(T,)`` frame times.
     """
 
     canvas: Canvas
     picture: np.ndarray
+    paths: np.ndarray
     logp: np.ndarray
     times: np.ndarray
 
     @classmethod
     def prepare(
-        cls, run: object, z: torch.Tensor, times: torch.Tensor, canvas: Canvas, final: Canvas
+        cls,
+        run: object,
+        z: torch.Tensor,
+        times: torch.Tensor,
+        canvas: Canvas,
+        stats: object = None,
     ) -> Panels:
-        """Solve the particles' log-densities; draw the picture's ink in the final view."""
-        _, logp = run.flow.paths_with_log_prob(z, times)  # type: ignore[attr-defined]
-        return cls(canvas, _ink_panel(run, final), logp.cpu().numpy(), times.cpu().numpy())
+        """Solve the particles' paths with their log-densities; draw the picture's ink."""
+        flow = run.flow  # type: ignore[attr-defined]
+        paths, logp = flow.paths_with_log_prob(z, times, stats)
+        return cls(
+            canvas,
+            _ink_panel(run, canvas),
+            paths.cpu().numpy(),
+            logp.cpu().numpy(),
+            times.cpu().numpy(),
+        )
 
     def density(self, view: Canvas, uv: np.ndarray, k: int, dot: int) -> np.ndarray:
         """Frame ``k``'s particles coloured by ``p_t`` (heat ramp; the densest 1 % at the top)."""

@@ -36,7 +36,7 @@ from flowgif.files import check_frames_folder, check_replaceable, temp_name
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
 from flowgif.model import ContinuousFlow
 from flowgif.ode import SolveStats
-from flowgif.pacing import PACES, paced_times, shape_progress
+from flowgif.pacing import PACES, paced_times, positions_at, shape_progress
 from flowgif.panels import LABELS, RESERVED, Panels, reserve_colors
 from flowgif.run import Run
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
@@ -176,10 +176,7 @@ def frame_times_for(
     canvas = Canvas.around(runs[0].density.size, o.size)
 
     def screen(times: np.ndarray, progress: np.ndarray) -> np.ndarray:
-        at = np.stack([np.interp(t, grid, np.arange(len(grid))) for t in times])
-        k = np.clip(at.astype(int), 0, len(grid) - 2)
-        w = (at - k)[:, None, None]
-        seen = (1 - w) * probes[0][k] + w * probes[0][k + 1]
+        seen = positions_at(probes[0], grid, times)
         views = camera(canvas, runs[0].density, seen, o.zoom, progress)
         return np.array([v.scale for v in views])
 
@@ -381,12 +378,14 @@ def _render_once(
         r.flow.noise(o.particles, torch.Generator(device=device).manual_seed(o.seed)) for r in runs
     ]
     times, progress = frame_times_for(runs, noise, o, stats)
-    for r, z in zip(runs, noise, strict=True):
-        paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
     canvases = [Canvas.around(r.density.size, o.size) for r in runs]
     extra = None
-    if o.panels:
-        extra = Panels.prepare(runs[0], noise[0], times.to(device), canvases[0], canvases[0])
+    if o.panels:  # one solve gives the paths and their log-densities
+        extra = Panels.prepare(runs[0], noise[0], times.to(device), canvases[0], stats)
+        paths.append(extra.paths)
+    else:
+        for r, z in zip(runs, noise, strict=True):
+            paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
     report.nfe = stats.nfe
     report.pacing = progress
     report.seconds["solve"] = time.perf_counter() - clock

@@ -43,7 +43,15 @@ from flowgif.run import (
 )
 from flowgif.source import Source
 
-__all__ = ["Progress", "Source", "TrainResult", "budget_spent", "train", "train_run"]
+__all__ = [
+    "Progress",
+    "Source",
+    "TrainResult",
+    "budget_spent",
+    "budget_text",
+    "train",
+    "train_run",
+]
 
 MAX_RETRIES = 4  # non-finite losses survived (each halves the learning rate) before giving up
 GOOD_EVERY = 100  # steps between in-memory copies of known-good weights
@@ -201,7 +209,7 @@ def train(
     if resume is not None and fraction >= 1.0:
         raise FlowgifError(
             f"the run already has {step} steps ({spent:.0f} s), which fills its budget "
-            f"({_budget_text(tc.steps, tc.minutes)}); the budget counts from the run's start: "
+            f"({budget_text(tc.steps, tc.minutes)}); the budget counts from the run's start: "
             "give more steps or minutes to train further"
         )
     loss_value = float("nan")
@@ -274,7 +282,8 @@ def budget_spent(config: Config, checkpoint: dict) -> bool:
     return _fraction(tc.steps, tc.minutes * 60.0, checkpoint["step"], checkpoint["seconds"]) >= 1
 
 
-def _budget_text(steps: int, minutes: float) -> str:
+def budget_text(steps: int, minutes: float) -> str:
+    """``5000 steps``, ``3 min`` or ``5000 steps or 3 min``."""
     parts = ([f"{steps} steps"] if steps else []) + ([f"{minutes:g} min"] if minutes else [])
     return " or ".join(parts)
 
@@ -349,13 +358,13 @@ def train_run(
     }
     text_config = dump_toml(config.to_dict())
 
+    saved: list[bool] = []
+
     def save(payload: dict) -> None:
         save_checkpoint(out / CHECKPOINT, {**meta, **payload})
-        if (
-            not (out / "config.toml").is_file()
-            or (out / "config.toml").read_text(encoding="utf-8") != text_config
-        ):
+        if not saved:  # after this call's first checkpoint: config.toml never runs ahead of it
             atomic_write_text(out / "config.toml", text_config)
+            saved.append(True)
         write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
 
     device = resolve_device(config.train.device)

@@ -214,7 +214,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         if out is not None:
             check_new_run_dir(out)
     cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
-    from flowgif.train import Source, train_run
+    from flowgif.train import Source, budget_text, train_run
 
     src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
     cfg = src.config
@@ -233,11 +233,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
     if made is not None:
         err_console.print(f"ink: {made.model} ({made.reason})", highlight=False, markup=False)
     tc = cfg.train
-    budget = (
-        (f"{tc.steps} steps" if tc.steps else "")
-        + (" or " if tc.steps and tc.minutes else "")
-        + (f"{tc.minutes:g} min" if tc.minutes else "")
-    )
+    budget = budget_text(tc.steps, tc.minutes)
     err_console.print(
         f"training [bold]{tc.method}[/bold] on {escape(src.label)} for {budget} -> "
         f"{escape(str(out))}",
