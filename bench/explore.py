@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from flowgif.config import Config
-from flowgif.density import ImageDensity, load_image
-from flowgif.ode import SolveStats, sample
+from flowgif.flows.model import ContinuousFlow
+from flowgif.flows.model import sample as flow_sample
+from flowgif.ode import SolveStats
+from flowgif.sources.picture import ImageDensity, load_image
 from flowgif.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +40,8 @@ def main() -> None:
     result = train(config, density, torch.device("cpu"))
     seconds = time.time() - clock
     stats = SolveStats()
-    x = sample(result.model, 100_000, 1, "dopri5", 1e-4, 1e-4, stats=stats)
+    solve = config.solve.__class__(method="dopri5", atol=1e-4, rtol=1e-4)
+    x = flow_sample(ContinuousFlow(result.model, solve), 100_000, 1, stats=stats)
     figures = referee.score(image, density.to_pixels(x))
     print(
         json.dumps(

@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from flowgif.config import load_config
-from flowgif.density import ImageDensity, load_image
 from flowgif.evaluate import evaluate
-from flowgif.ffjord import ffjord_loss
-from flowgif.field import VectorField
-from flowgif.fm import fm_loss
-from flowgif.ode import AugmentedDynamics
+from flowgif.flows.field import VectorField
+from flowgif.flows.model import ContinuousFlow
+from flowgif.objectives.flow_matching import fm_loss
 from flowgif.render import RenderOptions, render
 from flowgif.run import load_run, native_bf16
+from flowgif.sources.picture import ImageDensity, load_image
 from flowgif.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +47,17 @@ def step_time(
     model = torch.compile(field) if compiled else field
     opt = torch.optim.Adam(field.parameters(), lr=1e-4)
     gen = torch.Generator(device=device).manual_seed(0)
-    dyn = AugmentedDynamics(model) if cfg.train.method == "ffjord" else None
+    flow = ContinuousFlow(model, cfg.solve)
+    likelihood = cfg.train.objective == "likelihood"
 
     def one() -> None:
         x1 = density.sample(batch, generator=gen)
-        if dyn is None:
+        if not likelihood:
+            x0 = torch.randn(x1.shape, device=device, generator=gen)
             with torch.autocast(device.type, torch.bfloat16, enabled=native_bf16(device)):
-                loss = fm_loss(model, x1, cfg.fm, gen)
+                loss = fm_loss(model, x0, x1, cfg.fm, gen)
         else:
-            loss, _ = ffjord_loss(dyn, x1, cfg.ffjord, gen)
+            loss = -flow.fit_log_prob(x1, cfg.ffjord, gen)[0].mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -60,7 +60,7 @@ def figures(run_path: Path, before: bool) -> dict[str, float]:
     """formed, on ink and step max/median of the default render, now or as it was."""
     run = load_run(run_path)
     opts = rendering.RenderOptions()
-    noise = [run.flow.noise(opts.particles, torch.Generator().manual_seed(opts.seed))]
+    noise = [run.flow.starts(opts.particles, torch.Generator().manual_seed(opts.seed))]
     times, progress = rendering.frame_times_for([run], noise, opts, rendering.SolveStats())
     if before:  # equal times, full cosine ease; the camera followed the cloud
         s = np.linspace(0.0, 1.0, opts.frames)

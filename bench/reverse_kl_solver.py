@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from flowgif.config import load_config
-from flowgif.energy import energy, log_partition
-from flowgif.field import VectorField
-from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
+from flowgif.flows.field import VectorField
+from flowgif.ode import AugmentedDynamics, augmented_solve
+from flowgif.sources.energies import energy, log_partition
+from flowgif.sources.noise import normal_log_prob
 
 ROOT = Path(__file__).resolve().parents[1]
 

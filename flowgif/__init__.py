@@ -10,7 +10,7 @@ The package is layered; dependencies point one way:
 Conventions used everywhere: ``t = 0`` is the noise N(0, I), ``t = 1`` is the picture (a
 discrete flow's layer ``k`` of ``K`` sits at ``t = k / K``); points
 are ``(N, 2)`` tensors, paths are ``(T, N, 2)`` (time first, as torchdiffeq returns them); the
-model frame is documented in :mod:`flowgif.density`.
+model frame is documented in :mod:`flowgif.sources.picture`.
 """
 
 __version__ = "0.1.0"

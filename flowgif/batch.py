@@ -156,7 +156,7 @@ def run_names(folder: Path, pictures: list[Path]) -> list[str]:
 
 
 def _hashes(image: Path, config: Config, render: dict) -> dict[str, str]:
-    from flowgif.density import image_hash
+    from flowgif.sources.picture import image_hash
 
     def digest(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()

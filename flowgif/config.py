@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from flowgif.errors import FlowgifError
+from flowgif.flows import FAMILIES
 from flowgif.limits import MAX_SEED
+from flowgif.objectives import OBJECTIVES
 
 __all__ = [
     "Config",
@@ -30,7 +32,7 @@ __all__ = [
 
 @dataclass
 class DensityConfig:
-    """How a picture becomes a density (see :mod:`flowgif.density`).
+    """How a picture becomes a density (see :mod:`flowgif.sources.picture`).
 
     Attributes:
         resolution: longer side, in pixels, of the working grid; larger pictures are area-averaged
@@ -42,6 +44,9 @@ class DensityConfig:
         ink: how pixels become ink (:mod:`flowgif.ink`): ``auto`` (darkness on a clean
             picture, ``local`` on a photo or scan), ``darkness``, ``local`` (darker than the
             paper around it) or ``shape`` (every pixel unlike the background).
+        start_blur: a picture at the start of a flow is blurred by this many working-grid
+            cells (a Gaussian), so that its log-density is finite off the ink and a morph's
+            likelihood exact (:class:`~flowgif.sources.picture.ImageDensity`).
     """
 
     resolution: int = 256
@@ -49,11 +54,12 @@ class DensityConfig:
     ink_floor: float = 0.0
     extent: float = 2.0
     ink: str = "auto"
+    start_blur: float = 0.5
 
 
 @dataclass
 class FieldConfig:
-    """The time-conditioned MLP ``v(t, x)`` (see :mod:`flowgif.field`).
+    """The time-conditioned MLP ``v(t, x)`` (see :mod:`flowgif.flows.field`).
 
     Attributes:
         width: hidden units per layer.
@@ -101,11 +107,13 @@ class TrainConfig:
     """What every trainer shares.
 
     Attributes:
-        method: ``fm`` (flow matching, no ODE solve while training), ``ffjord`` (maximum
-            likelihood through the adjoint ODE) or ``reverse`` (reverse KL to an energy target,
-            sampling from the flow; chosen by itself for ``--target u1..u4``): continuous
-            flows. Or a discrete flow, ``realnvp``, ``planar`` or ``radial``, trained by maximum
-            likelihood, or by reverse KL on an energy target.
+        objective: how the flow is fitted (:mod:`flowgif.objectives`): ``fm`` (flow matching,
+            no ODE solve while training), ``likelihood`` (maximum likelihood; for the field
+            through the adjoint ODE, FFJORD) or ``reverse`` (reverse KL to an energy target,
+            sampling from the flow).
+        family: what is fitted (:mod:`flowgif.flows`): ``field`` (a continuous flow, the
+            vector field of an ODE) or a discrete flow, ``realnvp``, ``planar`` or ``radial``.
+            ``method`` names the usual pairs in one word (:data:`METHODS`).
         steps: optimisation steps; 0 means "as many as ``minutes`` allows".
         minutes: wall-time budget; training stops at whichever of steps/minutes comes first.
         batch: points of the picture per step.
@@ -126,7 +134,8 @@ class TrainConfig:
             through the adjoint (the ``ffjord`` section's solver settings), a hybrid of both.
     """
 
-    method: str = "fm"
+    objective: str = "fm"
+    family: str = "field"
     steps: int = 0
     minutes: float = 3.0
     batch: int = 1024
@@ -142,6 +151,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     precision: str = "auto"
     finetune: float = 0.0
+
+    @property
+    def method(self) -> str:
+        """The one-word name of this objective and family (the inverse of :data:`METHODS`)."""
+        if self.family != "field":
+            return self.family
+        return {"likelihood": "ffjord"}.get(self.objective, self.objective)
 
 
 @dataclass
@@ -214,14 +230,22 @@ class SolveConfig:
     steps: int = 9
 
 
-DISCRETE = ("realnvp", "planar", "radial")  # train.method values that are discrete flows
+DISCRETE = tuple(f for f in FAMILIES if f != "field")  # the discrete flow families
+# ``train.method`` (``--method``): one word for an objective and a family.
+METHODS: dict[str, dict[str, str]] = {
+    "fm": {"train.objective": "fm", "train.family": "field"},
+    "ffjord": {"train.objective": "likelihood", "train.family": "field"},
+    "reverse": {"train.objective": "reverse", "train.family": "field"},
+    **{f: {"train.objective": "likelihood", "train.family": f} for f in DISCRETE},
+}
 FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "density.ink": ("auto", "darkness", "local", "shape"),
     "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
     "field.arch": ("mlp", "concatsquash"),
-    "train.method": ("fm", "ffjord", "reverse", *DISCRETE),
+    "train.objective": tuple(OBJECTIVES),
+    "train.family": tuple(FAMILIES),
     "train.schedule": ("cosine", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -265,6 +289,7 @@ NON_NEGATIVE = {
     "train.grad_clip",
     "train.threads",
     "fm.sigma",
+    "density.start_blur",
     "ffjord.kinetic",
     "ffjord.steps",
     "ffjord.jacobian",
@@ -274,6 +299,7 @@ NON_NEGATIVE = {
 LIMITS: dict[str, float] = {
     "density.resolution": 4096,
     "density.extent": 1e3,
+    "density.start_blur": 100,
     "field.width": 4096,
     "field.depth": 64,
     "field.time_features": 1024,
@@ -335,6 +361,14 @@ class Config:
     def updated(self, overrides: dict[str, Any], source: str = "option") -> Config:
         """A copy with ``{"section.key": value}`` overrides applied and validated."""
         new = Config(**{s: dataclasses.replace(getattr(self, s)) for s in SECTIONS})
+        if "train.method" in overrides:  # the shorthand, spelled out first
+            method = overrides["train.method"]
+            if method not in METHODS:
+                raise FlowgifError(
+                    f"{source}: train.method = {method!r} is not one of: {', '.join(METHODS)}"
+                )
+            overrides = {**METHODS[method], **overrides}
+            del overrides["train.method"]
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if section not in SECTIONS:
@@ -386,10 +420,15 @@ class Config:
             raise FlowgifError(f"{source}: train.finetune must be in [0, 1)")
         if not 0 <= self.train.ema < 1:
             raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
-        if self.field.augment and self.train.method in DISCRETE:
+        if self.field.augment and self.train.family != "field":
             raise FlowgifError(
                 f"{source}: field.augment (--augment) applies to the continuous flows (fm, "
-                f"ffjord, reverse), not to {self.train.method}"
+                f"ffjord, reverse), not to {self.train.family}"
+            )
+        if self.train.objective == "fm" and self.train.family != "field":
+            raise FlowgifError(
+                f'{source}: flow matching fits a vector field (train.family = "field"), not '
+                f"{self.train.family}"
             )
         if self.ffjord.solver in FIXED_STEP and not self.ffjord.steps:
             raise FlowgifError(

@@ -3,7 +3,7 @@
 ``kl = nll - entropy`` where ``nll = -E_p[log q]`` is estimated on fresh samples of the picture
 density ``p`` with the flow's exact log-likelihood ``q`` and ``entropy`` is exact; KL >= 0 up to
 sampling noise, 0 only for a perfect flow (for an augmented flow ``nll`` comes from the ELBO
-of :func:`flowgif.model.augment`, so ``kl`` is an upper bound and ``kl_bound`` is true).
+of :func:`flowgif.flows.model.augment`, so ``kl`` is an upper bound and ``kl_bound`` is true).
 ``tv`` and ``on_ink`` are computed the way the independent referee computes them, on the
 full-resolution picture when it is at hand.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowgif.density import image_hash, load_image
-from flowgif.energy import ENERGIES, energy, log_partition
+from flowgif.flows.model import ContinuousFlow, sample
 from flowgif.ink import ink_of
-from flowgif.model import ContinuousFlow, sample
 from flowgif.ode import SolveStats
 from flowgif.run import Run
+from flowgif.sources.energies import ENERGIES, energy, log_partition
+from flowgif.sources.picture import image_hash, load_image
 
 __all__ = ["evaluate", "tv_score"]
 
@@ -133,7 +133,7 @@ def _reverse_kl(run: Run, n: int, seed: int, device: torch.device | str) -> dict
     if kind != "target" or name not in ENERGIES:
         return {}
     gen = torch.Generator(device=device).manual_seed(seed)
-    x, logq = run.flow.push(run.flow.noise(n, gen))
+    x, logq = run.flow.push(run.flow.starts(n, gen))
     bound = float((logq + energy(name, x)).mean())
     log_z = log_partition(name)
     return {"reverse_kl_bound": bound, "log_z": log_z, "kl_reverse": bound + log_z}

@@ -1,26 +1,31 @@
 """ODE solves of a vector field: particle paths, and log-likelihood with the augmented state.
 
-``t = 0`` is the noise N(0, I) and ``t = 1`` the picture. Along a path of ``dx/dt = v(t, x)``
-the log-density obeys ``d log p(x(t)) / dt = -div v(t, x(t))`` (instantaneous change of
-variables), so ``log p_1(x_1) = log N(x_0) - int_0^1 div v dt``.
+``t = 0`` is the start of the flow (N(0, I), a picture ...) and ``t = 1`` its end. Along a path
+of ``dx/dt = v(t, x)`` the log-density obeys ``d log p(x(t)) / dt = -div v(t, x(t))``
+(instantaneous change of variables), so ``log p_1(x_1) = log p_0(x_0) - int_0^1 div v dt``:
+every likelihood solve takes the start's log-density ``log_p0`` as an argument.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from flowgif.sources.noise import normal_log_prob
+
+LogDensity = Callable[[Tensor], Tensor]
+
 __all__ = [
     "AugmentedDynamics",
+    "LogDensity",
     "SolveStats",
     "divergence",
     "log_likelihood",
-    "normal_log_prob",
-    "sample",
+    "paths_with_log_prob",
     "sample_paths",
 ]
 
@@ -41,11 +46,6 @@ class _Counted(nn.Module):
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         self.nfe += 1
         return self.field(t, x)
-
-
-def normal_log_prob(z: Tensor) -> Tensor:
-    """Log-density of N(0, I) at ``z`` ``(N, d)``."""
-    return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
 
 def divergence(
@@ -76,13 +76,17 @@ class AugmentedDynamics(nn.Module):
     """Right-hand side of the augmented state ``(x, l, kinetic, jacobian)``.
 
     ``dl/dt = div v``; the two regulariser states integrate ``|v|^2`` and ``|J|_F^2`` (RNODE).
-    Set ``noise`` to a fixed probe before a solve for Hutchinson's estimator; ``None`` is exact.
+
+    Args:
+        field: ``v(t, x)``.
+        noise: a fixed ``(N, d)`` probe for Hutchinson's estimator of the divergence over the
+            whole solve, or ``None`` for the exact divergence.
     """
 
-    def __init__(self, field: nn.Module) -> None:
+    def __init__(self, field: nn.Module, noise: Tensor | None = None) -> None:
         super().__init__()
         self.field = field
-        self.noise: Tensor | None = None
+        self.noise = noise
         self.nfe = 0
 
     def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -174,15 +178,17 @@ def rk4_hermite(field: nn.Module, x0: Tensor, times: Tensor, steps: int) -> Tens
 def log_likelihood(
     field: nn.Module,
     x1: Tensor,
+    log_p0: LogDensity = normal_log_prob,
     method: str = "dopri5",
     atol: float = 1e-5,
     rtol: float = 1e-5,
     chunk: int = 16384,
     stats: SolveStats | None = None,
 ) -> Tensor:
-    """Exact ``log p_1(x1)`` of the flow at picture-side points ``(N, d)``, exact divergence.
+    """Exact ``log p_1(x1)`` of the flow at end points ``(N, d)``, exact divergence.
 
-    Integrates the augmented state from t = 1 back to t = 0, then adds the base log-density.
+    Integrates the augmented state from t = 1 back to t = 0, then adds the start's
+    log-density ``log_p0`` there (as flow_matching's ``compute_likelihood(x_1, log_p0)``).
     """
     dyn = AugmentedDynamics(field)
     times = torch.tensor([1.0, 0.0]).to(x1)
@@ -193,7 +199,7 @@ def log_likelihood(
             z, delta, _, _ = odeint(
                 dyn, (x, zero, zero, zero), times, method=method, atol=atol, rtol=rtol
             )
-            out.append(normal_log_prob(z[-1]) + delta[-1])
+            out.append(log_p0(z[-1]) + delta[-1])
     if stats is not None:
         stats.nfe += dyn.nfe
     return torch.cat(out)
@@ -203,15 +209,17 @@ def paths_with_log_prob(
     field: nn.Module,
     z: Tensor,
     times: Tensor,
+    log_p0: LogDensity = normal_log_prob,
     atol: float = 1e-4,
     rtol: float = 1e-4,
     chunk: int = 16384,
     stats: SolveStats | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Paths ``(T, N, 2)`` from noise ``z`` and each point's exact log-density ``(T, N)``.
+    """Paths ``(T, N, 2)`` from start points ``z`` and each point's exact log-density
+    ``(T, N)``.
 
     One dopri5 solve of the augmented state ``(x, int div v)`` with dense output at
-    ``times`` (from 0): ``log p_t(x_t) = log N(z) - int_0^t div v``.
+    ``times`` (from 0): ``log p_t(x_t) = log p_0(z) - int_0^t div v``.
     """
     dyn = AugmentedDynamics(field)
     xs, logps = [], []
@@ -222,7 +230,7 @@ def paths_with_log_prob(
                 dyn, (part, zero, zero, zero), times.to(part), atol=atol, rtol=rtol
             )
             xs.append(x[..., :2])
-            logps.append(normal_log_prob(part)[None] - div)
+            logps.append(log_p0(part)[None] - div)
     if stats is not None:
         stats.nfe += dyn.nfe
     return torch.cat(xs, dim=1), torch.cat(logps, dim=1)
@@ -238,12 +246,12 @@ def augmented_solve(
     forward: bool = False,
     steps: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Differentiable solve from the picture (t = 1) to the noise (t = 0) for training.
+    """Differentiable solve from the end (t = 1) back to the start (t = 0) for training.
 
-    Returns ``z``, ``delta`` with ``log p_1(x1) = log N(z) + delta``, and the integrals of the
-    kinetic energy and the Jacobian norm over [0, 1]. With ``forward``, ``x1`` is noise carried
-    from t = 0 to 1 instead: it returns the end points and ``delta`` with
-    ``log p_1(end) = log N(x1) + delta``. ``steps`` > 0 gives a fixed-step ``method`` (``rk4``,
+    Returns ``z``, ``delta`` with ``log p_1(x1) = log p_0(z) + delta``, and the integrals of the
+    kinetic energy and the Jacobian norm over [0, 1]. With ``forward``, ``x1`` holds start
+    points carried from t = 0 to 1 instead: it returns the end points and ``delta`` with
+    ``log p_1(end) = log p_0(x1) + delta``. ``steps`` > 0 gives a fixed-step ``method`` (``rk4``,
     ``midpoint``, ``euler``) that many equal steps; without ``adjoint`` the gradient then comes
     from backpropagating through the steps (discretise-then-optimise).
     """
@@ -270,26 +278,3 @@ def augmented_solve(
         return z, -delta, kinetic, frob
     # Integrating from 1 to 0 flips the signs of the two non-negative regulariser integrals.
     return z, delta, -kinetic, -frob
-
-
-def sample(
-    field: nn.Module,
-    n: int,
-    seed: int = 0,
-    method: str = "dopri5",
-    atol: float = 1e-4,
-    rtol: float = 1e-4,
-    device: torch.device | str = "cpu",
-    stats: SolveStats | None = None,
-    steps: int = 10,
-) -> Tensor:
-    """``n`` samples of the flow at t = 1, ``(n, d)``, from seeded N(0, I) noise at t = 0."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    dim = _dim(field)
-    z = torch.randn(n, dim, device=device, generator=gen)
-    times = torch.tensor([0.0, 1.0], device=device)
-    return sample_paths(field, z, times, method, atol, rtol, steps, stats=stats)[-1]
-
-
-def _dim(field: nn.Module) -> int:
-    return getattr(field, "dim", 2)

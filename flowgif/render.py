@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flowgif.density import ImageDensity
 from flowgif.draw import (
     BACKGROUNDS,
     DENSITY_STOPS,
@@ -33,12 +32,13 @@ from flowgif.draw import (
 )
 from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder, check_replaceable, temp_name
+from flowgif.flows.model import ContinuousFlow
 from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_PATH_POINTS, MAX_SEED
-from flowgif.model import ContinuousFlow
 from flowgif.ode import SolveStats
 from flowgif.pacing import PACES, paced_times, positions_at, shape_progress
 from flowgif.panels import LABELS, RESERVED, Panels, reserve_colors
 from flowgif.run import Run
+from flowgif.sources.picture import ImageDensity
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
 
 __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
@@ -375,7 +375,8 @@ def _render_once(
     clock = time.perf_counter()
     stats, paths = SolveStats(), []
     noise = [
-        r.flow.noise(o.particles, torch.Generator(device=device).manual_seed(o.seed)) for r in runs
+        r.flow.starts(o.particles, torch.Generator(device=device).manual_seed(o.seed))
+        for r in runs
     ]
     times, progress = frame_times_for(runs, noise, o, stats)
     canvases = [Canvas.around(r.density.size, o.size) for r in runs]

@@ -1,12 +1,15 @@
 """Run folders: atomic writes, checkpoints that load with ``weights_only=True``, and loading.
 
 A run folder ``runs/<name>/`` holds ``config.toml``, ``checkpoint.pt`` (weights, EMA weights,
-optimiser and RNG state, config, seed, flowgif version, image hash and the working ink grid, so
-it needs nothing else), ``loss.csv`` and ``samples.png``; ``eval.json`` and renders join later.
+optimiser and RNG state, config, seed, flowgif version, and both ends: the end's label, hash,
+working ink grid and colours at the top level, the start's under ``start`` when it is not
+N(0, I), so it needs nothing else), ``loss.csv`` and ``samples.png``; ``eval.json`` and
+renders join later.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +20,15 @@ import torch
 
 from flowgif import __version__
 from flowgif.config import Config
-from flowgif.density import ImageDensity
 from flowgif.errors import FlowgifError
-from flowgif.field import VectorField
 from flowgif.files import atomic_write, atomic_write_text
-from flowgif.model import Flow, build_model, wrap
+from flowgif.flows import build, wrap
+from flowgif.flows.field import VectorField
+from flowgif.flows.model import Flow
+from flowgif.sources import Source
+from flowgif.sources.base import Distribution
+from flowgif.sources.noise import Noise
+from flowgif.sources.picture import ImageDensity, ink_colors
 
 __all__ = [
     "CHECKPOINT",
@@ -31,6 +38,7 @@ __all__ = [
     "check_new_run_dir",
     "checkpoint_config",
     "checkpoint_problem",
+    "end_meta",
     "find_latest_run",
     "load_checkpoint",
     "load_run",
@@ -131,6 +139,10 @@ def checkpoint_problem(ckpt: dict[str, Any], for_resume: bool = False) -> str:
     for key in ("image", "image_hash"):
         if key in ckpt and not isinstance(ckpt[key], str):
             return f"{key} must be text"
+    if "start" in ckpt:
+        problem = _start_problem(ckpt["start"])
+        if problem:
+            return f"the start: {problem}"
     if not for_resume:
         return ""
     if not isinstance(ckpt.get("optimizer"), dict):
@@ -155,9 +167,26 @@ def checkpoint_problem(ckpt: dict[str, Any], for_resume: bool = False) -> str:
     return ""
 
 
+def _start_problem(start: Any) -> str:
+    """What is wrong with a checkpoint's ``start`` record (a picture, word or toy), or ""."""
+    if not isinstance(start, dict):
+        return "it is not a table"
+    for key in ("label", "hash"):
+        if not isinstance(start.get(key), str):
+            return f"{key} must be text"
+    for key in ("extent", "blur"):
+        value = start.get(key)
+        if not (isinstance(value, float) and math.isfinite(value) and value >= 0):
+            return f"{key} must be a number >= 0, found {value!r}"
+    if not start["extent"] > 0:
+        return "extent must be > 0"
+    return checkpoint_problem({"config": {}, "field": {}, **start})
+
+
 def checkpoint_config(ckpt: dict[str, Any], source: str = "checkpoint") -> Config:
     """The config a checkpoint was trained with (runs from before the ink models used
-    darkness, which ``density.ink`` then says)."""
+    darkness, which ``density.ink`` then says; ``train.method`` of runs from before the
+    objectives and families were named apart is read as the shorthand it now is)."""
     data = dict(ckpt["config"])
     density = data.get("density")
     if isinstance(density, dict) and "ink" not in density:
@@ -191,10 +220,15 @@ class Run:
         config: the config that trained it.
         density: the picture's density (rebuilt from the ink grid stored in the checkpoint).
         model: the trained module with the sampling (EMA) weights, in eval mode: a
-            :class:`~flowgif.field.VectorField` or a :class:`~flowgif.flows.DiscreteFlow`.
-        flow: the same behind the :class:`~flowgif.model.Flow` interface (paths, log_prob...).
+            :class:`~flowgif.flows.field.VectorField` or a
+            :class:`~flowgif.flows.base.DiscreteFlow`.
+        flow: the same behind the :class:`~flowgif.flows.model.Flow` interface, from
+            ``start`` (paths, log_prob ...).
         meta: the checkpoint's plain values (step, seed, version, image, image hash ...).
         colors: ``(h, w, 3)`` uint8 ink-weighted colour of each working-grid cell.
+        start: the distribution at t = 0: N(0, I), or a blurred picture density.
+        start_colors: the start picture's colours as ``colors``, or None for N(0, I).
+        start_label: ``noise``, or the start picture's path, ``text:WORD`` or ``target:NAME``.
     """
 
     path: Path
@@ -203,10 +237,13 @@ class Run:
     model: torch.nn.Module
     meta: dict[str, Any]
     colors: np.ndarray
+    start: Distribution = dataclasses.field(default_factory=Noise)
+    start_colors: np.ndarray | None = None
+    start_label: str = "noise"
 
     @property
     def flow(self) -> Flow:
-        return wrap(self.model, self.config)
+        return wrap(self.model, self.config, self.start)
 
     @property
     def field(self) -> VectorField:
@@ -217,7 +254,7 @@ class Run:
         """
         if not isinstance(self.model, VectorField):
             raise FlowgifError(
-                f"{self.path} holds a {self.config.train.method} flow, a stack of layers with "
+                f"{self.path} holds a {self.config.train.family} flow, a stack of layers with "
                 "no vector field"
             )
         return self.model
@@ -234,9 +271,16 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         density = ImageDensity(
             ckpt["ink"].double().numpy(), tuple(ckpt["size"]), config.density.extent, device
         )
-        model = build_model(config).to(device)
+        model = build(config).to(device)
         model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
-        colors = ckpt["colors"].numpy().astype(np.uint8).reshape(*density.grid, 3)
+        colors = _colors(ckpt, density)
+        start, start_colors, start_label = Noise(device), None, "noise"
+        if "start" in ckpt:
+            s = ckpt["start"]
+            start = ImageDensity(
+                s["ink"].double().numpy(), tuple(s["size"]), s["extent"], device, s["blur"]
+            )
+            start_colors, start_label = _colors(s, start), s["label"]
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if len(reason) > 100:
@@ -246,7 +290,26 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         ) from None
     model.eval()
     meta = {k: v for k, v in ckpt.items() if not isinstance(v, (dict, torch.Tensor))}
-    return Run(path, config, density, model, meta, colors)
+    return Run(path, config, density, model, meta, colors, start, start_colors, start_label)
+
+
+def _colors(record: dict[str, Any], density: ImageDensity) -> np.ndarray:
+    return record["colors"].numpy().astype(np.uint8).reshape(*density.grid, 3)
+
+
+def end_meta(source: Source, invert: bool) -> dict[str, Any]:
+    """What a checkpoint keeps of a picture-like end: working ink grid, size, colours (and,
+    for a start, the frame's half size)."""
+    density = source.density
+    assert isinstance(density, ImageDensity)
+    made = density.ink.ink if density.ink is not None else None
+    colors = ink_colors(source.picture, density.grid, invert, made)
+    return {
+        "ink": ink_tensor(density),
+        "size": list(density.size),
+        "colors": torch.from_numpy(colors),
+        "extent": float(density.half_extent),
+    }
 
 
 def new_run_dir(root: Path, name: str) -> Path:

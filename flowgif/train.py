@@ -10,6 +10,7 @@ their inverses.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -17,31 +18,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from flowgif import __version__
 from flowgif.config import Config, dump_toml
-from flowgif.density import ImageDensity, ink_colors
-from flowgif.energy import energy as energy_of
-from flowgif.energy import reverse_kl_loss
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.ffjord import ffjord_loss
-from flowgif.flows import FAMILIES
-from flowgif.fm import fm_loss
-from flowgif.model import augment, build_model, sample, wrap
-from flowgif.ode import AugmentedDynamics
+from flowgif.flows import build, wrap
+from flowgif.flows.model import Flow, sample
+from flowgif.objectives import objective as objective_named
+from flowgif.recipes import check_ends, for_ends
 from flowgif.run import (
     CHECKPOINT,
     atomic_write_text,
     check_new_run_dir,
-    ink_tensor,
+    end_meta,
     load_checkpoint,
     native_bf16,
     resolve_device,
     save_checkpoint,
     write_loss_csv,
 )
-from flowgif.source import Source
+from flowgif.sources import NOISE, Distribution, Source, load_source
+from flowgif.sources.noise import Noise
 
 __all__ = [
     "Progress",
@@ -86,27 +84,99 @@ def lr_factor(config: Config, step: int, fraction: float) -> float:
     return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
 
 
+class _State:
+    """Everything a training run changes: weights, EMA, optimiser, RNG, step, clock, log."""
+
+    def __init__(self, config: Config, flow: Flow, device: torch.device) -> None:
+        tc = config.train
+        self.model = flow.module
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if tc.ema > 0 else None
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
+        )
+        self.gen = torch.Generator(device=device).manual_seed(tc.seed)
+        self.step, self.spent, self.lr_scale = 0, 0.0, 1.0
+        self.losses: list[tuple[int, float, float, float]] = []
+
+    def resume(self, ckpt: dict) -> None:
+        try:
+            self.model.load_state_dict(ckpt["field"])
+            if self.ema is not None and ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.gen.set_state(ckpt["generator"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+            raise FlowgifError(
+                f"the checkpoint does not fit its own config, so it cannot be resumed ({reason})"
+            ) from None
+        self.step, self.spent = int(ckpt["step"]), float(ckpt["seconds"])
+        self.lr_scale = float(ckpt.get("lr_scale", 1.0))
+        rows = ckpt["losses"].reshape(-1, 4).tolist()
+        self.losses = [(int(s), t, v, lr) for s, t, v, lr in rows]
+
+    def payload(self) -> dict:
+        return {
+            "field": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "step": self.step,
+            "seconds": self.spent,
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "lr_scale": self.lr_scale,
+        }
+
+    def snapshot(self) -> dict:
+        """Known-good weights to roll back to (in memory)."""
+        return copy.deepcopy(
+            {
+                "field": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+            }
+        )
+
+    def restore(self, snap: dict) -> None:
+        self.model.load_state_dict(snap["field"])
+        self.opt.load_state_dict(snap["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(snap["ema"])
+
+    def average(self, decay: float) -> None:
+        """One EMA update (batch-norm statistics are copied, not averaged)."""
+        if self.ema is None:
+            return
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
+        for mine, theirs in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            mine.copy_(theirs)
+
+
 def train(
     config: Config,
-    density: ImageDensity,
+    end: Source | Distribution,
     device: torch.device | None = None,
     progress: Callable[[Progress], None] | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
-    energy: str | None = None,
+    start: Source | Distribution | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Fit a flow to ``density`` with ``config.train.method`` (and ``finetune``).
+    """Fit a flow from ``start`` to ``end`` with ``config.train.objective`` (and ``finetune``).
+
+    One loop for every objective, flow family and pair of ends: Adam, the learning-rate
+    schedule, gradient clipping, an EMA of the weights, rollback on a non-finite loss and
+    checkpoints.
 
     Args:
-        config: the full run configuration.
-        density: the target (moved to ``device``).
+        config: the full run configuration (adapted to the ends: :func:`flowgif.recipes.for_ends`).
+        end: the distribution at t = 1 (a bare distribution is taken as a sampled end).
         device: defaults to ``config.train.device`` resolved.
         progress: called after every step.
         checkpoint: called with a checkpoint payload every ``checkpoint_every`` steps, at the
             end, and when ``stop`` asks for it.
         resume: a loaded checkpoint to continue from (validated by the caller).
-        energy: an energy target (:data:`flowgif.energy.ENERGIES`): fitted by reverse KL.
+        start: the distribution at t = 0 (default N(0, I)).
         stop: asked between steps; when it returns True the state after the last whole step is
             checkpointed and :class:`~flowgif.errors.Interrupted` raised, so that a resumed
             run continues bit for bit (a signal handler sets a flag this reads).
@@ -117,115 +187,57 @@ def train(
     Raises:
         Interrupted: ``stop`` asked, or a KeyboardInterrupt arrived mid-step (then nothing is
             saved: a state cut mid-step would not resume exactly; the last checkpoint stays).
-        FlowgifError: the budget is already spent (on resume), or training diverged.
+        FlowgifError: ends that cannot train together, the budget already spent (on resume),
+            or training diverged.
     """
     tc = config.train
     device = device or resolve_device(tc.device)
     if tc.threads and device.type == "cpu":
         torch.set_num_threads(tc.threads)
-    density = density.to(device)
+    end, start = _as_source(end, "end"), _as_source(start or Noise(), NOISE)
+    check_ends(config, start, end)
+    end = dataclasses.replace(end, density=end.density.to(device))
     torch.manual_seed(tc.seed)
-    model = build_model(config).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False) if tc.ema > 0 else None
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)
-    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
-    if tc.method == "reverse" and energy is None:
-        raise FlowgifError("--method reverse fits an energy target: use --target u1 (to u4)")
-    discrete = tc.method in FAMILIES
-    dyn = None if discrete else AugmentedDynamics(model)  # the ODE with its log-density
-
-    def objective(fraction: float) -> tuple[Tensor, Tensor]:
-        """This step's loss, and the figure to show (nats, without regularisers)."""
-        if discrete:  # exact log-densities through the layers: reverse KL or likelihood
-            if energy is not None:
-                x, logq = model(torch.randn(tc.batch, 2, device=device, generator=gen))
-                loss = (logq + energy_of(energy, x)).mean()
-            else:
-                loss = -model.log_prob(density.sample(tc.batch, generator=gen)).mean()
-            return loss, loss.detach()
-        if energy is not None:
-            return reverse_kl_loss(dyn, energy, tc.batch, config.ffjord, gen, device)
-        x1 = density.sample(tc.batch, generator=gen)
-        x1, log_r = augment(x1, config.field.augment, gen)
-        if tc.method == "fm" and fraction < 1.0 - tc.finetune:
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                loss = fm_loss(model, x1, config.fm, gen)
-            return loss, loss.detach()
-        loss, nll = ffjord_loss(dyn, x1, config.ffjord, gen)
-        return loss, nll + log_r.mean()
-
-    step, spent, losses, lr_scale = 0, 0.0, [], 1.0
+    flow = wrap(build(config).to(device), config, start.density.to(device))
+    state = _State(config, flow, device)
     if resume is not None:
-        try:
-            model.load_state_dict(resume["field"])
-            if ema is not None and resume.get("ema") is not None:
-                ema.load_state_dict(resume["ema"])
-            opt.load_state_dict(resume["optimizer"])
-            gen.set_state(resume["generator"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as err:
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
-            raise FlowgifError(
-                f"the checkpoint does not fit its own config, so it cannot be resumed ({reason})"
-            ) from None
-        step, spent = int(resume["step"]), float(resume["seconds"])
-        lr_scale = float(resume.get("lr_scale", 1.0))
-        losses = [tuple(r) for r in resume["losses"].reshape(-1, 4).tolist()]
-        losses = [(int(s), t, v, lr) for s, t, v, lr in losses]
+        state.resume(resume)
+    main, fine = objective_named(tc.objective), objective_named("likelihood")
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
 
-    def payload() -> dict:
-        return {
-            "field": model.state_dict(),
-            "ema": ema.state_dict() if ema else None,
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "step": step,
-            "seconds": spent,
-            "losses": torch.tensor(losses, dtype=torch.float64),
-            "lr_scale": lr_scale,
-        }
-
-    def snapshot() -> dict:
-        return copy.deepcopy(
-            {
-                "field": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema": ema.state_dict() if ema else None,
-            }
-        )
-
-    good, retries = snapshot(), 0
-    saved_step = step if resume is not None else None  # the step the checkpoint holds
+    saved_step = state.step if resume is not None else None  # the step the checkpoint holds
 
     def save() -> None:
         nonlocal saved_step
         if checkpoint is not None:
-            checkpoint(payload())
-            saved_step = step
+            checkpoint(state.payload())
+            saved_step = state.step
 
     budget = tc.minutes * 60.0
-    start = time.perf_counter() - spent
-    fraction = _fraction(tc.steps, budget, step, spent)
+    clock = time.perf_counter() - state.spent
+    fraction = _fraction(tc.steps, budget, state.step, state.spent)
     if resume is not None and fraction >= 1.0:
         raise FlowgifError(
-            f"the run already has {step} steps ({spent:.0f} s), which fills its budget "
-            f"({budget_text(tc.steps, tc.minutes)}); the budget counts from the run's start: "
-            "give more steps or minutes to train further"
+            f"the run already has {state.step} steps ({state.spent:.0f} s), which fills its "
+            f"budget ({budget_text(tc.steps, tc.minutes)}); the budget counts from the run's "
+            "start: give more steps or minutes to train further"
         )
-    loss_value = float("nan")
+    good, retries, loss_value = state.snapshot(), 0, float("nan")
     try:
         while fraction < 1.0:
             if stop is not None and stop():
-                if step != saved_step and step > 0:
+                if state.step != saved_step and state.step > 0:
                     save()
-                raise Interrupted(step, saved_step == step, saved_step)
-            lr = tc.lr * lr_scale * lr_factor(config, step, fraction)
-            for group in opt.param_groups:
+                raise Interrupted(state.step, saved_step == state.step, saved_step)
+            lr = tc.lr * state.lr_scale * lr_factor(config, state.step, fraction)
+            for group in state.opt.param_groups:
                 group["lr"] = lr
-            loss, shown = objective(fraction)
-            opt.zero_grad(set_to_none=True)
+            objective = fine if tc.finetune and fraction >= 1 - tc.finetune else main
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16 and objective.bf16):
+                loss, shown = objective.loss(flow, end, config, state.gen)
+            state.opt.zero_grad(set_to_none=True)
             loss.backward()
-            norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf)
+            norm = nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip or math.inf)
             loss_value = float(shown)
             if not (math.isfinite(loss_value) and math.isfinite(float(norm))):
                 # Diverged: go back to the last good weights with half the learning rate.
@@ -237,43 +249,43 @@ def train(
                         else "nothing was saved"
                     )
                     raise FlowgifError(
-                        f"training diverged at step {step} (loss {loss_value}), "
+                        f"training diverged at step {state.step} (loss {loss_value}), "
                         f"{MAX_RETRIES} times halving the learning rate did not help; {kept}; "
                         "lower the learning rate"
                     )
-                model.load_state_dict(good["field"])
-                opt.load_state_dict(good["optimizer"])
-                if ema is not None:
-                    ema.load_state_dict(good["ema"])
-                lr_scale *= 0.5
+                state.restore(good)
+                state.lr_scale *= 0.5
                 continue
-            opt.step()
-            if ema is not None:
-                decay = min(tc.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-                for mine, theirs in zip(ema.buffers(), model.buffers(), strict=True):
-                    mine.copy_(theirs)  # batch-norm statistics are not averaged
-            step += 1
-            spent = time.perf_counter() - start
-            losses.append((step, spent, loss_value, lr))
-            fraction = _fraction(tc.steps, budget, step, spent)
+            state.opt.step()
+            state.average(min(tc.ema, (1 + state.step) / (10 + state.step)))
+            state.step += 1
+            state.spent = time.perf_counter() - clock
+            state.losses.append((state.step, state.spent, loss_value, lr))
+            fraction = _fraction(tc.steps, budget, state.step, state.spent)
             if progress is not None:
-                progress(Progress(step, fraction, loss_value, spent))
-            if step % GOOD_EVERY == 0:
-                good = snapshot()
-            if step % tc.checkpoint_every == 0:
+                progress(Progress(state.step, fraction, loss_value, state.spent))
+            if state.step % GOOD_EVERY == 0:
+                good = state.snapshot()
+            if state.step % tc.checkpoint_every == 0:
                 save()
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):
             raise
         # Cut mid-step: the state is half of a step; keep the last checkpoint as it is.
-        raise Interrupted(step, False, saved_step) from None
-    if step != saved_step:
+        raise Interrupted(state.step, False, saved_step) from None
+    if state.step != saved_step:
         save()
-    if losses and not math.isfinite(loss_value):
-        loss_value = losses[-1][2]
-    out = ema if ema is not None else model
-    return TrainResult(out.eval(), step, spent, loss_value, losses)
+    if state.losses and not math.isfinite(loss_value):
+        loss_value = state.losses[-1][2]
+    out = state.ema if state.ema is not None else state.model
+    return TrainResult(out.eval(), state.step, state.spent, loss_value, state.losses)
+
+
+def _as_source(end: Source | Distribution, label: str) -> Source:
+    """A bare distribution as a :class:`Source` (library use: ``train(config, density)``)."""
+    if isinstance(end, Source):
+        return end
+    return Source(label, "", end)
 
 
 def budget_spent(config: Config, checkpoint: dict) -> bool:
@@ -304,58 +316,70 @@ def train_run(
     text: str | None = None,
     target: str | None = None,
     stop: Callable[[], bool] | None = None,
+    start: str | Path | Source | None = None,
 ) -> TrainResult:
-    """Train on a picture (or a word, or a toy target) and write the run folder ``out``.
+    """Train from a start to a picture (or a word, or a toy target); write the run folder.
 
     The folder's files are written together at each checkpoint (``checkpoint.pt`` first, then
     ``config.toml`` and ``loss.csv``), each atomically, so a failure (a full disk, a kill)
     leaves the previous state whole; a new folder that got no checkpoint is removed again.
+    The checkpoint records both ends (the start only when it is not N(0, I)), so the folder
+    needs neither picture to render, sample or evaluate.
 
     Args:
-        image: the picture, or a loaded :class:`Source` (or None with ``text`` or ``target``).
-        config: the run configuration (written to ``out/config.toml``).
+        image: the end picture, or a loaded :class:`Source` (or None with ``text`` or
+            ``target``).
+        config: the run configuration (adapted to the end by :func:`flowgif.recipes.for_ends`,
+            then written to ``out/config.toml``).
         out: the run folder; created if needed. Without ``resume`` it must not hold a run.
         progress: called after every step.
-        resume: continue from ``out/checkpoint.pt`` (config and image must match).
+        resume: continue from ``out/checkpoint.pt`` (config and both ends must match).
         preview: write ``out/samples.png`` (50,000 samples) at the end.
         text: a word to set in type and fit instead of a picture.
-        target: a toy density (:data:`flowgif.targets.TOYS`) instead of a picture.
+        target: a toy density (:data:`flowgif.sources.toys.TOYS`) instead of a picture.
         stop: see :func:`train`.
+        start: where the flow starts (:func:`flowgif.sources.load_source`: ``noise``, the
+            default, a picture's path, ``text:WORD``, ``target:NAME``) or a loaded source.
 
     Raises:
-        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way.
+        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way, ends that
+            cannot train together.
         Interrupted: ``stop`` asked (see :func:`train`).
     """
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
     out = Path(out)
-    src = image if isinstance(image, Source) else Source.load(config, image, text, target)
-    config, density, img = src.config, src.density, src.picture
+    end = image if isinstance(image, Source) else _load_end(config, image, text, target)
+    config = for_ends(config, end)
+    if not isinstance(start, Source):
+        start = load_source(start if start is not None else NOISE, config.density, start=True)
+    check_ends(config, start, end)
     state = None
     if resume:
         state = load_checkpoint(out / CHECKPOINT, for_resume=True)
-        if state.get("image_hash") != src.digest:
-            raise FlowgifError(f"{src.label} is not what {out} was trained on")
+        if state.get("image_hash") != end.digest:
+            raise FlowgifError(f"{end.label} is not what {out} was trained on")
+        if state.get("start", {}).get("hash", "") != ("" if start.is_noise else start.digest):
+            raise FlowgifError(f"{out} was not trained from {start.label}")
     else:
         check_new_run_dir(out)
     made = not out.exists()
     meta = {
         "config": config.to_dict(),
         "seed": config.train.seed,
-        "image": src.stored_label,
-        "image_hash": src.digest,
-        "ink": ink_tensor(density),
-        "size": list(density.size),
-        "colors": torch.from_numpy(
-            ink_colors(
-                img,
-                density.grid,
-                config.density.invert,
-                density.ink.ink if density.ink is not None else None,
-            )
-        ),
+        "image": end.stored_label,
+        "image_hash": end.digest,
+        **end_meta(end, config.density.invert),
         "flowgif": __version__,
     }
+    if not start.is_noise:
+        ends = end_meta(start, config.density.invert)
+        meta["start"] = {
+            "label": start.stored_label,
+            "hash": start.digest,
+            **ends,
+            "blur": start.density.blur,
+        }
     text_config = dump_toml(config.to_dict())
 
     saved: list[bool] = []
@@ -371,12 +395,12 @@ def train_run(
     try:
         result = train(
             config,
-            density,
+            end,
             device,
             progress=progress,
             checkpoint=save,
             resume=state,
-            energy=src.energy,
+            start=start,
             stop=stop,
         )
     except BaseException:
@@ -385,6 +409,18 @@ def train_run(
         raise
     if not preview:
         return result
-    x = sample(wrap(result.model, config), 50_000, config.train.seed, device)
-    write_samples_png(out / "samples.png", img, density.to_pixels(x), density.probs_np)
+    flow = wrap(result.model, config, start.density.to(device))
+    x = sample(flow, 50_000, config.train.seed, device)
+    density = end.density
+    write_samples_png(out / "samples.png", end.picture, density.to_pixels(x), density.probs_np)
     return result
+
+
+def _load_end(config: Config, image: Path | None, text: str | None, target: str | None) -> Source:
+    """Exactly one of ``image``, ``text`` or ``target``, loaded."""
+    if sum(x is not None for x in (image, text, target)) != 1:
+        raise FlowgifError("give exactly one picture, word or target to fit")
+    if image is not None:
+        return load_source(Path(image), config.density)
+    spec = f"text:{text}" if text is not None else f"target:{target}"
+    return load_source(spec, config.density)

@@ -166,7 +166,7 @@ def test_panels_density_is_the_flows_own(tiny_run: Path) -> None:
     from flowgif.run import load_run
 
     run = load_run(tiny_run)
-    z = run.flow.noise(300, torch.Generator().manual_seed(3))
+    z = run.flow.starts(300, torch.Generator().manual_seed(3))
     paths, logp = run.flow.paths_with_log_prob(z, torch.tensor([0.0, 0.5, 1.0]))
     assert paths.shape == (3, 300, 2) and logp.shape == (3, 300)
     exact = run.flow.log_prob(paths[-1], tol=1e-6)

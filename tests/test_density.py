@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flowgif.density import ImageDensity, ink_map, load_image
 from flowgif.errors import FlowgifError
+from flowgif.sources.picture import ImageDensity, ink_map, load_image
 from tests.conftest import ink_image
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowgif.density import ImageDensity, ink_map, load_image
 from flowgif.evaluate import evaluate, tv_score
 from flowgif.run import load_run
+from flowgif.sources.picture import ImageDensity, ink_map, load_image
 from tests.conftest import SHARED
 
 REFEREE = SHARED / "referee" / "score.py"

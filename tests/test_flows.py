@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from flowgif.config import Config, FieldConfig, FlowConfig
-from flowgif.field import VectorField
-from flowgif.flows import DiscreteFlow, build_flow
-from flowgif.model import ContinuousFlow
-from flowgif.targets import toy_density
+from flowgif.flows import build
+from flowgif.flows.base import DiscreteFlow
+from flowgif.flows.field import VectorField
+from flowgif.flows.model import ContinuousFlow
+from flowgif.sources.toys import toy_density
 from flowgif.train import train
 from tests.test_cli import SMOKE, call
 
@@ -28,7 +29,8 @@ def random_flow(name: str, seed: int = 0) -> DiscreteFlow:
     """A float64 flow far from the identity, in eval mode (batch-norm uses its statistics)."""
     family, config = FAMILIES[name]
     torch.manual_seed(seed)  # couplings take their initial weights from the global stream
-    flow = build_flow(family, config, seed).double()
+    cfg = Config(flow=config).updated({"train.method": family, "train.seed": seed})
+    flow = build(cfg).double()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in flow.parameters():

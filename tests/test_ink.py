@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from flowgif.ink import ink_of
-from flowgif.targets import text_image
+from flowgif.sources.toys import text_image
 from tests.test_cli import SMOKE, call
 
 

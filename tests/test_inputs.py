@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowgif.density import MAX_PIXELS, ImageDensity, ink_map, load_image
 from flowgif.errors import FlowgifError
+from flowgif.sources.picture import MAX_PIXELS, ImageDensity, ink_map, load_image
 
 
 def png_header_only(path: Path, width: int, height: int) -> None:

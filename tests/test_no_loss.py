@@ -240,10 +240,10 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_state(
 def test_divergence_says_nothing_was_saved_and_leaves_no_folder(
     tiny_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flowgif.train
+    import flowgif.objectives.flow_matching as fm
 
     monkeypatch.setattr(
-        flowgif.train,
+        fm,
         "fm_loss",
         lambda model, *a: model(torch.zeros(1), torch.zeros(1, 2)).sum() * float("nan"),
     )

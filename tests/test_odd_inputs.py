@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from flowgif.density import ink_map
+from flowgif.sources.picture import ink_map
 from tests.conftest import ROOT
 from tests.test_cli import SMOKE, assert_one_line_error, call
 
@@ -178,7 +178,7 @@ def test_float_pictures_keep_their_shape(tmp_path: Path) -> None:
     a[5:15, 4:12] = 0.0  # a black block
     path = tmp_path / "float.tif"
     Image.fromarray(a, mode="F").save(path)
-    from flowgif.density import load_image
+    from flowgif.sources.picture import load_image
 
     ink = ink_map(load_image(path))
     assert ink[5:15, 4:12].min() == 1.0 and ink.sum() == 80.0

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from flowgif.config import FieldConfig
-from flowgif.field import VectorField
+from flowgif.flows.field import VectorField
 from flowgif.ode import (
     AugmentedDynamics,
     SolveStats,

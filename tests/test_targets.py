@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.targets import TOYS, text_image, toy_density
+from flowgif.sources.toys import TOYS, text_image, toy_density
 from tests.test_cli import SMOKE, call
 
 
@@ -62,7 +62,7 @@ def test_train_render_eval_on_a_target_and_a_word(tmp_path: Path) -> None:
 
 def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
     from flowgif.config import load_config
-    from flowgif.energy import energy_density
+    from flowgif.sources import load_source
     from flowgif.train import train
     from tests.conftest import ROOT
 
@@ -78,13 +78,14 @@ def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
             "density.extent": 6.0,
         }
     )
-    result = train(cfg, energy_density("u1", 32), torch.device("cpu"), energy="u1")
+    end = load_source("target:u1", cfg.density.__class__(resolution=32))
+    result = train(cfg, end, torch.device("cpu"))
     bound = [row[2] for row in result.losses]
     assert sum(bound[-8:]) / 8 < sum(bound[:8]) / 8 - 1.0
 
 
 def test_u1_is_the_specified_two_mode_ring() -> None:
-    from flowgif.energy import energy
+    from flowgif.sources.energies import energy
 
     z = torch.tensor([[2.0, 2 * math.sqrt(3)], [0.0, 4.0], [2.0, 0.0]], dtype=torch.float64)
     u = energy("u1", z)
@@ -98,7 +99,7 @@ def test_u1_is_the_specified_two_mode_ring() -> None:
 def test_every_energy_normalises_trains_and_evaluates(name: str, tmp_path: Path) -> None:
     import json
 
-    from flowgif.energy import WINDOWS, energy, log_partition
+    from flowgif.sources.energies import WINDOWS, energy, log_partition
 
     # log Z against an independent midpoint sum over a window 2 units wider on every side
     w, n = WINDOWS[name] + 2.0, 1600
@@ -117,10 +118,12 @@ def test_every_energy_normalises_trains_and_evaluates(name: str, tmp_path: Path)
 
 
 def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() -> None:
-    from flowgif.config import Config
-    from flowgif.source import ENERGY_RECIPE, Source
+    from flowgif.config import Config, DensityConfig
+    from flowgif.recipes import ENERGY_RECIPE, for_ends
+    from flowgif.sources import load_source
 
-    picked = Source.load(Config(), target="u1").config
+    u1, u2 = (load_source(f"target:{n}", DensityConfig(resolution=32)) for n in ("u1", "u2"))
+    picked = for_ends(Config(), u1)
     assert all(picked.get(k) == v for k, v in ENERGY_RECIPE.items())
     from flowgif.config import load_config
     from tests.conftest import ROOT
@@ -129,11 +132,10 @@ def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() ->
     assert all(written.get(k) == v for k, v in ENERGY_RECIPE.items())
     assert picked.density.extent == 6.0
     mine = Config().updated({"train.method": "reverse", "field.width": 32})
-    assert Source.load(mine, target="u1").config.field.width == 32
-    assert (
-        Source.load(Config().updated({"train.method": "planar"}), target="u2").config.train.method
-        == "planar"
-    )
+    assert for_ends(mine, u1).field.width == 32
+    planar = for_ends(Config().updated({"train.method": "planar"}), u2).train
+    assert (planar.family, planar.objective) == ("planar", "reverse")
+    assert for_ends(picked, u1) == picked  # applying the recipe twice changes nothing
 
 
 def test_the_energy_recipe_lowers_the_bound_and_fixed_solvers_need_steps(tmp_path: Path) -> None:

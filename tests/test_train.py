@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from flowgif.config import Config, load_config
-from flowgif.density import ImageDensity, load_image
-from flowgif.field import VectorField
+from flowgif.flows.field import VectorField
 from flowgif.run import load_checkpoint, load_run
+from flowgif.sources.picture import ImageDensity, load_image
 from flowgif.train import train
 from tests.conftest import ROOT
 
@@ -39,12 +39,13 @@ def test_training_lowers_the_loss(tiny_png: Path, method: str) -> None:
 
 
 def test_gradients_reach_every_parameter(tiny_png: Path) -> None:
-    from flowgif.fm import fm_loss
+    from flowgif.objectives.flow_matching import fm_loss
 
     config = Config().updated({"field.fourier_features": 4, "field.width": 16})
     field = VectorField(config.field)
     x1 = tiny_density(tiny_png).sample(64)
-    fm_loss(field, x1, config.fm, torch.Generator().manual_seed(0)).backward()
+    x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(1))
+    fm_loss(field, x0, x1, config.fm, torch.Generator().manual_seed(0)).backward()
     for name, p in field.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -98,16 +99,17 @@ def test_run_folder_is_complete_and_reloads(tiny_run: Path) -> None:
 
 
 def test_a_non_finite_loss_rolls_back_and_halves_the_lr(tiny_png: Path, monkeypatch) -> None:
+    import flowgif.objectives.flow_matching as fm
     import flowgif.train as training
 
-    real, calls = training.fm_loss, {"n": 0}
+    real, calls = fm.fm_loss, {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 8 else loss
 
-    monkeypatch.setattr(training, "fm_loss", flaky)
+    monkeypatch.setattr(fm, "fm_loss", flaky)
     result = train(SMOKE.updated({"train.steps": 20}), tiny_density(tiny_png), torch.device("cpu"))
     assert result.steps == 20 and all(np.isfinite(row[2]) for row in result.losses)
     scheduled = SMOKE.train.lr * training.lr_factor(SMOKE, 19, 19 / 20)
@@ -116,11 +118,11 @@ def test_a_non_finite_loss_rolls_back_and_halves_the_lr(tiny_png: Path, monkeypa
 
 
 def test_divergence_that_persists_stops_with_a_clear_error(tiny_png: Path, monkeypatch) -> None:
-    import flowgif.train as training
+    import flowgif.objectives.flow_matching as fm
     from flowgif.errors import FlowgifError
 
     monkeypatch.setattr(
-        training, "fm_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
+        fm, "fm_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True)
     )
     with pytest.raises(FlowgifError, match="diverged"):
         train(SMOKE, tiny_density(tiny_png), torch.device("cpu"))

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from flowgif import __version__
-from flowgif.config import CHOICES
+from flowgif.config import CHOICES, METHODS
 from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_SEED
-from flowgif.targets import ENERGIES, TOYS
+from flowgif.sources.toys import ENERGIES, TOYS
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +30,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-Method = StrEnum("Method", {name: name for name in CHOICES["train.method"]})
+Method = StrEnum("Method", {name: name for name in METHODS})
+Objective = StrEnum("Objective", {name: name for name in CHOICES["train.objective"]})
+Family = StrEnum("Family", {name: name for name in CHOICES["train.family"]})
 
 
 class Device(StrEnum):

@@ -190,7 +190,7 @@ def sample(
     import numpy as np
 
     from flowgif.files import atomic_write, check_replaceable
-    from flowgif.model import sample as draw_samples
+    from flowgif.flows.model import sample as draw_samples
 
     if out is not None and out.suffix != ".npy":
         raise FlowgifError(f"--out must end in .npy, got {out.name}")

@@ -16,9 +16,11 @@ from rich.markup import escape
 from flowgif.cli.common import (
     ConfigOpt,
     Device,
+    Family,
     Ink,
     Method,
     MinutesOpt,
+    Objective,
     StepsOpt,
     Toy,
     _budget,
@@ -62,13 +64,37 @@ def train(
             show_default=False,
         ),
     ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Where the flow starts: noise (N(0,I), the default), a picture's path, "
+            "text:WORD or target:NAME. From a picture the flow morphs it into the end.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     method: Annotated[
         Method | None,
         typer.Option(
-            help="Continuous: fm (flow matching, fast), ffjord (maximum likelihood through the "
-            "adjoint ODE). Discrete, rendered layer by layer: realnvp (affine couplings), planar, "
-            "radial. Energy targets use reverse KL.",
+            help="Objective and family in one word. Continuous: fm (flow matching, fast), "
+            "ffjord (maximum likelihood through the adjoint ODE). Discrete, rendered layer by "
+            "layer: realnvp (affine couplings), planar, radial. Energy targets use reverse KL.",
+            show_default=False,
+        ),
+    ] = None,
+    objective: Annotated[
+        Objective | None,
+        typer.Option(
+            help="How the flow is fitted: fm (flow matching), likelihood (maximum "
+            "likelihood), reverse (reverse KL to an energy target).",
+            show_default=False,
+        ),
+    ] = None,
+    family: Annotated[
+        Family | None,
+        typer.Option(
+            help="What is fitted: field (a continuous flow) or realnvp, planar, radial.",
             show_default=False,
         ),
     ] = None,
@@ -152,6 +178,8 @@ def train(
 RESUMABLE = ("train.steps", "train.minutes", "train.device", "train.threads")
 FLAGS = {
     "train.method": "--method",
+    "train.objective": "--objective",
+    "train.family": "--family",
     "field.augment": "--augment",
     "train.batch": "--batch",
     "train.lr": "--lr",
@@ -175,6 +203,8 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
     source: dict[str, Any] = {"image": img, "text": text, "target": target}
     overrides: dict[str, Any] = {
         "train.method": a["method"].value if a["method"] else None,
+        "train.objective": a["objective"].value if a["objective"] else None,
+        "train.family": a["family"].value if a["family"] else None,
         "field.augment": a["augment"],
         "train.batch": a["batch"],
         "train.lr": a["lr"],
@@ -198,12 +228,14 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         ckpt = load_checkpoint(resume / "checkpoint.pt", for_resume=True)
         cfg = checkpoint_config(ckpt, source=str(resume))
         for key, value in overrides.items():
-            if key not in RESUMABLE and cfg.get(key) != value:
+            now = cfg.train.method if key == "train.method" else cfg.get(key)
+            if key not in RESUMABLE and now != value:
                 raise FlowgifError(
                     f"{FLAGS[key]} cannot change on --resume: {resume} was trained with "
-                    f"{FLAGS[key]} {cfg.get(key)}; start a new run to change it"
+                    f"{FLAGS[key]} {now}; start a new run to change it"
                 )
         source = _resumed_source(str(ckpt.get("image", "")), source, resume)
+        start = _resumed_start(ckpt.get("start"), a["start"], resume)
         out = resume
     else:
         if sum(v is not None for v in source.values()) != 1:
@@ -213,20 +245,38 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         cfg = load_config(_config_path(a["config"]))
         if out is not None:
             check_new_run_dir(out)
+        start = a["start"] or "noise"
     cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
-    from flowgif.train import Source, budget_text, train_run
+    from flowgif.recipes import check_ends, for_ends
+    from flowgif.sources import load_source
+    from flowgif.train import budget_text, train_run
 
-    src = Source.load(cfg, **source)  # a bad picture is reported before any folder is made
-    cfg = src.config
-    if src.picture.info.get("frames", 1) > 1:
-        err_console.print(
-            f"note: {escape(src.label)} is animated ({src.picture.info['frames']} "
-            "frames); using its first frame",
-            highlight=False,
+    # Both ends are loaded and checked before any folder is made.
+    image = source["image"]
+    spec = (
+        image
+        if image is not None
+        else (
+            f"text:{source['text']}"
+            if source["text"] is not None
+            else f"target:{source['target']}"
         )
+    )
+    src = load_source(spec, cfg.density)
+    cfg = for_ends(cfg, src)
+    begin = load_source(_start_spec(start), cfg.density, start=True)
+    check_ends(cfg, begin, src)
+    for end in (begin, src):
+        if end.picture is not None and end.picture.info.get("frames", 1) > 1:
+            err_console.print(
+                f"note: {escape(end.label)} is animated ({end.picture.info['frames']} "
+                "frames); using its first frame",
+                highlight=False,
+            )
     if out is None:
-        image = source["image"]
         name = image.stem if image else (source["target"] or _slug(source["text"]))
+        if not begin.is_noise:
+            name = f"{_stem(begin.label)}-to-{name}"
         out = new_run_dir(Path("runs"), name)
 
     made = getattr(src.density, "ink", None)
@@ -234,15 +284,22 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         err_console.print(f"ink: {made.model} ({made.reason})", highlight=False, markup=False)
     tc = cfg.train
     budget = budget_text(tc.steps, tc.minutes)
+    origin = "" if begin.is_noise else f" from {escape(begin.label)}"
     err_console.print(
-        f"training [bold]{tc.method}[/bold] on {escape(src.label)} for {budget} -> "
+        f"training [bold]{tc.method}[/bold] on {escape(src.label)}{origin} for {budget} -> "
         f"{escape(str(out))}",
         highlight=False,
     )
     try:
         with _progress_bar() as update:
             result = train_run(
-                src, config=cfg, out=out, progress=update, resume=resume is not None, stop=stop
+                src,
+                config=cfg,
+                out=out,
+                progress=update,
+                resume=resume is not None,
+                stop=stop,
+                start=begin,
             )
     except Interrupted as stopped:
         if stopped.saved:
@@ -289,6 +346,47 @@ def _resumed_source(label: str, given: dict[str, Any], run: Path) -> dict[str, A
             "--img PATH"
         )
     return {"image": picture, "text": None, "target": None}
+
+
+def _start_spec(spec: str) -> str | Path:
+    """``--from``: ``noise``, ``text:WORD`` and ``target:NAME`` by name, anything else a path
+    (``./noise`` is a file called noise)."""
+    from flowgif.sources import kind_of
+
+    return spec if kind_of(spec) != "picture" else Path(spec)
+
+
+def _stem(label: str) -> str:
+    """A short name for a start in a run folder's name."""
+    kind, sep, value = label.partition(":")
+    if sep and kind in ("text", "target"):
+        return _slug(value)
+    return _slug(Path(label).stem)
+
+
+def _resumed_start(record: Any, given: str | None, run: Path) -> str | Path:
+    """Where a resumed run started, from its checkpoint (``--from`` may only repeat it)."""
+    label = record["label"] if isinstance(record, dict) else "noise"
+    if given is not None:
+        same = (
+            given == label
+            if kind_of_label(label) != "picture"
+            else (Path(given).absolute() == Path(label))
+        )
+        if not same:
+            raise FlowgifError(f"--from does not match {run}, which started from {label}")
+        return _start_spec(given)
+    if kind_of_label(label) == "picture" and not Path(label).is_file():
+        raise FlowgifError(
+            f"the picture {run} started from, {label}, is not there; give it with --from PATH"
+        )
+    return _start_spec(label)
+
+
+def kind_of_label(label: str) -> str:
+    from flowgif.sources import kind_of
+
+    return kind_of(label)
 
 
 @app.command(name="configs")

@@ -1,30 +1,58 @@
-"""Discrete normalizing flows, one family per module, built by name from a run's config.
+"""What is fitted: the continuous field and the discrete families, built by name.
 
-``realnvp`` (affine couplings, maximum likelihood), ``planar`` and ``radial`` (Rezende &
-Mohamed; reverse KL on energy targets, maximum likelihood through their inverses elsewhere).
+:data:`FAMILIES` is the registry (``train.family``): ``field`` (a vector field, the
+continuous flow of an ODE; :mod:`flowgif.flows.field`), ``realnvp`` (affine couplings),
+``planar`` and ``radial`` (Rezende & Mohamed). Each entry names the function that builds the
+family's trainable module from a config; :func:`build` calls it and :func:`wrap` puts the
+module behind the :class:`~flowgif.flows.model.Flow` interface. The registry names modules
+rather than importing them, so reading the names (the CLI's choices) costs no torch import.
 """
 
 from __future__ import annotations
 
-from flowgif.config import DISCRETE, FlowConfig
-from flowgif.flows.base import DiscreteFlow, Layer
-from flowgif.flows.planar import planar
-from flowgif.flows.radial import radial
-from flowgif.flows.realnvp import realnvp
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-__all__ = ["DEFAULT_LAYERS", "FAMILIES", "DiscreteFlow", "Layer", "build_flow"]
+if TYPE_CHECKING:
+    from torch import nn
 
-FAMILIES = DISCRETE
-DEFAULT_LAYERS = {"realnvp": 8, "planar": 32, "radial": 32}  # the tutorials' usual depths
+    from flowgif.config import Config
+    from flowgif.flows.model import Flow
+    from flowgif.sources.base import Distribution
+
+__all__ = ["FAMILIES", "build", "wrap"]
+
+FAMILIES: dict[str, str] = {
+    "field": "flowgif.flows.field:build",
+    "realnvp": "flowgif.flows.realnvp:build",
+    "planar": "flowgif.flows.planar:build",
+    "radial": "flowgif.flows.radial:build",
+}
 
 
-def build_flow(family: str, config: FlowConfig, seed: int = 0) -> DiscreteFlow:
-    """The discrete flow ``family`` as ``config`` describes it (``layers = 0``: the default)."""
-    layers = config.layers or DEFAULT_LAYERS[family]
-    if family == "realnvp":
-        return realnvp(layers, config.hidden, config.depth, config.batchnorm)
-    if family == "planar":
-        return planar(layers, seed)
-    if family == "radial":
-        return radial(layers, seed)
-    raise ValueError(f"unknown flow family {family!r}; choose one of {FAMILIES}")
+def build(config: Config) -> nn.Module:
+    """The trainable module of ``config.train.family`` (untrained)."""
+    module, _, name = FAMILIES[config.train.family].partition(":")
+    return getattr(import_module(module), name)(config)
+
+
+def wrap(module: nn.Module, config: Config, start: Distribution | None = None) -> Flow:
+    """The :class:`~flowgif.flows.model.Flow` interface over a module, from ``start``
+    (default N(0, I)).
+
+    Raises:
+        FlowgifError: a discrete flow with a start other than N(0, I).
+    """
+    from flowgif.errors import FlowgifError
+    from flowgif.flows.base import DiscreteFlow
+    from flowgif.flows.model import ContinuousFlow, LayeredFlow
+    from flowgif.sources.noise import Noise
+
+    if isinstance(module, DiscreteFlow):
+        if start is not None and not isinstance(start, Noise):
+            raise FlowgifError(
+                f"a {module.family} flow carries N(0, I), its base, through its layers: it "
+                "cannot start from anything else; use the continuous flow (fm or ffjord)"
+            )
+        return LayeredFlow(module)
+    return ContinuousFlow(module, config.solve, start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowgif.ode import normal_log_prob
+from flowgif.sources.noise import normal_log_prob
 
 __all__ = ["DiscreteFlow", "Layer"]
 

@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import softplus
 
+from flowgif.config import Config
 from flowgif.flows.base import DiscreteFlow, Layer
 
-__all__ = ["Planar", "planar"]
+__all__ = ["Planar", "build", "planar"]
 
 SCALE = 3.0  # parameters are stored divided by this: Adam then moves them 3x faster
 BISECTIONS = 24  # halvings of the bracket of width 2|w.u'|; two Newton steps finish it
@@ -66,3 +67,8 @@ def planar(layers: int, seed: int = 0) -> DiscreteFlow:
     """A stack of ``layers`` planar layers with seeded random directions."""
     gen = torch.Generator().manual_seed(seed)
     return DiscreteFlow([Planar(gen) for _ in range(layers)], "planar")
+
+
+def build(config: Config) -> DiscreteFlow:
+    """The family's module as ``config.flow`` describes it (``layers = 0``: 32)."""
+    return planar(config.flow.layers or 32, config.train.seed)

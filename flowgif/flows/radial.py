@@ -13,9 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import softplus
 
+from flowgif.config import Config
 from flowgif.flows.base import DiscreteFlow, Layer
 
-__all__ = ["Radial", "radial"]
+__all__ = ["Radial", "build", "radial"]
 
 SCALE = 10.0  # parameters are stored divided by this: Adam then moves them 10x faster
 
@@ -59,3 +60,8 @@ def radial(layers: int, seed: int = 0) -> DiscreteFlow:
     """A stack of ``layers`` radial layers with seeded random centres."""
     gen = torch.Generator().manual_seed(seed)
     return DiscreteFlow([Radial(gen) for _ in range(layers)], "radial")
+
+
+def build(config: Config) -> DiscreteFlow:
+    """The family's module as ``config.flow`` describes it (``layers = 0``: 32)."""
+    return radial(config.flow.layers or 32, config.train.seed)

@@ -12,9 +12,10 @@ import itertools
 import torch
 from torch import Tensor, nn
 
+from flowgif.config import Config
 from flowgif.flows.base import DiscreteFlow, Layer
 
-__all__ = ["AffineCoupling", "FlowBatchNorm", "realnvp"]
+__all__ = ["AffineCoupling", "FlowBatchNorm", "build", "realnvp"]
 
 
 class AffineCoupling(Layer):
@@ -97,3 +98,9 @@ def realnvp(layers: int, hidden: int, depth: int, batchnorm: bool) -> DiscreteFl
             stack.append(FlowBatchNorm())
         stack.append(AffineCoupling(k % 2, hidden, depth))
     return DiscreteFlow(stack, "realnvp")
+
+
+def build(config: Config) -> DiscreteFlow:
+    """The family's module as ``config.flow`` describes it (``layers = 0``: 8)."""
+    c = config.flow
+    return realnvp(c.layers or 8, c.hidden, c.depth, c.batchnorm)

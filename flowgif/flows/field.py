@@ -8,9 +8,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowgif.config import FieldConfig
+from flowgif.config import Config, FieldConfig
 
-__all__ = ["VectorField"]
+__all__ = ["VectorField", "build"]
 
 ACTIVATIONS = {
     "silu": nn.SiLU,
@@ -104,3 +104,8 @@ def _column(t: Tensor | float, x: Tensor) -> Tensor:
     """Time as an ``(N, 1)`` column matching ``x``."""
     t = torch.as_tensor(t).to(x)
     return t.expand(x.shape[0], 1) if t.dim() == 0 else t.reshape(-1, 1)
+
+
+def build(config: Config) -> VectorField:
+    """The field as ``config.field`` describes it, on ``2 + augment`` dimensions."""
+    return VectorField(config.field, 2 + config.field.augment)

@@ -5,8 +5,7 @@ a square window by a steep wall (U2 to U4 are otherwise not normalisable along z
 the two-mode ring as this project specifies it:
 ``1/2 ((|z| - 4) / 0.4)^2 - log(exp(-1/2 ((z1 - 2) / 0.8)^2) + exp(-1/2 ((z1 + 2) / 0.8)^2))``.
 
-The reverse-KL loss ``E_q[log q(x) + U(x)] = KL(q || p) - log Z`` needs samples of the flow with
-their exact log-density: noise carried forward with the augmented ODE through the adjoint.
+They are fitted by reverse KL (:mod:`flowgif.objectives.reverse_kl`): an energy has no sampler.
 """
 
 from __future__ import annotations
@@ -17,16 +16,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from flowgif.config import FFJORDConfig
 from flowgif.errors import FlowgifError
-from flowgif.ffjord import regularised
-from flowgif.ode import AugmentedDynamics, augmented_solve, normal_log_prob
-from flowgif.targets import ENERGIES
+from flowgif.sources.toys import ENERGIES
 
 if TYPE_CHECKING:
-    from flowgif.density import ImageDensity
+    from flowgif.sources.picture import ImageDensity
 
-__all__ = ["ENERGIES", "energy", "energy_density", "reverse_kl_loss"]
+__all__ = ["ENERGIES", "WINDOWS", "energy", "energy_density", "log_partition"]
 
 WINDOWS = {"u1": 6.0, "u2": 4.0, "u3": 4.0, "u4": 4.0}  # half-size of each target's square
 WALL = 0.1  # width of the soft wall outside the window
@@ -64,7 +60,7 @@ def energy(name: str, z: Tensor) -> Tensor:
 
 def energy_density(name: str, resolution: int = 256) -> ImageDensity:
     """``exp(-U)`` rasterised on its window (for framing, rendering and grid figures)."""
-    from flowgif.density import ImageDensity
+    from flowgif.sources.picture import ImageDensity
 
     w = WINDOWS[name.lower()]
     c = (torch.arange(resolution, dtype=torch.float64) + 0.5) / resolution * 2 * w - w
@@ -82,33 +78,3 @@ def log_partition(name: str, resolution: int = 1024) -> float:
     y, x = torch.meshgrid(c, c, indexing="ij")
     u = energy(name, torch.stack([x.ravel(), y.ravel()], 1))
     return float(torch.logsumexp(-u, 0) + 2 * math.log(2 * w / resolution))
-
-
-def reverse_kl_loss(
-    dyn: AugmentedDynamics,
-    name: str,
-    n: int,
-    config: FFJORDConfig,
-    generator: torch.Generator,
-    device: torch.device,
-) -> tuple[Tensor, Tensor]:
-    """Loss ``E_q[log q + U]`` on ``n`` flow samples (the bound ``KL(q || p) - log Z``).
-
-    An augmented field (state of ``2 + k`` dimensions) adds ``-log N(a)`` of its ``k`` extra
-    coordinates, which keeps it an upper bound (:func:`flowgif.model.augment`).
-    """
-    z = torch.randn(n, dyn.field.dim, device=device, generator=generator)
-    dyn.noise = None
-    x, delta, kinetic, frob = augmented_solve(
-        dyn,
-        z,
-        config.solver,
-        config.atol,
-        config.rtol,
-        config.adjoint,
-        forward=True,
-        steps=config.steps,
-    )
-    log_r = normal_log_prob(x[:, 2:])  # extra coordinates of an augmented field, if any
-    bound = (normal_log_prob(z) + delta + energy(name, x[:, :2]) - log_r).mean()
-    return regularised(bound, kinetic, frob, config), bound.detach()

@@ -20,13 +20,13 @@ from PIL import Image, ImageDraw, ImageFont
 from flowgif.errors import FlowgifError
 
 if TYPE_CHECKING:
-    from flowgif.density import ImageDensity
+    from flowgif.sources.picture import ImageDensity
 
 __all__ = ["TOYS", "WINDOW", "text_image", "toy_density", "toy_picture"]
 
 WINDOW = 4.0  # toy densities live in [-WINDOW, WINDOW]^2
 TOYS = ("moons", "8gaussians", "hexagon", "rings", "checkerboard", "spiral")
-ENERGIES = ("u1", "u2", "u3", "u4")  # defined in flowgif.energy, fitted by reverse KL
+ENERGIES = ("u1", "u2", "u3", "u4")  # defined in flowgif.sources.energies, fitted by reverse KL
 
 
 def _curve_mixture(points: np.ndarray, sigma: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def toy_density(name: str, resolution: int = 256) -> ImageDensity:
     name = name.lower()
     if name not in TOYS:
         raise FlowgifError(f"unknown target {name!r}; choose one of: {', '.join(TOYS)}")
-    from flowgif.density import ImageDensity  # torch: only when a density is built
+    from flowgif.sources.picture import ImageDensity  # torch: only when a density is built
 
     c = (np.arange(resolution) + 0.5) / resolution * 2 * WINDOW - WINDOW
     ink = _toy(name, c, c[::-1])  # row 0 is the top (largest y)
