@@ -5,7 +5,12 @@ density ``p`` with the flow's exact log-likelihood ``q`` and ``entropy`` is exac
 sampling noise, 0 only for a perfect flow (for an augmented flow ``nll`` comes from the ELBO
 of :func:`flowgif.flows.model.augment`, so ``kl`` is an upper bound and ``kl_bound`` is true).
 ``tv`` and ``on_ink`` are computed the way the independent referee computes them, on the
-full-resolution picture when it is at hand.
+full-resolution picture when it is at hand. The flow may start anywhere (N(0, I), a picture):
+``log q`` then starts from the start's exact log-density. ``transport`` says how directly the
+particles travel: for ``n`` start points ``z`` and their end points ``x(z)``, the mean squared
+displacement divided by the exact optimal-transport cost between those same two point sets
+(:func:`transport_ratio`); it is >= 1, and 1.0 means no reordering of the end points could
+shorten the paths.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from flowgif.run import Run
 from flowgif.sources.energies import ENERGIES, energy, log_partition
 from flowgif.sources.picture import image_hash, load_image
 
-__all__ = ["evaluate", "tv_score"]
+__all__ = ["evaluate", "transport_ratio", "tv_score"]
 
 
 def tv_score(ink: np.ndarray, uv: np.ndarray, cells: int = 64, seed: int = 0) -> dict[str, float]:
@@ -59,6 +64,18 @@ def tv_score(ink: np.ndarray, uv: np.ndarray, cells: int = 64, seed: int = 0) ->
     }
 
 
+def transport_ratio(z: np.ndarray, x: np.ndarray) -> float:
+    """Mean ``|x_i - z_i|^2`` over the least mean ``|x_j - z_i|^2`` of any one-to-one pairing
+    of the same points (exact: SciPy's ``linear_sum_assignment``); >= 1 by construction."""
+    from scipy.optimize import linear_sum_assignment
+
+    z, x = np.asarray(z, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    cost = ((z[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    best = cost[rows, cols].mean()
+    return float(np.diag(cost).mean() / best) if best > 0 else 1.0
+
+
 def evaluate(
     run: Run,
     n_nll: int = 20_000,
@@ -66,6 +83,7 @@ def evaluate(
     cells: int = 64,
     seed: int = 1,
     device: torch.device | str = "cpu",
+    n_transport: int = 2000,
 ) -> dict[str, float | int | str]:
     """All figures of ``flowgif eval`` for a run (see the module docstring).
 
@@ -76,6 +94,7 @@ def evaluate(
         cells: grid cells on the longer side for ``tv``.
         seed: seed of both sample sets (not the training seed, so the figures are held out).
         device: where the solves run.
+        n_transport: start points for ``transport`` (the exact assignment is cubic in it).
     """
     flow, density = run.flow, run.density.to(device)
     clock = time.perf_counter()
@@ -93,6 +112,10 @@ def evaluate(
     s_stats = SolveStats()
     y = sample(flow, n_samples, seed, device, s_stats)
     sample_seconds = time.perf_counter() - clock
+    k = min(n_transport, n_samples)
+    z = flow.starts(k, torch.Generator(device=device).manual_seed(seed))
+    moved = flow.paths(z, torch.tensor([0.0, 1.0], device=device))[-1]
+    transport = transport_ratio(z[:, :2].cpu().numpy(), moved.cpu().numpy())
     ink, source = _reference_ink(run)
     uv = density.to_pixels(y)
     if source == "grid":  # working grid: pixel coordinates of the grid, not the original
@@ -112,11 +135,14 @@ def evaluate(
     return {
         **extra,
         "method": run.config.train.method,
+        "start": run.start_label,
         "kl": nll - entropy,
         "kl_bound": flow.dim > 2,
         "nll": nll,
         "entropy": entropy,
         **scores,
+        "transport": transport,
+        "n_transport": k,
         **cost,
         "n_nll": n_nll,
         "n_samples": n_samples,

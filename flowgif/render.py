@@ -38,13 +38,14 @@ from flowgif.ode import SolveStats
 from flowgif.pacing import PACES, paced_times, positions_at, shape_progress
 from flowgif.panels import LABELS, RESERVED, Panels, reserve_colors
 from flowgif.run import Run
+from flowgif.sources.base import Distribution
+from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
 from flowgif.writers import output_size, write_gif, write_mp4, write_png_folder, write_webp
 
 __all__ = ["COLORS", "FORMATS", "RenderOptions", "RenderReport", "render"]
 
-COLORS = ("position", "image", "density", "mono")
-NOISE_RADIUS = 3.0  # the first frame shows N(0, I) out to this radius
+COLORS = ("position", "image", "target", "density", "mono")
 FORMATS = (".gif", ".mp4", ".webp", "folder of PNG frames (no suffix)")
 
 
@@ -57,14 +58,17 @@ class RenderOptions:
         fps: frames per second (GIF delays are whole 10 ms, so 25 or 50 play exactly).
         particles: particles drawn.
         size: canvas pixels on the longer side (aspect of the picture kept).
-        color: ``position`` (hue by starting angle), ``image`` (the picture's colour where the
-            particle lands), ``density`` (heat map of particle counts) or ``mono``.
+        color: ``position`` (hue by starting angle), ``image`` (the picture's colour: where the
+            particle starts when a picture starts the flow, so its colours travel; else where
+            it lands), ``target`` (the end picture's colour where it lands), ``density``
+            (heat map of particle counts) or ``mono``.
         background: ``light``, ``dark`` or ``transparent`` (GIF and WebP: the frames sit on
             any page; PNG frames too).
         seed: seed of the particles' noise.
         ease: slow the start and the end of the motion (a cosine time warp).
-        hold: seconds the finished picture stays (half as long on the noise).
-        loop: ``forward`` or ``pingpong`` (noise -> picture -> noise).
+        hold: seconds the finished picture stays (half as long on the noise; as long on a
+            start picture and between the legs of a morph).
+        loop: ``forward`` or ``pingpong`` (start -> end -> start).
         quality: MP4 quality, 0-10.
         dot: side of each particle's square in pixels (0: one per 256 px of ``size``).
         glow: strength of a soft halo around the particles (0 = crisp dots; try 1).
@@ -157,7 +161,11 @@ PROBE_PARTICLES = 3000
 
 
 def frame_times_for(
-    runs: list[Run], noise: list[torch.Tensor], o: RenderOptions, stats: SolveStats
+    runs: list[Run],
+    noise: list[torch.Tensor],
+    o: RenderOptions,
+    stats: SolveStats,
+    frame: ImageDensity | None = None,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """The frame times (``o.pace``), and how formed the picture is at each frame (0 to 1).
 
@@ -173,11 +181,12 @@ def frame_times_for(
         for r, z in zip(runs, noise, strict=True)
     ]
     probe = np.concatenate(probes, axis=1)
-    canvas = Canvas.around(runs[0].density.size, o.size)
+    frame = frame or _frame(runs[:1])
+    canvas = Canvas.around(frame.size, o.size)
 
     def screen(times: np.ndarray, progress: np.ndarray) -> np.ndarray:
         seen = positions_at(probes[0], grid, times)
-        views = camera(canvas, runs[0].density, seen, o.zoom, progress)
+        views = camera(canvas, frame, seen, o.zoom, progress, runs[0].start)
         return np.array([v.scale for v in views])
 
     times, _ = paced_times(grid, probe, o.frames, o.pace, o.ease, screen)
@@ -191,13 +200,15 @@ def camera(
     paths: np.ndarray,
     zoom: bool,
     progress: np.ndarray | None = None,
+    start: Distribution | None = None,
 ) -> list[Canvas]:
     """One view per frame that keeps the particle cloud in sight, ending on the picture's frame.
 
-    Each frame shows 99.5 % of its particles along the canvas's longer side (at least
-    N(0, I) out to NOISE_RADIUS at the start). With ``progress`` (how formed the picture is
-    per frame), the camera holds the opening view while the cloud gathers — so the viewer
-    sees it contract — and glides in to the picture's frame from half-formed on; without, it
+    Each frame shows 99.5 % of its particles along the canvas's longer side (at least N(0, I)
+    out to its frame, 3 standard deviations, at the start); when a picture starts the flow,
+    along both sides, so the start picture is seen whole. With ``progress`` (how formed the
+    picture is per frame), the camera holds the opening view while the cloud gathers — so the
+    viewer sees it contract — and glides in to the picture's frame from half-formed on; without, it
     follows the cloud. A sliding maximum and a smoothing make it glide and never cut the
     cloud; a discrete flow's camera also backs
     off where a layer throws the points wide.
@@ -209,10 +220,13 @@ def camera(
     room = np.array([canvas.width, canvas.height]) / 2 / per_unit  # half-view in model units
     pick = paths[:, :: max(1, paths.shape[1] // 4000)]
     need = np.quantile(np.abs(pick), 0.995, axis=1)  # (T, 2) half-extent of the cloud
-    need[0] = np.maximum(need[0], NOISE_RADIUS)
-    # How far to back off: the cloud's widest extent fits the canvas's longer side (a round
-    # cloud over a wide picture may spill over the short side, as noise streaming in).
-    log_out = np.maximum(0.0, np.log(need.max(axis=1) / room.max()))
+    if start is None or isinstance(start, Noise):
+        need[0] = np.maximum(need[0], Noise.half)
+        # How far to back off: the cloud's widest extent fits the canvas's longer side (a
+        # round cloud over a wide picture may spill over the short side, as noise streaming in).
+        log_out = np.maximum(0.0, np.log(need.max(axis=1) / room.max()))
+    else:  # a picture is seen whole
+        log_out = np.maximum(0.0, np.log(need / room).max(axis=1))
     if progress is not None:
         glide = np.clip((np.asarray(progress) - 0.5) / 0.5, 0.0, 1.0)
         plan = log_out[0] * (1 - glide * glide * (3 - 2 * glide))  # hold, then smoothstep in
@@ -227,15 +241,20 @@ def camera(
 
 
 def particle_colors(
-    runs: list[Run],
+    runs: list[tuple[Run, Run]],
     starts: list[np.ndarray],
     ends: list[np.ndarray],
     mode: str,
     background: str,
     reserve: int = 0,
 ) -> tuple[list[np.ndarray], Palette]:
-    """Colour number per particle of each run, and the one palette they share (its top
-    ``reserve`` indices below ``KEEP`` left for other panels)."""
+    """Colour number per particle of each panel, and the one palette they share (its top
+    ``reserve`` indices below ``KEEP`` left for other panels).
+
+    Each panel is given as its first and last run (the same run, or a morph's first and last
+    leg): ``image`` takes the start picture's colours where the particles start, when a
+    picture starts the first run, else the end's where they land, as ``target`` does.
+    """
     bg = BACKGROUNDS[background]
     dark = background == "dark"
     alpha = 0.6 if background == "transparent" else 0.25  # lone dots must read on any page
@@ -244,11 +263,11 @@ def particle_colors(
         angles = [(np.arctan2(z[:, 1], z[:, 0]) / (2 * np.pi)) % 1.0 for z in starts]
         colors = [np.minimum((a * k).astype(np.int64), k - 1) for a in angles]
         return colors, make_palette(hue_colors(k, dark), bg, alpha, reserve)
-    if mode == "image":
+    if mode in ("image", "target"):
         rgb = np.concatenate(
             [
-                r.colors.reshape(-1, 3)[r.density.cell_index(e)]
-                for r, e in zip(runs, ends, strict=True)
+                _colors_at(first, last, z, e, mode)
+                for (first, last), z, e in zip(runs, starts, ends, strict=True)
             ]
         )
         strip = Image.fromarray(rgb[None, :, :].astype(np.uint8), mode="RGB")
@@ -275,17 +294,44 @@ def particle_colors(
     return zeros, palette
 
 
+def _colors_at(first: Run, last: Run, z: np.ndarray, end: np.ndarray, mode: str) -> np.ndarray:
+    """``(N, 3)`` colours: the start picture's at ``z`` or the end picture's at ``end``."""
+    start = first.start
+    if mode == "image" and first.start_colors is not None and isinstance(start, ImageDensity):
+        return first.start_colors.reshape(-1, 3)[start.cell_index(z[:, :2])]
+    return last.colors.reshape(-1, 3)[last.density.cell_index(end)]
+
+
+def _frame(runs: list[Run]) -> ImageDensity:
+    """The frame a panel is drawn in: the end picture's, or, when a picture starts a run or
+    several runs play one after another (a morph), the smallest frame holding every
+    picture's, centred as they are, in the first end picture's pixels."""
+    first = runs[0].density
+    halves = [r.density.half for r in runs]
+    halves += [r.start.half for r in runs if isinstance(r.start, ImageDensity)]
+    hx, hy = max(h[0] for h in halves), max(h[1] for h in halves)
+    if (hx, hy) == tuple(first.half):
+        return first
+    per_unit = first.size[0] / (2 * first.half[0])
+    size = (max(1, round(2 * hx * per_unit)), max(1, round(2 * hy * per_unit)))
+    return ImageDensity(np.ones((1, 1)), size, extent=max(hx, hy))
+
+
 def render(
     run: Run | list[Run],
     out: Path,
     options: RenderOptions | None = None,
     device: torch.device | str = "cpu",
     labels: list[str] | None = None,
+    chain: bool = False,
 ) -> RenderReport:
     """Animate ``run`` into ``out`` (format by suffix, see ``FORMATS``).
 
-    Given several runs, they play side by side from the same noise (same seed), each in its own
-    panel under its label: a continuous flow beside a discrete one, or two budgets. With
+    Given several runs, they play side by side from the same start points (same seed), each
+    in its own panel under its label: a continuous flow beside a discrete one, or two
+    budgets. With ``chain`` they play one after another in one panel instead, each run
+    starting from where the last one's particles ended (the legs of a morph A -> B -> C,
+    ``options.frames`` frames each). With
     ``options.max_mb`` the render is redone with fewer frames, a smaller size or fewer
     particles until the file fits; ``report.changes`` says what changed.
 
@@ -296,14 +342,14 @@ def render(
     o = options or RenderOptions()
     budget = o.max_mb * 1e6
     if not budget:
-        return _render_once(run, out, o, device, labels)
+        return _render_once(run, out, o, device, labels, chain)
     out = Path(out)
     if _format(out) == "folder":
         raise FlowgifError("--max-mb applies to a .gif, .webp or .mp4 file, not to PNG frames")
     check_replaceable(out)
     trial = temp_name(out)  # attempts go here; only one that fits replaces ``out``
     try:
-        first, report = o, _render_once(run, trial, o, device, labels)
+        first, report = o, _render_once(run, trial, o, device, labels, chain)
         for _ in range(6):
             if report.bytes <= budget:
                 os.replace(trial, out)
@@ -327,7 +373,7 @@ def render(
             if (frames, size, particles) == (o.frames, o.size, o.particles):
                 break
             o = dataclasses.replace(o, frames=frames, size=size, particles=particles)
-            report = _render_once(run, trial, o, device, labels)
+            report = _render_once(run, trial, o, device, labels, chain)
     finally:
         trial.unlink(missing_ok=True)
     raise FlowgifError(
@@ -345,8 +391,9 @@ def _render_once(
     options: RenderOptions | None = None,
     device: torch.device | str = "cpu",
     labels: list[str] | None = None,
+    chain: bool = False,
 ) -> RenderReport:
-    """One render of ``run`` into ``out`` with ``options`` as they are.
+    """One render of ``run`` into ``out`` with ``options`` as they are (see :func:`render`).
 
     Raises:
         FlowgifError: unknown suffix or option, or the output cannot be written.
@@ -373,50 +420,78 @@ def _render_once(
         )
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
-    stats, paths = SolveStats(), []
+    stats = SolveStats()
+    panel_runs = [runs] if chain else [[r] for r in runs]  # the runs each panel plays
+    frames_d = [_frame(rs) for rs in panel_runs]
+    if o.panels and frames_d[0] is not runs[0].density:
+        raise FlowgifError(
+            "--panels draws the end picture's frame, and the start picture does not fit in "
+            "it: render without --panels"
+        )
     noise = [
-        r.flow.starts(o.particles, torch.Generator(device=device).manual_seed(o.seed))
-        for r in runs
+        rs[0].flow.starts(o.particles, torch.Generator(device=device).manual_seed(o.seed))
+        for rs in panel_runs
     ]
-    times, progress = frame_times_for(runs, noise, o, stats)
-    canvases = [Canvas.around(r.density.size, o.size) for r in runs]
-    extra = None
-    if o.panels:  # one solve gives the paths and their log-densities
-        extra = Panels.prepare(runs[0], noise[0], times.to(device), canvases[0], stats)
-        paths.append(extra.paths)
+    canvases = [Canvas.around(f.size, o.size) for f in frames_d]
+    extra, paths, legs = None, [], [0]
+    if chain:  # each leg starts where the last one ended, paced on its own
+        z, parts, paced = noise[0], [], []
+        for leg in runs:
+            times, progress = frame_times_for([leg], [z], o, stats, frames_d[0])
+            path = leg.flow.paths(z, times.to(device), stats)
+            parts.append(path.cpu().numpy()[len(parts) > 0 :])
+            paced.append(progress[len(paced) > 0 :])
+            legs.append(legs[-1] + o.frames - 1)
+            z = path[-1]
+        paths, progress = [np.concatenate(parts)], np.concatenate(paced)
     else:
-        for r, z in zip(runs, noise, strict=True):
-            paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
+        times, progress = frame_times_for(runs, noise, o, stats)
+        if o.panels:  # one solve gives the paths and their log-densities
+            extra = Panels.prepare(runs[0], noise[0], times.to(device), canvases[0], stats)
+            paths.append(extra.paths)
+        else:
+            for r, z in zip(runs, noise, strict=True):
+                paths.append(r.flow.paths(z, times.to(device), stats).cpu().numpy())
+        legs.append(o.frames - 1)
     report.nfe = stats.nfe
     report.pacing = progress
     report.seconds["solve"] = time.perf_counter() - clock
-    starts, ends = [p[0] for p in paths], [p[-1] for p in paths]
+    starts = [n.cpu().numpy() for n in noise]
+    ends = [p[-1] for p in paths]
     color, palette = particle_colors(
-        runs, starts, ends, o.color, o.background, RESERVED if o.panels else 0
+        [(rs[0], rs[-1]) for rs in panel_runs],
+        starts,
+        ends,
+        o.color,
+        o.background,
+        RESERVED if o.panels else 0,
     )
     if o.panels:
         reserve_colors(palette, o.background == "dark")
     views = [
-        camera(c, r.density, p, o.zoom, progress)
-        for c, r, p in zip(canvases, runs, paths, strict=True)
+        camera(c, f, p, o.zoom, progress, rs[0].start)
+        for c, f, p, rs in zip(canvases, frames_d, paths, panel_runs, strict=True)
     ]
-    header = _header(labels, canvases, o.size) if len(runs) > 1 or labels else None
+    header = _header(labels, canvases, o.size) if len(panel_runs) > 1 or labels else None
     if o.panels:
         header = _header(labels or list(LABELS), canvases * len(LABELS), o.size)
     dot = o.dot or max(1, round(o.size / 256))
-    order = list(range(o.frames))
+    count = len(paths[0])
+    order = list(range(count))
     if o.loop == "pingpong":
-        order += list(range(o.frames - 2, 0, -1))
+        order += list(range(count - 2, 0, -1))
     step_ms = 1000.0 / o.fps
     durations = [step_ms] * len(order)
-    durations[0] += 500.0 * o.hold
-    durations[o.frames - 1] += 1000.0 * o.hold
+    noise_start = isinstance(runs[0].start, Noise)
+    durations[0] += (500.0 if noise_start else 1000.0) * o.hold
+    for k in legs[1:]:  # the end of every leg (a morph's pictures), held as the last one
+        durations[k] += 1000.0 * o.hold
     report.frames = len(order)
     report.seconds["draw"] = 0.0
 
     def panel(i: int, q: int) -> np.ndarray:
         """Run i at play position q: its particles over a fading trail of earlier positions."""
-        view, density = views[i][order[q]], runs[i].density
+        view, density = views[i][order[q]], frames_d[i]
         idx, col, wts = [], [], []
         for age in range(min(o.trail, q), -1, -1):  # oldest first, so the newest shows on top
             index, who = view.flat_index(density.to_pixels(paths[i][order[q - age]]), dot)
@@ -441,7 +516,7 @@ def _render_once(
                 extra.field(view, run, k, _to_model(run.density)),
             ]
             return _compose(beside, header)
-        return _compose([panel(i, q) for i in range(len(runs))], header)
+        return _compose([panel(i, q) for i in range(len(panel_runs))], header)
 
     t0 = time.perf_counter()
     first = draw(0)  # its size is the video's

@@ -47,6 +47,7 @@ Toy = StrEnum("Toy", {name: name for name in (*TOYS, *ENERGIES)})
 class ColorMode(StrEnum):
     position = "position"
     image = "image"
+    target = "target"
     density = "density"
     mono = "mono"
 

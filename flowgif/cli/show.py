@@ -234,7 +234,7 @@ def eval_(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in res.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
     out_console.print(table)
     atomic_write_text(path / "eval.json", json.dumps(res, indent=2) + "\n")
 

@@ -1,0 +1,166 @@
+"""``flowgif morph A B [C ...]``: train each leg A -> B -> C, then play them as one animation."""
+
+from __future__ import annotations
+
+import shlex
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from flowgif.cli.common import (
+    Background,
+    ColorMode,
+    ConfigOpt,
+    Device,
+    DeviceOpt,
+    Loop,
+    MinutesOpt,
+    SeedOpt,
+    StepsOpt,
+    ThreadsOpt,
+    _budget,
+    _config_path,
+    _render_options,
+    app,
+    err_console,
+    guarded,
+    out_console,
+)
+from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES
+
+
+@app.command()
+@guarded
+def morph(
+    pictures: Annotated[
+        list[str],
+        typer.Argument(
+            help="Two or more pictures, in order: paths, text:WORD or target:NAME.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output: .gif, .mp4, .webp, or a folder for PNG frames "
+            "\\[default: <runs>/morph.gif].",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the legs' run folders \\[default: runs/morph-A-B-...]; a rerun "
+            "reuses the legs that are finished.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOpt = "morph",
+    steps: StepsOpt = None,
+    minutes: MinutesOpt = None,
+    frames: Annotated[int, typer.Option(min=2, max=MAX_FRAMES, help="Frames of each leg.")] = 100,
+    fps: Annotated[
+        int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
+    ] = 25,
+    particles: Annotated[
+        int, typer.Option(min=1, max=MAX_PARTICLES, help="Particles drawn.")
+    ] = 20_000,
+    size: Annotated[int, typer.Option(min=16, max=4096, help="Longer side in pixels.")] = 512,
+    color: Annotated[
+        ColorMode,
+        typer.Option(
+            help="image: the first picture's colours where each particle starts, carried "
+            "through; target: the last picture's where it lands; position; density; mono."
+        ),
+    ] = ColorMode.image,
+    background: Annotated[Background, typer.Option(help="Canvas colour.")] = Background.light,
+    loop: Annotated[
+        Loop, typer.Option(help="pingpong plays the morph back to the first picture.")
+    ] = Loop.forward,
+    hold: Annotated[
+        float, typer.Option(min=0.0, max=MAX_HOLD, help="Seconds on each picture.")
+    ] = 1.0,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Morph pictures into one another: a flow per leg A -> B -> C, played as one animation.
+
+    The budget (--steps or --minutes) is per leg. Every picture is checked before anything is
+    trained; the legs are ordinary run folders that render, eval and sample read.
+    """
+    import torch
+
+    from flowgif.cli.train import _progress_bar, _stop_on_signals
+    from flowgif.config import load_config
+    from flowgif.errors import Interrupted
+    from flowgif.files import check_frames_folder, check_replaceable
+    from flowgif.morph import default_parent, plan, write_manifest
+    from flowgif.render import render
+    from flowgif.run import load_run, resolve_device
+    from flowgif.train import budget_text, train_run
+
+    cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
+    cfg = cfg.updated(
+        {"train.device": device.value} | ({"train.threads": threads} if threads else {})
+    )
+    opts = _render_options(locals())
+    parent = runs or default_parent(pictures)
+    out = out or parent / "morph.gif"
+    if out.suffix:
+        check_replaceable(out)  # before any training: never over a file flowgif did not write
+    else:
+        check_frames_folder(out)
+    legs = plan(pictures, cfg, parent)
+    write_manifest(parent, legs)
+    budget = budget_text(cfg.train.steps, cfg.train.minutes)
+    with _stop_on_signals() as stop:
+        for i, leg in enumerate(legs, 1):
+            what = f"leg {i}/{len(legs)}: {leg.start.label} -> {leg.end.label}"
+            if leg.state == "done":
+                err_console.print(
+                    f"{what}: done, reused ({leg.path})", highlight=False, markup=False
+                )
+                continue
+            verb = "resuming" if leg.state == "resume" else "training"
+            err_console.print(
+                f"{what}: {verb} for {budget} -> {leg.path}", highlight=False, markup=False
+            )
+            try:
+                with _progress_bar() as update:
+                    train_run(
+                        leg.end,
+                        cfg,
+                        leg.path,
+                        progress=update,
+                        resume=leg.state == "resume",
+                        stop=stop,
+                        start=leg.start,
+                    )
+            except Interrupted as stopped:
+                kept = "saved" if stopped.saved else "kept as it was"
+                again = shlex.join(["flowgif", "morph", *pictures, "--runs", str(parent)])
+                err_console.print(
+                    f"interrupted in leg {i} (its checkpoint is {kept}); continue with `{again}`",
+                    highlight=False,
+                    markup=False,
+                )
+                raise typer.Exit(130) from None
+    dev = resolve_device(device.value)
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = [load_run(leg.path, dev) for leg in legs]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        report = render(loaded, out, opts, dev, chain=True)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
+    out_console.print(
+        f"wrote {out} ({len(legs)} legs, {report.frames} frames, {report.width}x"
+        f"{report.height}, {report.bytes / 1e6:.1f} MB); legs in {parent}",
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,186 @@
+"""Morphs: one picture's density flowing into the next, A -> B -> C, one trained flow per leg.
+
+Each leg is an ordinary run folder, trained from the leg's start picture to its end picture
+(:func:`flowgif.train.train_run` with ``start``), under one parent folder that also holds
+``morph.json`` (the pictures and their hashes, in order). A rerun with the same pictures and
+config reuses the legs that are finished, resumes one that was cut, and refuses a leg folder
+trained on anything else; the parent holds nothing that flowgif did not write. The legs are
+then played one after another (:func:`flowgif.render.render` with ``chain``): the particles
+of each leg start where the last one's ended.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowgif.config import Config
+from flowgif.errors import FlowgifError
+from flowgif.files import atomic_write_text
+from flowgif.recipes import check_ends, for_ends
+from flowgif.run import CHECKPOINT, checkpoint_config, load_checkpoint
+from flowgif.sources import Source, kind_of, load_source
+
+__all__ = ["MANIFEST", "Leg", "default_parent", "plan", "train_legs"]
+
+MANIFEST = "morph.json"
+
+
+@dataclass
+class Leg:
+    """One leg of a morph.
+
+    Attributes:
+        start: the leg's start, a picture blurred as a start is.
+        end: the leg's end.
+        path: its run folder.
+        state: ``new``, ``resume`` (a checkpoint short of the budget) or ``done``.
+    """
+
+    start: Source
+    end: Source
+    path: Path
+    state: str = "new"
+
+
+def name_of(spec: str) -> str:
+    """A short folder-safe name for a picture, ``text:WORD`` or ``target:NAME``."""
+    kind, sep, value = spec.partition(":")
+    text = value if sep and kind in ("text", "target") else Path(spec).stem
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:30] or "picture"
+
+
+def default_parent(specs: list[str], root: Path = Path("runs")) -> Path:
+    """``runs/morph-A-B-C``: the same for the same pictures, so a rerun finds its legs."""
+    return root / ("morph-" + "-".join(name_of(s) for s in specs))
+
+
+def plan(specs: list[str], config: Config, parent: Path) -> list[Leg]:
+    """Load and check every picture and every leg folder before anything is written.
+
+    Args:
+        specs: two or more pictures (paths, ``text:WORD``, ``target:NAME``), in order.
+        config: the legs' config (the budget is per leg).
+        parent: the folder that holds the legs.
+
+    Raises:
+        FlowgifError: fewer than two pictures, one that cannot be read, an energy (it has no
+            samples, so it can neither start a leg nor be fitted by flow matching), a parent
+            folder holding something else, a leg folder trained on other pictures or settings.
+    """
+    if len(specs) < 2:
+        raise FlowgifError("a morph needs at least two pictures: A B [C ...]")
+    for spec in specs:
+        if kind_of(spec) == "noise":
+            raise FlowgifError("noise is not a picture; `flowgif train` starts from noise")
+    dc = config.density
+    ends = [load_source(Path(s) if kind_of(s) == "picture" else s, dc) for s in specs]
+    for end in ends:
+        if end.energy is not None:
+            raise FlowgifError(
+                f"{end.label} is an energy, known only up to a constant: it has no samples to "
+                "morph from or to"
+            )
+    starts = [load_source(e.label if e.kind != "picture" else Path(e.label), dc, start=True)
+              for e in ends[:-1]]  # fmt: skip
+    _check_parent(parent, ends)
+    legs = []
+    for i, (a, b) in enumerate(zip(starts, ends[1:], strict=True)):
+        cfg = for_ends(config, b)
+        check_ends(cfg, a, b)
+        path = parent / f"{i + 1}-{name_of(a.label)}-to-{name_of(b.label)}"
+        legs.append(Leg(a, b, path, _leg_state(path, cfg, a, b)))
+    return legs
+
+
+def _check_parent(parent: Path, ends: list[Source]) -> None:
+    """The parent is new, empty, or a morph of these same pictures."""
+    if not parent.exists():
+        return
+    if not parent.is_dir():
+        raise FlowgifError(f"{parent} exists and is not a folder; choose another --runs folder")
+    manifest = parent / MANIFEST
+    if not any(parent.iterdir()):
+        return
+    if not manifest.is_file():
+        raise FlowgifError(
+            f"{parent} holds files that are not a flowgif morph; choose another --runs folder"
+        )
+    try:
+        known = json.loads(manifest.read_text(encoding="utf-8"))
+        hashes = [p["hash"] for p in known["pictures"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FlowgifError(f"{manifest} is damaged; choose another --runs folder") from None
+    if hashes != [e.digest for e in ends]:
+        raise FlowgifError(
+            f"{parent} holds a morph of other pictures; choose another --runs folder"
+        )
+
+
+def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
+    """``new``, ``resume`` or ``done`` for a leg folder (refusing one of another leg)."""
+    if not (path / CHECKPOINT).exists():
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FlowgifError(f"{path} is in the way of a leg; choose another --runs folder")
+        return "new"
+    ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
+    stored = checkpoint_config(ckpt, str(path))
+    mine = config.to_dict()
+    theirs = stored.to_dict()
+    for cfg in (mine, theirs):  # the budget may grow on a rerun; the rest is the leg's own
+        for key in ("steps", "minutes", "device", "threads"):
+            cfg["train"].pop(key)
+    same = (
+        ckpt.get("image_hash") == end.digest
+        and ckpt.get("start", {}).get("hash") == start.digest
+        and mine == theirs
+    )
+    if not same:
+        raise FlowgifError(
+            f"{path} was trained on other pictures or settings; choose another --runs folder"
+        )
+    from flowgif.train import budget_spent
+
+    return "done" if budget_spent(config, ckpt) else "resume"
+
+
+def write_manifest(parent: Path, legs: list[Leg]) -> None:
+    """``morph.json``: the pictures in order with their hashes, and the legs' folders."""
+    ends = [legs[0].start] + [leg.end for leg in legs]
+    data = {
+        "pictures": [{"label": e.stored_label, "hash": e.digest} for e in ends],
+        "legs": [leg.path.name for leg in legs],
+    }
+    parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(parent / MANIFEST, json.dumps(data, indent=2) + "\n")
+
+
+def train_legs(
+    legs: list[Leg],
+    config: Config,
+    progress: Callable[[Leg], Callable | None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    """Train every leg that is not done (resuming one that was cut), in order.
+
+    Raises:
+        Interrupted: ``stop`` asked; the leg's checkpoint is saved, a rerun continues it.
+    """
+    from flowgif.train import train_run
+
+    write_manifest(legs[0].path.parent, legs)
+    for leg in legs:
+        if leg.state == "done":
+            continue
+        train_run(
+            leg.end,
+            config,
+            leg.path,
+            progress=progress(leg) if progress else None,
+            resume=leg.state == "resume",
+            stop=stop,
+            start=leg.start,
+        )
+        leg.state = "done"
