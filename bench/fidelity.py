@@ -8,7 +8,11 @@ stored rows at the end.
     python bench/fidelity.py --configs default ffjord-paper --budgets 30 180
     python bench/fidelity.py --configs default --set field.fourier_features=0 --name no-fourier
     python bench/fidelity.py --configs realnvp planar --images target:moons --budgets 180
+    python bench/fidelity.py --configs morph --from imgs/flow.png --images imgs/star.png
     python bench/fidelity.py --table            # only rebuild the table
+
+``--from`` trains from a start other than N(0, I) (a morph leg); its rows show ``A -> B`` and
+``transport`` (1.0: the particles travel as directly as optimal transport allows).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def parse_value(text: str):
     return {"true": True, "false": False}.get(text, text)
 
 
-def one(config: str, image: str, budget: float, sets: list[str], threads: int) -> dict:
+def one(config: str, image: str, budget: float, sets: list[str], threads: int, start: str) -> dict:
     """Train and evaluate one row in this process; returns its figures."""
     import torch
 
@@ -59,7 +63,9 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
     kind, _, name = image.partition(":")
     picture, target = (None, name) if kind == "target" else (Path(image), None)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_run(picture, cfg, Path(tmp) / "run", preview=False, target=target)
+        result = train_run(
+            picture, cfg, Path(tmp) / "run", preview=False, target=target, start=start
+        )
         figures = evaluate(load_run(Path(tmp) / "run"), n_nll=20_000, n_samples=100_000)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sc = cfg.solve
@@ -76,7 +82,13 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int) -
 
 
 def run_row(
-    config: str, image: str, budget: float, sets: list[str], name: str, threads: int
+    config: str,
+    image: str,
+    budget: float,
+    sets: list[str],
+    name: str,
+    threads: int,
+    start: str = "noise",
 ) -> dict:
     cmd = [
         sys.executable,
@@ -87,6 +99,8 @@ def run_row(
         str(budget),
         "--threads",
         str(threads),
+        "--from",
+        start,
     ] + [a for s in sets for a in ("--set", s)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
     clock = time.time()
@@ -98,7 +112,7 @@ def run_row(
         "name": name,
         "config": config,
         "sets": sets,
-        "image": label(image),
+        "image": label(image, start),
         "budget_s": budget,
         "threads": threads,
         "wall_s": time.time() - clock,
@@ -106,9 +120,14 @@ def run_row(
     }
 
 
-def label(image: str) -> str:
-    """A row's image column: the file name, or the toy target's name."""
-    return image.partition(":")[2] if image.startswith("target:") else Path(image).name
+def label(image: str, start: str = "noise") -> str:
+    """A row's image column: the file name, or the toy target's name (``A -> B`` from a
+    start other than noise)."""
+    if start != "noise":
+        return f"{label(start)} -> {label(image)}"
+    if image.startswith(("target:", "text:")):
+        return image.partition(":")[2]
+    return Path(image).name
 
 
 def store(row: dict) -> list[dict]:
@@ -148,17 +167,22 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| config | image | budget | threads | steps | kl (nats) | tv | tv_floor | on_ink "
-        "| sampler | NFE | peak MB | wall s |\n" + "|---" * 13 + "|"
+        "| transport | sampler | NFE | peak MB | wall s |\n" + "|---" * 14 + "|"
     )
     lines = [head]
     for r in sorted(rows, key=lambda r: (r["image"], r["budget_s"], r["kl"])):
         lines.append(
             f"| {r['name']} | {r['image']} | {r['budget_s']:g} s | {r['threads']} | "
             f"{r['steps']} | {r['kl']:.3f} | {r['tv']:.3f} | {r['tv_floor']:.3f} | "
-            f"{r['on_ink']:.3f} | {r.get('sampler', 'dopri5 0.0001')} | {r.get('nfe', '-')} | "
+            f"{r['on_ink']:.3f} | {_fmt(r.get('transport'))} | "
+            f"{r.get('sampler', 'dopri5 0.0001')} | {r.get('nfe', '-')} | "
             f"{r['peak_mb']:.0f} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def write_results_md(rows: list[dict]) -> None:
@@ -209,6 +233,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override KEY=VALUE")
     ap.add_argument("--name", help="row name for --set variants (default: the config name)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--from", dest="start", default="noise", help="the flow's start")
     ap.add_argument("--force", action="store_true", help="rerun rows already stored")
     ap.add_argument("--table", action="store_true", help="only print and write the table")
     ap.add_argument(
@@ -216,7 +241,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], a.one[1], float(a.one[2]), a.set, a.threads)))
+        print(json.dumps(one(a.one[0], a.one[1], float(a.one[2]), a.set, a.threads, a.start)))
         return
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     if not a.table:
@@ -224,7 +249,7 @@ def main() -> None:
             name = a.name or config
             for image in a.images:
                 for budget in a.budgets:
-                    key = (name, label(image), budget, a.threads)
+                    key = (name, label(image, a.start), budget, a.threads)
                     old = [
                         r
                         for r in rows
@@ -232,11 +257,12 @@ def main() -> None:
                     ]
                     if old and not a.force:
                         continue
-                    row = run_row(config, image, budget, a.set, name, a.threads)
+                    row = run_row(config, image, budget, a.set, name, a.threads, a.start)
                     rows = store(row)
                     print(
-                        f"{name} {label(image)} {budget:g}s: kl {row['kl']:.3f} tv "
-                        f"{row['tv']:.3f} on_ink {row['on_ink']:.3f} ({row['steps']} steps)",
+                        f"{name} {row['image']} {budget:g}s: kl {row['kl']:.3f} tv "
+                        f"{row['tv']:.3f} on_ink {row['on_ink']:.3f} transport "
+                        f"{row['transport']:.3f} ({row['steps']} steps)",
                         flush=True,
                     )
     print(table(rows))
