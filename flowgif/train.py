@@ -194,7 +194,9 @@ def train(
     device = device or resolve_device(tc.device)
     if tc.threads and device.type == "cpu":
         torch.set_num_threads(tc.threads)
-    end, start = _as_source(end, "end"), _as_source(start or Noise(), NOISE)
+    start = start or Noise()
+    end = _as_source(end, "end")
+    start = _as_source(start, NOISE if isinstance(start, Noise) else "start")
     check_ends(config, start, end)
     end = dataclasses.replace(end, density=end.density.to(device))
     torch.manual_seed(tc.seed)
