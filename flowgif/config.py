@@ -46,7 +46,9 @@ class DensityConfig:
             paper around it) or ``shape`` (every pixel unlike the background).
         start_blur: a picture at the start of a flow is blurred by this many working-grid
             cells (a Gaussian), so that its log-density is finite off the ink and a morph's
-            likelihood exact (:class:`~flowgif.sources.picture.ImageDensity`).
+            likelihood exact (:class:`~flowgif.sources.picture.ImageDensity`). 2 cells (0.8 %
+            of the longer side at 256) halved a morph's kl against 0.5 cells for the same
+            training (bench/RESULTS.md, "Morphs").
     """
 
     resolution: int = 256
@@ -54,7 +56,7 @@ class DensityConfig:
     ink_floor: float = 0.0
     extent: float = 2.0
     ink: str = "auto"
-    start_blur: float = 0.5
+    start_blur: float = 2.0
 
 
 @dataclass

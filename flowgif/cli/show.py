@@ -66,7 +66,7 @@ def render(
         ),
     ] = None,
     frames: Annotated[
-        int, typer.Option(min=2, max=MAX_FRAMES, help="Frames from noise to picture.")
+        int, typer.Option(min=2, max=MAX_FRAMES, help="Frames from start to picture.")
     ] = 120,
     fps: Annotated[
         int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
@@ -80,8 +80,8 @@ def render(
     color: Annotated[
         ColorMode,
         typer.Option(
-            help="position: hue by starting angle; image: the "
-            "picture's colours; density: heat map; mono."
+            help="position: hue by starting angle; image: the picture's colours (a start "
+            "picture's, carried along); target: the end picture's; density: heat map; mono."
         ),
     ] = ColorMode.position,
     background: Annotated[
@@ -139,7 +139,7 @@ def render(
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
 ) -> None:
-    """Animate a trained run: particles carried from N(0,I) to the picture.
+    """Animate a trained run: particles carried from N(0,I) (or its start) to the picture.
 
     Discrete flows show their layers joined by straight lines; several runs play side by side.
     """
