@@ -100,7 +100,7 @@ def scan(folder: Path, recursive: bool = False, skip: Path | None = None) -> Sca
                 elif path.name.startswith("."):
                     ignored.append((path, "a hidden folder"))
                 elif not recursive:
-                    ignored.append((path, "a sub-folder (--recursive includes it)"))
+                    ignored.append((path, "a sub-folder (batch.recursive includes it)"))
                 else:
                     visit(path)
                 continue
@@ -320,7 +320,8 @@ def run_batch(
     folder, out = Path(folder), Path(out)
     if recursive and out.resolve() == folder.resolve():
         raise FlowgifError(
-            "--out is the picture folder itself: with --recursive give another output folder"
+            "batch.out is the picture folder itself: with batch.recursive give another output "
+            "folder"
         )
     check_replaceable(out / "batch.json")
     found = scan(folder, recursive, skip=out)

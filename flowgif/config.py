@@ -424,7 +424,7 @@ class Config:
             raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
         if self.field.augment and self.train.family != "field":
             raise FlowgifError(
-                f"{source}: field.augment (--augment) applies to the continuous flows (fm, "
+                f"{source}: field.augment applies to the continuous flows (fm, "
                 f"ffjord, reverse), not to {self.train.family}"
             )
         if self.train.objective == "fm" and self.train.family != "field":

@@ -100,22 +100,24 @@ def _check_parent(parent: Path, ends: list[Source]) -> None:
     if not parent.exists():
         return
     if not parent.is_dir():
-        raise FlowgifError(f"{parent} exists and is not a folder; choose another --runs folder")
+        raise FlowgifError(
+            f"{parent} exists and is not a folder; choose another morph.runs folder"
+        )
     manifest = parent / MANIFEST
     if not any(parent.iterdir()):
         return
     if not manifest.is_file():
         raise FlowgifError(
-            f"{parent} holds files that are not a flowgif morph; choose another --runs folder"
+            f"{parent} holds files that are not a flowgif morph; choose another morph.runs folder"
         )
     try:
         known = json.loads(manifest.read_text(encoding="utf-8"))
         hashes = [p["hash"] for p in known["pictures"]]
     except (OSError, ValueError, KeyError, TypeError):
-        raise FlowgifError(f"{manifest} is damaged; choose another --runs folder") from None
+        raise FlowgifError(f"{manifest} is damaged; choose another morph.runs folder") from None
     if hashes != [e.digest for e in ends]:
         raise FlowgifError(
-            f"{parent} holds a morph of other pictures; choose another --runs folder"
+            f"{parent} holds a morph of other pictures; choose another morph.runs folder"
         )
 
 
@@ -123,7 +125,7 @@ def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
     """``new``, ``resume`` or ``done`` for a leg folder (refusing one of another leg)."""
     if not (path / CHECKPOINT).exists():
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FlowgifError(f"{path} is in the way of a leg; choose another --runs folder")
+            raise FlowgifError(f"{path} is in the way of a leg; choose another morph.runs folder")
         return "new"
     ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
     stored = checkpoint_config(ckpt, str(path))
@@ -139,7 +141,7 @@ def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
     )
     if not same:
         raise FlowgifError(
-            f"{path} was trained on other pictures or settings; choose another --runs folder"
+            f"{path} was trained on other pictures or settings; choose another morph.runs folder"
         )
     from flowgif.train import budget_spent
 

@@ -50,7 +50,7 @@ def plot(
     except ImportError:
         raise FlowgifError("plots need matplotlib: pip install 'flowgif[plot]'") from None
     if kind not in KINDS:
-        raise FlowgifError(f"--kind {kind!r} is not one of: {', '.join(KINDS)}")
+        raise FlowgifError(f"plot.kind {kind!r} is not one of: {', '.join(KINDS)}")
     if Path(out).suffix.lower() != ".png":
         raise FlowgifError(f"a plot is a PNG: give a name ending in .png, not {Path(out).name}")
     check_replaceable(out)

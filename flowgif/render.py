@@ -107,38 +107,42 @@ class RenderOptions:
 
     def __post_init__(self) -> None:
         if self.color not in COLORS:
-            raise FlowgifError(f"--color {self.color!r} is not one of: {', '.join(COLORS)}")
+            raise FlowgifError(f"render.color {self.color!r} is not one of: {', '.join(COLORS)}")
         if self.background not in BACKGROUNDS:
             raise FlowgifError(
-                f"--background {self.background!r} is not one of: {', '.join(BACKGROUNDS)}"
+                f"render.background {self.background!r} is not one of: {', '.join(BACKGROUNDS)}"
             )
         if self.pace not in PACES:
-            raise FlowgifError(f"--pace {self.pace!r} is not one of: {', '.join(PACES)}")
+            raise FlowgifError(f"render.pace {self.pace!r} is not one of: {', '.join(PACES)}")
         if self.loop not in ("forward", "pingpong"):
-            raise FlowgifError(f"--loop {self.loop!r} is not one of: forward, pingpong")
+            raise FlowgifError(f"render.loop {self.loop!r} is not one of: forward, pingpong")
         for name in ("frames", "fps", "particles", "size"):
             if getattr(self, name) < (2 if name == "frames" else 1):
-                raise FlowgifError(f"--{name} must be at least {2 if name == 'frames' else 1}")
+                raise FlowgifError(
+                    f"render.{name} must be at least {2 if name == 'frames' else 1}"
+                )
         if self.trail < 0 or self.dot < 0 or self.glow < 0:
-            raise FlowgifError("--trail, --dot and --glow must be >= 0")
+            raise FlowgifError("render.trail, render.dot and render.glow must be >= 0")
         if not 0 <= self.hold <= MAX_HOLD:
-            raise FlowgifError(f"--hold must be 0 to {MAX_HOLD:g} seconds")
+            raise FlowgifError(f"render.hold must be 0 to {MAX_HOLD:g} seconds")
         if self.frames > MAX_FRAMES or self.particles > MAX_PARTICLES:
             raise FlowgifError(
-                f"--frames must be at most {MAX_FRAMES:,} and --particles at most "
+                f"render.frames must be at most {MAX_FRAMES:,} and render.particles at most "
                 f"{MAX_PARTICLES:,}"
             )
         if self.frames * self.particles > MAX_PATH_POINTS:
             raise FlowgifError(
-                f"--frames x --particles = {self.frames * self.particles:,} points is more than "
-                f"a render holds ({MAX_PATH_POINTS:,}); lower one of them"
+                f"render.frames x render.particles = {self.frames * self.particles:,} points "
+                f"is more than a render holds ({MAX_PATH_POINTS:,}); lower one of them"
             )
         if not 0 <= self.seed <= MAX_SEED:
-            raise FlowgifError(f"--seed must be 0 to {MAX_SEED}")
+            raise FlowgifError(f"render.seed must be 0 to {MAX_SEED}")
         if self.max_mb < 0 or not math.isfinite(self.max_mb):
-            raise FlowgifError("--max-mb must be a number of MB >= 0")
+            raise FlowgifError("render.max_mb must be a number of MB >= 0")
         if self.size > 4096 or self.fps > 100 or self.trail > 30 or self.dot > 16:
-            raise FlowgifError("--size at most 4096, --fps 100, --trail 30, --dot 16")
+            raise FlowgifError(
+                "render.size at most 4096, render.fps 100, render.trail 30, render.dot 16"
+            )
 
 
 @dataclass
@@ -345,7 +349,9 @@ def render(
         return _render_once(run, out, o, device, labels, chain)
     out = Path(out)
     if _format(out) == "folder":
-        raise FlowgifError("--max-mb applies to a .gif, .webp or .mp4 file, not to PNG frames")
+        raise FlowgifError(
+            "render.max_mb applies to a .gif, .webp or .mp4 file, not to PNG frames"
+        )
     check_replaceable(out)
     trial = temp_name(out)  # attempts go here; only one that fits replaces ``out``
     try:
@@ -405,7 +411,7 @@ def _render_once(
     clear = o.background == "transparent"
     if clear and kind == ".mp4":
         raise FlowgifError(
-            "MP4 has no transparency: use a .gif or .webp with --background transparent"
+            "MP4 has no transparency: use a .gif or .webp with render.background transparent"
         )
     if kind == "folder":
         check_frames_folder(out)  # before any work: never replace what flowgif did not write
@@ -415,8 +421,8 @@ def _render_once(
         len(runs) != 1 or not isinstance(runs[0].flow, ContinuousFlow) or runs[0].flow.dim != 2
     ):
         raise FlowgifError(
-            "--panels shows one continuous two-dimensional flow (a vector field and its "
-            "density): give one run of fm, ffjord or reverse without --augment"
+            "render.panels shows one continuous two-dimensional flow (a vector field and its "
+            "density): give one run of fm, ffjord or reverse without field.augment"
         )
     report = RenderReport(out, 0, 0, 0, 0)
     clock = time.perf_counter()
@@ -425,8 +431,8 @@ def _render_once(
     frames_d = [_frame(rs) for rs in panel_runs]
     if o.panels and frames_d[0] is not runs[0].density:
         raise FlowgifError(
-            "--panels draws the end picture's frame, and the start picture does not fit in "
-            "it: render without --panels"
+            "render.panels draws the end picture's frame, and the start picture does not fit "
+            "in it: render without render.panels"
         )
     noise = [
         rs[0].flow.starts(o.particles, torch.Generator(device=device).manual_seed(o.seed))

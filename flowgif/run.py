@@ -199,7 +199,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise FlowgifError("--device cuda asked for, but no CUDA device is available; use auto")
+        raise FlowgifError(
+            "train.device cuda asked for, but no CUDA device is available; use auto"
+        )
     return torch.device(name)
 
 

@@ -19,6 +19,7 @@ from flowgif.cli.common import (
     _config_path,
     _render_options,
     app,
+    as_flags,
     err_console,
     guarded,
     out_console,
@@ -61,7 +62,8 @@ def batch_(
     def report(item: Any) -> None:
         colour = colours.get(item.status, "white")
         err_console.print(
-            f"[{colour}]{item.status}[/{colour}] {escape(item.image)} {escape(item.reason)}",
+            f"[{colour}]{item.status}[/{colour}] {escape(item.image)} "
+            f"{escape(as_flags(item.reason))}",
             highlight=False,
         )
 
@@ -72,7 +74,7 @@ def batch_(
         table.add_column(column, overflow="fold")
     for item in items:
         run = str(Path(item.run).relative_to(out)) if item.run else ""
-        table.add_row(*(Text(v) for v in (item.image, item.status, run, item.reason)))
+        table.add_row(*(Text(v) for v in (item.image, item.status, run, as_flags(item.reason))))
     out_console.print(table)
     result = summary(items)
     counts = ", ".join(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
@@ -95,6 +96,42 @@ MinutesOpt = Annotated[
 ]
 
 
+# The library names its settings as Python does (``density.invert``, ``render.frames``); on the
+# command line they are flags.
+FLAGS = {
+    "density.invert": "--invert",
+    "density.ink_floor": "--ink-floor",
+    "density.ink": "--ink",
+    "density.resolution": "--resolution",
+    "field.augment": "--augment",
+    "train.method": "--method",
+    "train.objective": "--objective",
+    "train.family": "--family",
+    "train.steps": "--steps",
+    "train.minutes": "--minutes",
+    "train.batch": "--batch",
+    "train.lr": "--lr",
+    "train.seed": "--seed",
+    "train.device": "--device",
+    "train.threads": "--threads",
+}
+RENDER = (
+    *("frames", "fps", "particles", "size", "color", "background", "seed", "ease", "hold"),
+    *("loop", "quality", "dot", "zoom", "trail", "glow", "pace", "max_mb", "panels"),
+)
+FLAGS |= {f"render.{name}": "--" + name.replace("_", "-") for name in RENDER}
+FLAGS |= {"plot.kind": "--kind", "batch.out": "--out", "batch.recursive": "--recursive"}
+FLAGS |= {"morph.runs": "--runs"}
+_SETTING = re.compile(r"(?<![\w./-])([a-z]+\.[a-z_]+)(?![\w./-])(?! =)")
+
+
+def as_flags(message: str) -> str:
+    """A library message with its settings named as the command line's flags (a config
+    file's ``key = value`` is left as it is)."""
+
+    return _SETTING.sub(lambda m: FLAGS.get(m.group(1), m.group(1)), message)
+
+
 def guarded(fn: F) -> F:
     """Turn FlowgifError into one red line and exit 1, Ctrl-C into exit 130."""
 
@@ -107,7 +144,7 @@ def guarded(fn: F) -> F:
                 return fn(*args, **kwargs)
         except FlowgifError as err:
             err_console.print(
-                f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+                f"[red]error:[/red] {escape(as_flags(str(err)))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -135,12 +135,12 @@ def _blank_reason(img: Image.Image, invert: bool) -> str:
         return "the picture is fully transparent: it has no ink to fit"
     if invert:
         return (
-            "the picture has no light pixels, and --invert takes lightness as ink; "
-            "try without --invert"
+            "the picture has no light pixels, and density.invert takes lightness as ink; "
+            "try without density.invert"
         )
     return (
         "the picture has no ink (it is blank white); for light shapes on a dark "
-        "background use --invert"
+        "background use density.invert"
     )
 
 
@@ -180,7 +180,7 @@ class ImageDensity(Distribution):
         total = ink.sum()
         if not np.isfinite(total) or total <= 0:
             raise FlowgifError(
-                "the picture has no ink (it is blank); try --invert for light "
+                "the picture has no ink (it is blank); try density.invert for light "
                 "shapes on a dark background"
             )
         self.size = size
@@ -225,7 +225,7 @@ class ImageDensity(Distribution):
             ink = np.clip((ink - ink_floor) / (1.0 - ink_floor), 0.0, 1.0)
             if ink.sum() <= 0:
                 raise FlowgifError(
-                    f"no ink is left above the ink floor {ink_floor:g}; lower --ink-floor"
+                    f"no ink is left above the ink floor {ink_floor:g}; lower density.ink_floor"
                 )
         w0, h0 = img.size
         if max(w0, h0) > resolution:

@@ -95,7 +95,7 @@ def toy_picture(density: ImageDensity) -> Image.Image:
 def text_image(text: str, height: int = 256) -> Image.Image:
     """``text`` in bold black type on white, ``height`` pixels tall, with a small margin."""
     if not text.strip():
-        raise FlowgifError("--text is empty; give a word, e.g. --text Ada")
+        raise FlowgifError("the word to set in type is empty; give a word, e.g. text:Ada")
     font = ImageFont.load_default(size=int(height * 0.7))
     bold = max(1, height // 40)
     box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
