@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from flowgif.config import Config, dump_toml
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.files import atomic_write_text, check_replaceable, sweep_stale
+from flowgif.files import atomic_write, atomic_write_text, check_replaceable, sweep_stale
 
 __all__ = ["PICTURE_SUFFIXES", "BatchItem", "run_batch", "scan", "summary"]
 
@@ -184,6 +184,7 @@ def process_one(
     try:
         import torch
 
+        from flowgif.evaluate import evaluate
         from flowgif.render import RenderOptions
         from flowgif.render import render as do_render
         from flowgif.run import (
@@ -229,8 +230,18 @@ def process_one(
                 note += f"; a rerun resumes from step {cut.checkpoint_step}"
             return BatchItem(label, str(run), "interrupted", note, time.perf_counter() - clock)
         device = resolve_device(config.train.device)
-        do_render(load_run(run, device), run / "flow.gif", RenderOptions(**render), device)
-        atomic_write_text(done, json.dumps({"hashes": keys, "image": str(image)}, indent=2))
+        loaded = load_run(run, device)
+        do_render(loaded, run / "flow.gif", RenderOptions(**render), device)
+        write_thumbnail(image, run / "picture.png")
+        figures = evaluate(loaded, n_nll=2000, n_samples=20_000, device=device, n_transport=500)
+        atomic_write_text(run / "eval.json", json.dumps(figures, indent=2) + "\n")
+        record = {
+            "hashes": keys,
+            "image": str(image),
+            "steps": loaded.meta.get("step"),
+            "seconds": loaded.meta.get("seconds"),
+        }
+        atomic_write_text(done, json.dumps(record, indent=2))
         note = "rendered again" if trained else "resumed" if resume else ""
         return BatchItem(label, str(run), "done", note, time.perf_counter() - clock)
     except FlowgifError as err:
@@ -250,7 +261,22 @@ RUN_FILES = (
     "flow.gif",
     "done.json",
     "eval.json",
+    "picture.png",
 )
+
+
+def write_thumbnail(image: Path, out: Path, longer: int = 256) -> None:
+    """A copy of the picture, at most ``longer`` pixels on its longer side, for the gallery."""
+    from flowgif.files import SIGNATURE
+    from flowgif.sources.picture import load_image
+
+    img = load_image(image)
+    img.thumbnail((longer, longer))
+    if img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SIGNATURE)
+    atomic_write(out, lambda f: img.save(f, format="PNG", pnginfo=info))
 
 
 def _clear_run(run: Path) -> None:
@@ -297,6 +323,8 @@ def run_batch(
     recursive: bool = False,
     report: Callable[[BatchItem], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    engine: str = "local",
+    ray: Any = None,
 ) -> list[BatchItem]:
     """Process every picture of ``folder`` into ``out``; see the module docstring.
 
@@ -310,6 +338,8 @@ def run_batch(
         report: called with each finished item.
         stop: asked between pictures and between steps: when True, the running pictures
             save a checkpoint and stop, the rest are reported as not started.
+        engine: ``local`` (this machine's processes) or ``ray`` (:mod:`flowgif.engines`).
+        ray: :class:`flowgif.engines.RayOptions` for the ray engine.
 
     Returns:
         One item per file of the folder, pictures first in name order, then the ignored ones.
@@ -324,6 +354,7 @@ def run_batch(
             "folder"
         )
     check_replaceable(out / "batch.json")
+    check_replaceable(out / "index.html")
     found = scan(folder, recursive, skip=out)
     if not found.pictures and not found.failed:
         raise FlowgifError(f"no pictures found in {folder}")
@@ -356,6 +387,14 @@ def run_batch(
     for item in extra:
         if item.status == "failed" and report:
             report(item)
+    if engine == "ray":
+        from flowgif.engines import RayOptions, run_on_ray
+
+        run_on_ray(tasks, config, render, ray or RayOptions(), finish, stop)
+        write_summary(out, ordered())
+        return ordered()
+    if engine != "local":
+        raise FlowgifError(f"batch.engine {engine!r} is not one of: local, ray")
     if jobs <= 1:
         for image, run, label in tasks:
             if stop():
@@ -401,5 +440,8 @@ def summary(items: list[BatchItem]) -> dict[str, Any]:
 
 
 def write_summary(out: Path, items: list[BatchItem]) -> None:
-    """``OUT/batch.json``, atomically."""
+    """``OUT/batch.json`` and the gallery ``OUT/index.html``, atomically."""
+    from flowgif.gallery import write_gallery
+
     atomic_write_text(Path(out) / "batch.json", json.dumps(summary(items), indent=2) + "\n")
+    write_gallery(out, items)

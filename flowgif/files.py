@@ -245,7 +245,8 @@ def write_marker(folder: Path, frames: int) -> None:
 
 def made_by_flowgif(path: Path) -> bool:
     """Whether the file at ``path`` is one flowgif writes: a GIF, WebP, PNG or MP4 carrying
-    :data:`SIGNATURE`, samples (an ``(N, 2)`` float32 ``.npy``) or flowgif's JSON reports."""
+    :data:`SIGNATURE`, samples (an ``(N, 2)`` float32 ``.npy``), flowgif's JSON reports or
+    its gallery page (an HTML ``generator`` meta tag)."""
     path = Path(path)
     suffix = path.suffix.lower()
     try:
@@ -267,6 +268,10 @@ def made_by_flowgif(path: Path) -> bool:
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and ("items" in data or "kl" in data)
+        if suffix == ".html":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+            return f'<meta name="generator" content="{SIGNATURE}">' in head
     except Exception:  # unreadable or another format under that suffix: not flowgif's
         return False
     return False

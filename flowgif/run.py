@@ -55,7 +55,8 @@ FORMAT = "flowgif-checkpoint/1"
 
 def write_loss_csv(path: Path, rows: list[tuple[int, float, float, float]]) -> None:
     """``step,seconds,loss,lr`` per logged step."""
-    lines = ["step,seconds,loss,lr"] + [f"{s},{t:.3f},{v:.6g},{lr:.6g}" for s, t, v, lr in rows]
+    lines = ["step,seconds,loss,lr"]
+    lines += [f"{int(s)},{t:.3f},{v:.6g},{lr:.6g}" for s, t, v, lr in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,11 @@ from flowgif.cli.common import (
 from flowgif.errors import FlowgifError
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command(name="batch")
 @guarded
 def batch_(
@@ -45,8 +51,29 @@ def batch_(
         int, typer.Option(min=1, max=256, help="Pictures at once (processes, 1 thread each).")
     ] = 1,
     recursive: Annotated[bool, typer.Option(help="Include sub-folders.")] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="local: this machine's processes (--jobs); ray: one Ray task per picture "
+            "(pip install 'flowgif\\[ray]'; OUT must be reachable from every node)."
+        ),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help=r"Ray cluster: auto, HOST:PORT or ray://HOST:PORT \[default: start one here].",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        float, typer.Option(min=0.01, max=1024, help="Ray: CPUs per picture (its threads).")
+    ] = 1.0,
+    gpus_per_task: Annotated[
+        float,
+        typer.Option(min=0.0, max=64, help="Ray: GPUs per picture; 0.25 puts four on a GPU."),
+    ] = 0.0,
 ) -> None:
-    """Train and render every picture of a folder, resumably.
+    """Train and render every picture of a folder, resumably; writes OUT/index.html.
 
     Skips what is done, resumes what was cut short, goes on past bad pictures. Exits 1 if any
     picture failed.
@@ -54,9 +81,18 @@ def batch_(
     from flowgif.batch import run_batch, summary
     from flowgif.cli.train import _stop_on_signals
     from flowgif.config import load_config
+    from flowgif.engines import RayOptions
 
+    if engine is Engine.local and (address or cpus_per_task != 1.0 or gpus_per_task):
+        raise FlowgifError("--address, --cpus-per-task and --gpus-per-task need --engine ray")
+    if engine is Engine.ray and jobs != 1:
+        raise FlowgifError(
+            "--jobs is the local engine's; Ray runs as many pictures at once as the cluster "
+            "has room for (--cpus-per-task, --gpus-per-task)"
+        )
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
     render = _parse_render_args(render_args)
+    ray = RayOptions(address, cpus_per_task, gpus_per_task)
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}
 
     def report(item: Any) -> None:
@@ -68,7 +104,9 @@ def batch_(
         )
 
     with _stop_on_signals() as stop:
-        items = run_batch(folder, out, cfg, render, jobs, recursive, report, stop)
+        items = run_batch(
+            folder, out, cfg, render, jobs, recursive, report, stop, engine.value, ray
+        )
     table = Table(title=f"batch {escape(str(folder))}")
     for column in ("picture", "status", "run", "note"):
         table.add_column(column, overflow="fold")
@@ -84,12 +122,26 @@ def batch_(
     )
     ignored = f", {result['ignored']} other files ignored" if result["ignored"] else ""
     out_console.print(
-        f"{counts}{ignored}; see {out / 'batch.json'}", highlight=False, markup=False
+        f"{counts}{ignored}; see {out / 'batch.json'} and {out / 'index.html'}",
+        highlight=False,
+        markup=False,
     )
     if stop():
         raise typer.Exit(130)
     if result["failed"]:
         raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def gallery(
+    out: Annotated[Path, typer.Argument(help="A batch's output folder.")] = Path("runs"),
+) -> None:
+    """Rebuild a batch's gallery page, OUT/index.html, from its run folders."""
+    from flowgif.gallery import write_gallery
+
+    page = write_gallery(out)
+    out_console.print(f"wrote {page}", highlight=False, markup=False)
 
 
 def _parse_render_args(text: str) -> dict[str, Any]:

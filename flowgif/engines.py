@@ -1,0 +1,115 @@
+"""Where a batch's pictures run: this machine's processes (``local``), or a Ray cluster.
+
+Both hand each picture to :func:`flowgif.batch.process_one`, which trains or resumes it into
+its own run folder and never raises for a bad picture, so they share every rule of a batch:
+``done.json`` last, skip what is done, resume what was cut, redo what changed.
+
+``ray`` (an optional extra: ``pip install 'flowgif[ray]'``) submits one task per picture with
+retries: a task whose worker dies is run again, and resumes from the picture's last
+checkpoint. With no address, Ray starts a cluster on this machine; the output folder must be
+reachable at the same path from every node (a shared file system).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowgif.config import Config
+from flowgif.errors import FlowgifError
+
+__all__ = ["ENGINES", "RayOptions", "run_on_ray"]
+
+ENGINES = ("local", "ray")
+RETRIES = 3  # times a picture's task is run again when its worker dies
+
+
+@dataclass
+class RayOptions:
+    """How to use Ray.
+
+    Attributes:
+        address: ``None`` (start a cluster here), ``auto`` (the one this machine belongs to)
+            or ``ray://HOST:PORT`` / ``HOST:PORT``.
+        cpus: CPUs each picture's task asks for (and the torch threads it uses).
+        gpus: GPUs each task asks for; a fraction lets several pictures share one device.
+    """
+
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise FlowgifError(
+            "the ray engine needs Ray, an optional extra: pip install 'flowgif[ray]'"
+        ) from None
+    return ray
+
+
+def run_on_ray(
+    tasks: list[tuple[Path, Path, str]],
+    config: Config,
+    render: dict,
+    options: RayOptions,
+    finish: Callable[[Any], None],
+    stop: Callable[[], bool],
+) -> None:
+    """Run every ``(picture, run folder, label)`` as a Ray task; ``finish`` each result as it
+    arrives (in the order they finish). ``stop`` cancels what has not finished: a running
+    picture stops at its step (a rerun resumes it), the rest are not started."""
+    from flowgif.batch import BatchItem, process_one
+
+    ray = _ray()
+    for _ in _connected(ray, options.address):
+        threads = max(1, int(options.cpus))
+        remote = ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_retries=RETRIES)(
+            process_one
+        )
+        refs = {
+            remote.remote(image, run, config, render, threads, label): (run, label)
+            for image, run, label in tasks
+        }
+        cancelled = False
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            for ref in ready:
+                run, label = refs.pop(ref)
+                try:
+                    item = ray.get(ref)
+                except ray.exceptions.TaskCancelledError:
+                    item = BatchItem(label, str(run), "not started", "the batch was stopped")
+                except ray.exceptions.RayError as err:  # retries spent, or the cluster went
+                    why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+                    item = BatchItem(label, str(run), "failed", f"its Ray task failed: {why}")
+                finish(item)
+            if stop() and not cancelled:
+                cancelled = True
+                for ref in refs:  # a KeyboardInterrupt in a running task: it stops at its step
+                    ray.cancel(ref, force=False)
+
+
+def _connected(ray: Any, address: str | None) -> Iterator[None]:
+    """Connect (or start a local cluster) for the duration of one batch."""
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise FlowgifError(f"cannot reach the Ray cluster at {address}: {why}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
