@@ -290,3 +290,23 @@ def test_old_configs_name_a_method_and_still_load() -> None:
     assert Config.from_dict({"train": {"method": "planar"}}).train.family == "planar"
     with pytest.raises(Exception, match="flow matching fits a vector field"):
         Config().updated({"train.objective": "fm", "train.family": "realnvp"})
+
+
+def test_a_run_folder_from_before_the_redesign_loads_renders_and_resumes(tmp_path: Path) -> None:
+    """tests/data/run-before-any-to-any: a smoke run of imgs/star.png written by flowgif
+    before objectives and families were named apart (its config says train.method = fm)."""
+    import shutil
+
+    from flowgif.run import load_run
+    from tests.conftest import ROOT
+
+    run = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "data" / "run-before-any-to-any", run)
+    loaded = load_run(run)
+    assert (loaded.config.train.objective, loaded.config.train.family) == ("fm", "field")
+    assert loaded.start_label == "noise" and loaded.meta["step"] == 40
+    shown = call("render", run, "--frames", 4, "--particles", 300, "--size", 64)
+    assert shown.exit_code == 0, shown.output
+    more = call("train", "--resume", run, "--img", ROOT / "imgs" / "star.png", "--steps", 50)
+    assert more.exit_code == 0, more.output
+    assert load_run(run).meta["step"] == 50
