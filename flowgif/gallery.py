@@ -173,6 +173,6 @@ def _card(out: Path, row: dict[str, Any]) -> str:
         f'<div class="card" data-name="{html.escape(name)}" data-kl="{kl}">'
         f"<h2>{html.escape(name)}</h2>"
         f'<div class="pair">{"".join(images)}</div>'
-        f'<div class="figures">{" · ".join(shown)}</div>'
+        f'<div class="figures">{"".join(f"<span>{x}</span>" for x in shown)}</div>'
         f'<div class="links">{"".join(links)}</div>{extra}</div>'
     )
