@@ -100,7 +100,7 @@ def scan(folder: Path, recursive: bool = False, skip: Path | None = None) -> Sca
                 elif path.name.startswith("."):
                     ignored.append((path, "a hidden folder"))
                 elif not recursive:
-                    ignored.append((path, "a sub-folder (batch.recursive includes it)"))
+                    ignored.append((path, "a sub-folder; a recursive batch includes it"))
                 else:
                     visit(path)
                 continue

@@ -205,7 +205,7 @@ def test_batch_finishes_good_pictures_reports_bad_and_skips_done(tmp_path: Path)
     assert reasons["blank.png"][0] == "failed" and "no ink" in reasons["blank.png"][1]
     assert reasons["notes.png"][0] == "failed" and "decode" in reasons["notes.png"][1]
     assert reasons["readme.txt"] == ("ignored", "not a picture")
-    assert reasons["old"] == ("ignored", "a sub-folder (--recursive includes it)")
+    assert reasons["old"] == ("ignored", "a sub-folder; a recursive batch includes it")
     assert Image.open(out / "box" / "flow.gif").n_frames == 3
     assert (out / "box_no_suffix" / "done.json").is_file()
     second = call(*args)

@@ -72,8 +72,8 @@ def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
             "train.steps": 40,
             "train.batch": 128,
             "train.lr": 1e-2,
-            "ffjord.atol": 1e-3,
-            "ffjord.rtol": 1e-3,
+            "ffjord.atol": 1e-2,  # the adjoint path, cheaply: the bound falls all the same
+            "ffjord.rtol": 1e-2,
             "train.ema": 0.0,
             "density.extent": 6.0,
         }

@@ -222,14 +222,23 @@ def eval_(
         int, typer.Option(min=2, max=4096, help="Grid cells on the longer side for tv.")
     ] = 64,
     device: DeviceOpt = Device.auto,
+    transport: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=20_000,
+            help="Start points for transport (an exact assignment, cubic: 1,000 take ~2 s).",
+        ),
+    ] = 1000,
     threads: ThreadsOpt = 0,
 ) -> None:
-    """Score a run against its picture: kl, nll, entropy, tv, on_ink; writes <run>/eval.json."""
+    """Score a run against its picture: kl, nll, entropy, tv, on_ink, transport; writes
+    <run>/eval.json."""
     from flowgif.evaluate import evaluate
     from flowgif.run import atomic_write_text
 
     path, loaded, dev = _load(run, device, threads)
-    res = evaluate(loaded, n_nll, samples, cells, device=dev)
+    res = evaluate(loaded, n_nll, samples, cells, device=dev, n_transport=transport)
     table = Table(title=f"eval {escape(str(path))}", show_header=True)
     table.add_column("figure")
     table.add_column("value", justify="right")
