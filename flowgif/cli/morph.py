@@ -159,7 +159,8 @@ def morph(
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
     out_console.print(
-        f"wrote {out} ({len(legs)} legs, {report.frames} frames, {report.width}x"
+        f"wrote {out} ({len(legs)} leg{'s' * (len(legs) > 1)}, {report.frames} frames, "
+        f"{report.width}x"
         f"{report.height}, {report.bytes / 1e6:.1f} MB); legs in {parent}",
         highlight=False,
         markup=False,
