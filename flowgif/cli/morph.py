@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -142,9 +141,9 @@ def morph(
                     )
             except Interrupted as stopped:
                 kept = "saved" if stopped.saved else "kept as it was"
-                again = shlex.join(["flowgif", "morph", *pictures, "--runs", str(parent)])
                 err_console.print(
-                    f"interrupted in leg {i} (its checkpoint is {kept}); continue with `{again}`",
+                    f"interrupted in leg {i} (its checkpoint is {kept}); run the same command "
+                    "again to continue",
                     highlight=False,
                     markup=False,
                 )
