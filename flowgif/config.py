@@ -46,9 +46,10 @@ class DensityConfig:
             paper around it) or ``shape`` (every pixel unlike the background).
         start_blur: a picture at the start of a flow is blurred by this many working-grid
             cells (a Gaussian), so that its log-density is finite off the ink and a morph's
-            likelihood exact (:class:`~flowgif.sources.picture.ImageDensity`). 2 cells (0.8 %
-            of the longer side at 256) halved a morph's kl against 0.5 cells for the same
-            training (bench/RESULTS.md, "Morphs").
+            likelihood exact (:class:`~flowgif.sources.picture.ImageDensity`). A morph's kl
+            fell from 0.685 (0.5 cells) to 0.138 (2) and 0.054 (4 cells, 1.6 % of the longer
+            side at 256) in 3 minutes (bench/RESULTS.md). Animations start from the picture
+            itself, unblurred (:meth:`flowgif.flows.model.Flow.starts`).
     """
 
     resolution: int = 256
@@ -56,7 +57,7 @@ class DensityConfig:
     ink_floor: float = 0.0
     extent: float = 2.0
     ink: str = "auto"
-    start_blur: float = 2.0
+    start_blur: float = 4.0
 
 
 @dataclass

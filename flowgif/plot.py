@@ -108,7 +108,7 @@ def _density(plt: Any, run: Run, grid: int, device: Device, **_: object) -> Any:
 
 def _paths_of(run: Run, n: int, times: torch.Tensor, device: Device) -> np.ndarray:
     gen = torch.Generator(device=device).manual_seed(0)
-    return run.flow.paths(run.flow.starts(n, gen), times.to(device)).cpu().numpy()
+    return run.flow.paths(run.flow.starts(n, gen, shown=True), times.to(device)).cpu().numpy()
 
 
 def _field(

@@ -435,7 +435,9 @@ def _render_once(
             "in it: render without render.panels"
         )
     noise = [
-        rs[0].flow.starts(o.particles, torch.Generator(device=device).manual_seed(o.seed))
+        rs[0].flow.starts(
+            o.particles, torch.Generator(device=device).manual_seed(o.seed), shown=True
+        )
         for rs in panel_runs
     ]
     canvases = [Canvas.around(f.size, o.size) for f in frames_d]

@@ -310,3 +310,15 @@ def test_a_run_folder_from_before_the_redesign_loads_renders_and_resumes(tmp_pat
     more = call("train", "--resume", run, "--img", ROOT / "imgs" / "star.png", "--steps", 50)
     assert more.exit_code == 0, more.output
     assert load_run(run).meta["step"] == 50
+
+
+def test_an_animation_starts_from_the_picture_itself_not_its_blur(tmp_path: Path) -> None:
+    a = picture(tmp_path / "a.png", [(4, 4, 20, 26)])
+    start = load_source(a, DensityConfig(resolution=32, start_blur=4.0), start=True).density
+    flow = ContinuousFlow(VectorField(Config().field), Config().solve, start)
+    gen = torch.Generator().manual_seed(0)
+    model = flow.starts(4000, gen)  # the model's start: the blurred picture
+    shown = flow.starts(4000, gen, shown=True)  # what an animation draws
+    on_ink = start.sharp().log_prob
+    assert torch.isfinite(on_ink(shown)).all()
+    assert (~torch.isfinite(on_ink(model))).float().mean() > 0.2  # the blur reaches off the ink

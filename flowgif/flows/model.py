@@ -37,6 +37,7 @@ from flowgif.ode import (
 )
 from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise, normal_log_prob
+from flowgif.sources.picture import ImageDensity
 
 __all__ = ["ContinuousFlow", "Flow", "LayeredFlow", "augment", "sample"]
 
@@ -54,9 +55,18 @@ class Flow(ABC):
     start: Distribution
     dim: int
 
-    def starts(self, n: int, generator: torch.Generator) -> Tensor:
-        """``n`` start points ``(n, dim)``."""
-        z = self.start.sample(n, generator).to(generator.device)
+    def starts(self, n: int, generator: torch.Generator, shown: bool = False) -> Tensor:
+        """``n`` start points ``(n, dim)``.
+
+        With ``shown`` (points to be drawn), a blurred picture start gives points of the
+        picture itself: the blur makes its likelihood exact everywhere, it is not meant to be
+        seen, and the field (trained on the blurred picture, which covers the picture) carries
+        these points onto the end just the same.
+        """
+        start = self.start
+        if shown and isinstance(start, ImageDensity):
+            start = start.sharp()
+        z = start.sample(n, generator).to(generator.device)
         if self.dim == 2:
             return z
         extra = torch.randn(n, self.dim - 2, device=z.device, generator=generator)

@@ -253,6 +253,14 @@ class ImageDensity(Distribution):
         """The same density with its tensors on ``device``."""
         return ImageDensity(self.probs_np, self.size, self.half_extent, device, self.blur)
 
+    def sharp(self) -> ImageDensity:
+        """This density without its blur (the picture itself)."""
+        if self.blur == 0:
+            return self
+        out = ImageDensity(self.probs_np, self.size, self.half_extent, self.device)
+        out.ink = self.ink
+        return out
+
     def blurred(self, cells: float) -> ImageDensity:
         """This density blurred by ``cells`` working-grid cells (the longer cell side)."""
         out = ImageDensity(
