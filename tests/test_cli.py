@@ -33,7 +33,7 @@ def assert_one_line_error(result, pattern: str) -> None:
 
 def test_version_and_help() -> None:
     assert call("--version").output.strip() == f"flowgif {__version__}"
-    for command in ("train", "render", "sample", "eval"):
+    for command in ("train", "render", "sample", "eval", "morph", "batch", "gallery", "plot"):
         result = call(command, "--help")
         assert result.exit_code == 0 and "--help" in result.output
 

@@ -24,7 +24,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it.",
+    help="Fit a continuous normalizing flow to a picture and animate N(0,I) (or another "
+    "picture) turning into it.",
 )
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -182,7 +183,8 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Fit a continuous normalizing flow to a picture and animate N(0,I) turning into it."""
+    """Fit a continuous normalizing flow to a picture and animate N(0,I) (or another picture)
+    turning into it."""
 
 
 def _budget(steps: int | None, minutes: float | None) -> dict[str, Any]:
