@@ -391,7 +391,7 @@ def run_batch(
         from flowgif.engines import RayOptions, run_on_ray
 
         run_on_ray(tasks, config, render, ray or RayOptions(), finish, stop)
-        write_summary(out, ordered())
+        write_summary(out, ordered(), gallery=True)
         return ordered()
     if engine != "local":
         raise FlowgifError(f"batch.engine {engine!r} is not one of: local, ray")
@@ -400,7 +400,7 @@ def run_batch(
             if stop():
                 break
             finish(process_one(image, run, config, render, label=label, stop=stop))
-        write_summary(out, ordered())
+        write_summary(out, ordered(), gallery=True)
         return ordered()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
@@ -429,7 +429,7 @@ def run_batch(
                 for proc in list(getattr(pool, "_processes", {}).values()):
                     with contextlib.suppress(OSError):  # a SIGTERM to this process alone
                         os.kill(proc.pid, signal.SIGTERM)  # must reach the workers too
-    write_summary(out, ordered())
+    write_summary(out, ordered(), gallery=True)
     return ordered()
 
 
@@ -439,9 +439,11 @@ def summary(items: list[BatchItem]) -> dict[str, Any]:
     return {**counts, "items": [dataclasses.asdict(i) for i in items]}
 
 
-def write_summary(out: Path, items: list[BatchItem]) -> None:
-    """``OUT/batch.json`` and the gallery ``OUT/index.html``, atomically."""
-    from flowgif.gallery import write_gallery
-
+def write_summary(out: Path, items: list[BatchItem], gallery: bool = False) -> None:
+    """``OUT/batch.json`` (after every picture), and with ``gallery`` the gallery
+    ``OUT/index.html`` (once, at the end: it reads every run folder), atomically."""
     atomic_write_text(Path(out) / "batch.json", json.dumps(summary(items), indent=2) + "\n")
-    write_gallery(out, items)
+    if gallery:
+        from flowgif.gallery import write_gallery
+
+        write_gallery(out, items)

@@ -12,6 +12,7 @@ reachable at the same path from every node (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def run_on_ray(
     from flowgif.batch import BatchItem, process_one
 
     ray = _ray()
-    for _ in _connected(ray, options.address):
+    with _connected(ray, options.address):
         threads = max(1, int(options.cpus))
         remote = ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_retries=RETRIES)(
             process_one
@@ -94,6 +95,7 @@ def run_on_ray(
                     ray.cancel(ref, force=False)
 
 
+@contextlib.contextmanager
 def _connected(ray: Any, address: str | None) -> Iterator[None]:
     """Connect (or start a local cluster) for the duration of one batch."""
     if ray.is_initialized():

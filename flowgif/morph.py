@@ -21,7 +21,7 @@ from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
 from flowgif.recipes import check_ends, for_ends
 from flowgif.run import CHECKPOINT, checkpoint_config, load_checkpoint
-from flowgif.sources import Source, kind_of, load_source
+from flowgif.sources import Source, as_start, kind_of, load_source, spec
 
 __all__ = ["MANIFEST", "Leg", "default_parent", "plan", "train_legs"]
 
@@ -72,19 +72,18 @@ def plan(specs: list[str], config: Config, parent: Path) -> list[Leg]:
     """
     if len(specs) < 2:
         raise FlowgifError("a morph needs at least two pictures: A B [C ...]")
-    for spec in specs:
-        if kind_of(spec) == "noise":
+    for name in specs:
+        if kind_of(name) == "noise":
             raise FlowgifError("noise is not a picture; `flowgif train` starts from noise")
     dc = config.density
-    ends = [load_source(Path(s) if kind_of(s) == "picture" else s, dc) for s in specs]
+    ends = [load_source(spec(s), dc) for s in specs]
     for end in ends:
         if end.energy is not None:
             raise FlowgifError(
                 f"{end.label} is an energy, known only up to a constant: it has no samples to "
                 "morph from or to"
             )
-    starts = [load_source(e.label if e.kind != "picture" else Path(e.label), dc, start=True)
-              for e in ends[:-1]]  # fmt: skip
+    starts = [as_start(e, dc) for e in ends[:-1]]  # each picture read once
     _check_parent(parent, ends)
     legs = []
     for i, (a, b) in enumerate(zip(starts, ends[1:], strict=True)):

@@ -38,7 +38,7 @@ from flowgif.run import (
     save_checkpoint,
     write_loss_csv,
 )
-from flowgif.sources import NOISE, Distribution, Source, load_source
+from flowgif.sources import NOISE, Distribution, Source, end_spec, load_source
 from flowgif.sources.noise import Noise
 
 __all__ = [
@@ -351,7 +351,9 @@ def train_run(
     from flowgif.draw import write_samples_png  # drawing is only needed at the end
 
     out = Path(out)
-    end = image if isinstance(image, Source) else _load_end(config, image, text, target)
+    if not isinstance(image, Source):
+        image = load_source(end_spec(image, text, target), config.density)
+    end = image
     config = for_ends(config, end)
     if not isinstance(start, Source):
         start = load_source(start if start is not None else NOISE, config.density, start=True)
@@ -416,13 +418,3 @@ def train_run(
     density = end.density
     write_samples_png(out / "samples.png", end.picture, density.to_pixels(x), density.probs_np)
     return result
-
-
-def _load_end(config: Config, image: Path | None, text: str | None, target: str | None) -> Source:
-    """Exactly one of ``image``, ``text`` or ``target``, loaded."""
-    if sum(x is not None for x in (image, text, target)) != 1:
-        raise FlowgifError("give exactly one picture, word or target to fit")
-    if image is not None:
-        return load_source(Path(image), config.density)
-    spec = f"text:{text}" if text is not None else f"target:{target}"
-    return load_source(spec, config.density)

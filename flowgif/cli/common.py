@@ -17,7 +17,7 @@ from rich.markup import escape
 from flowgif import __version__
 from flowgif.config import CHOICES, METHODS
 from flowgif.errors import FlowgifError
-from flowgif.limits import MAX_SEED
+from flowgif.limits import MAX_PARTICLES, MAX_SEED
 from flowgif.sources.toys import ENERGIES, TOYS
 
 app = typer.Typer(
@@ -73,6 +73,10 @@ RunArg = Annotated[
     typer.Argument(help="Run folder (default: the latest run under runs/).", show_default=False),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="auto uses CUDA when present.")]
+FpsOpt = Annotated[
+    int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
+]
+ParticlesOpt = Annotated[int, typer.Option(min=1, max=MAX_PARTICLES, help="Particles drawn.")]
 SeedOpt = Annotated[
     int, typer.Option(min=0, max=MAX_SEED, help="Seed of the noise the particles start from.")
 ]

@@ -15,8 +15,10 @@ from flowgif.cli.common import (
     ConfigOpt,
     Device,
     DeviceOpt,
+    FpsOpt,
     Loop,
     MinutesOpt,
+    ParticlesOpt,
     SeedOpt,
     StepsOpt,
     ThreadsOpt,
@@ -28,7 +30,7 @@ from flowgif.cli.common import (
     guarded,
     out_console,
 )
-from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES
+from flowgif.limits import MAX_FRAMES, MAX_HOLD
 
 
 @app.command()
@@ -61,12 +63,8 @@ def morph(
     steps: StepsOpt = None,
     minutes: MinutesOpt = None,
     frames: Annotated[int, typer.Option(min=2, max=MAX_FRAMES, help="Frames of each leg.")] = 100,
-    fps: Annotated[
-        int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
-    ] = 25,
-    particles: Annotated[
-        int, typer.Option(min=1, max=MAX_PARTICLES, help="Particles drawn.")
-    ] = 20_000,
+    fps: FpsOpt = 25,
+    particles: ParticlesOpt = 20_000,
     size: Annotated[int, typer.Option(min=16, max=4096, help="Longer side in pixels.")] = 512,
     color: Annotated[
         ColorMode,

@@ -17,7 +17,9 @@ from flowgif.cli.common import (
     ColorMode,
     Device,
     DeviceOpt,
+    FpsOpt,
     Loop,
+    ParticlesOpt,
     RunArg,
     SeedOpt,
     ThreadsOpt,
@@ -30,7 +32,7 @@ from flowgif.cli.common import (
     out_console,
 )
 from flowgif.errors import FlowgifError
-from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_PARTICLES, MAX_SAMPLES
+from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_SAMPLES
 
 
 class Pace(StrEnum):
@@ -68,12 +70,8 @@ def render(
     frames: Annotated[
         int, typer.Option(min=2, max=MAX_FRAMES, help="Frames from start to picture.")
     ] = 120,
-    fps: Annotated[
-        int, typer.Option(min=1, max=100, help="Frames per second (GIF: 25 or 50 play exactly).")
-    ] = 25,
-    particles: Annotated[
-        int, typer.Option(min=1, max=MAX_PARTICLES, help="Particles drawn.")
-    ] = 20_000,
+    fps: FpsOpt = 25,
+    particles: ParticlesOpt = 20_000,
     size: Annotated[
         int, typer.Option(min=16, max=4096, help="Longer side in pixels (of each panel).")
     ] = 512,

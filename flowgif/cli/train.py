@@ -32,6 +32,7 @@ from flowgif.cli.common import (
 )
 from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_SEED
+from flowgif.sources import kind_of
 
 
 @app.command()
@@ -248,23 +249,14 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         start = a["start"] or "noise"
     cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
     from flowgif.recipes import check_ends, for_ends
-    from flowgif.sources import load_source
+    from flowgif.sources import end_spec, load_source, spec
     from flowgif.train import budget_text, train_run
 
     # Both ends are loaded and checked before any folder is made.
     image = source["image"]
-    spec = (
-        image
-        if image is not None
-        else (
-            f"text:{source['text']}"
-            if source["text"] is not None
-            else f"target:{source['target']}"
-        )
-    )
-    src = load_source(spec, cfg.density)
+    src = load_source(end_spec(**source), cfg.density)
     cfg = for_ends(cfg, src)
-    begin = load_source(_start_spec(start), cfg.density, start=True)
+    begin = load_source(spec(start), cfg.density, start=True)
     check_ends(cfg, begin, src)
     for end in (begin, src):
         if end.picture is not None and end.picture.info.get("frames", 1) > 1:
@@ -348,14 +340,6 @@ def _resumed_source(label: str, given: dict[str, Any], run: Path) -> dict[str, A
     return {"image": picture, "text": None, "target": None}
 
 
-def _start_spec(spec: str) -> str | Path:
-    """``--from``: ``noise``, ``text:WORD`` and ``target:NAME`` by name, anything else a path
-    (``./noise`` is a file called noise)."""
-    from flowgif.sources import kind_of
-
-    return spec if kind_of(spec) != "picture" else Path(spec)
-
-
 def _stem(label: str) -> str:
     """A short name for a start in a run folder's name."""
     kind, sep, value = label.partition(":")
@@ -364,29 +348,23 @@ def _stem(label: str) -> str:
     return _slug(Path(label).stem)
 
 
-def _resumed_start(record: Any, given: str | None, run: Path) -> str | Path:
+def _resumed_start(record: Any, given: str | None, run: Path) -> str:
     """Where a resumed run started, from its checkpoint (``--from`` may only repeat it)."""
     label = record["label"] if isinstance(record, dict) else "noise"
     if given is not None:
         same = (
             given == label
-            if kind_of_label(label) != "picture"
+            if kind_of(label) != "picture"
             else (Path(given).absolute() == Path(label))
         )
         if not same:
             raise FlowgifError(f"--from does not match {run}, which started from {label}")
-        return _start_spec(given)
-    if kind_of_label(label) == "picture" and not Path(label).is_file():
+        return given
+    if kind_of(label) == "picture" and not Path(label).is_file():
         raise FlowgifError(
             f"the picture {run} started from, {label}, is not there; give it with --from PATH"
         )
-    return _start_spec(label)
-
-
-def kind_of_label(label: str) -> str:
-    from flowgif.sources import kind_of
-
-    return kind_of(label)
+    return label
 
 
 @app.command(name="configs")

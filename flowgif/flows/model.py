@@ -164,31 +164,30 @@ class ContinuousFlow(Flow):
         probe = None
         if config.divergence == "hutchinson":
             probe = _hutchinson(xa.shape, config.noise, generator, xa.device)
-        z, delta, kinetic, frob = augmented_solve(
-            AugmentedDynamics(self.field, probe),
-            xa,
-            config.solver,
-            config.atol,
-            config.rtol,
-            config.adjoint,
-            steps=config.steps,
-        )
-        return self.start_log_prob(z) + delta - log_r, _penalty(kinetic, frob, config)
+        z, delta, penalty = self._fit_solve(xa, config, probe, forward=False)
+        return self.start_log_prob(z) + delta - log_r, penalty
 
     def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
         """Differentiable end points of start points ``z``, their ``log q`` and the penalty."""
-        x, delta, kinetic, frob = augmented_solve(
-            AugmentedDynamics(self.field),
-            z,
+        x, delta, penalty = self._fit_solve(z, config, None, forward=True)
+        logq = self.start_log_prob(z) + delta - normal_log_prob(x[:, 2:])
+        return x[:, :2], logq, penalty
+
+    def _fit_solve(
+        self, x: Tensor, config: FFJORDConfig, probe: Tensor | None, forward: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The training solve (``config``'s solver, adjoint or not) and the RNODE penalty."""
+        out, delta, kinetic, frob = augmented_solve(
+            AugmentedDynamics(self.field, probe),
+            x,
             config.solver,
             config.atol,
             config.rtol,
             config.adjoint,
-            forward=True,
+            forward=forward,
             steps=config.steps,
         )
-        logq = self.start_log_prob(z) + delta - normal_log_prob(x[:, 2:])
-        return x[:, :2], logq, _penalty(kinetic, frob, config)
+        return out, delta, config.kinetic * kinetic.mean() + config.jacobian * frob.mean()
 
 
 class LayeredFlow(Flow):
@@ -227,11 +226,6 @@ class LayeredFlow(Flow):
     def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
         x, logq = self.flow(z)
         return x, logq, torch.zeros((), device=z.device)
-
-
-def _penalty(kinetic: Tensor, frob: Tensor, config: FFJORDConfig) -> Tensor:
-    """The RNODE kinetic-energy and Jacobian-norm penalties that are switched on."""
-    return config.kinetic * kinetic.mean() + config.jacobian * frob.mean()
 
 
 def _hutchinson(

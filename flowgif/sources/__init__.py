@@ -13,6 +13,7 @@ Each is named by one string, the same at either end:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,16 @@ if TYPE_CHECKING:
 
     from flowgif.config import DensityConfig
 
-__all__ = ["KINDS", "NOISE", "Distribution", "Source", "load_source"]
+__all__ = [
+    "KINDS",
+    "NOISE",
+    "Distribution",
+    "Source",
+    "as_start",
+    "end_spec",
+    "load_source",
+    "spec",
+]
 
 NOISE = "noise"
 
@@ -152,14 +162,44 @@ def load_source(spec: str | Path, config: DensityConfig, start: bool = False) ->
                 f"unknown target {rest!r}; choose one of: {', '.join((*TOYS, *ENERGIES))}"
             )
         source = KINDS[kind](rest, config)
-    if start and source.energy is not None:
+    return as_start(source, config) if start else source
+
+
+def as_start(source: Source, config: DensityConfig) -> Source:
+    """A loaded source as the start of a flow: a picture blurred by ``config.start_blur``
+    cells, an energy refused (it has no sampler).
+
+    Raises:
+        FlowgifError: ``source`` is an energy.
+    """
+    if source.energy is not None:
         raise FlowgifError(
             f"{source.label} is an energy, known only up to a constant, with no way to draw "
             "from it: it can be the end of a flow, not its start"
         )
-    if start and source.kind != NOISE and config.start_blur > 0:
-        source.density = source.density.blurred(config.start_blur)
-    return source
+    if source.kind == NOISE or config.start_blur <= 0:
+        return source
+    return dataclasses.replace(source, density=source.density.blurred(config.start_blur))
+
+
+def spec(name: str) -> str | Path:
+    """A source named in text: ``noise``, ``text:WORD`` and ``target:NAME`` by name, anything
+    else the path of a picture (``./noise`` is a file called noise)."""
+    return name if kind_of(name) != "picture" else Path(name)
+
+
+def end_spec(image: Path | None, text: str | None, target: str | None) -> str | Path:
+    """The one of a picture, a word or a toy target that is given, as :func:`load_source`
+    takes it.
+
+    Raises:
+        FlowgifError: none of them or more than one is given.
+    """
+    if sum(x is not None for x in (image, text, target)) != 1:
+        raise FlowgifError("give exactly one picture, word or target to fit")
+    if image is not None:
+        return Path(image)
+    return f"text:{text}" if text is not None else f"target:{target}"
 
 
 def toy_extent(source: Source) -> float | None:
