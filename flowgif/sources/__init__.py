@@ -156,7 +156,8 @@ def load_source(spec: str | Path, config: DensityConfig, start: bool = False) ->
         kind = kind_of(spec)
         rest = spec if kind in (NOISE, "picture") else spec.partition(":")[2]
         if kind in ("text", "target") and not rest.strip():
-            raise FlowgifError(f"{spec!r} names no {kind}: write {kind}:NAME")
+            what = "WORD" if kind == "text" else "NAME"
+            raise FlowgifError(f"{spec!r} names no {kind}: write {kind}:{what}")
         if kind == "target" and rest.lower() not in (*TOYS, *ENERGIES):
             raise FlowgifError(
                 f"unknown target {rest!r}; choose one of: {', '.join((*TOYS, *ENERGIES))}"
