@@ -43,10 +43,12 @@ from flowgif.sources.noise import Noise
 
 __all__ = [
     "Progress",
+    "RunFolder",
     "Source",
     "TrainResult",
     "budget_spent",
     "budget_text",
+    "open_run",
     "train",
     "train_run",
 ]
@@ -308,6 +310,100 @@ def _fraction(steps: int, budget: float, step: int, seconds: float) -> float:
     return max(a, b)
 
 
+class RunFolder:
+    """A run folder about to be trained: both ends, the adapted config, the checkpoint to
+    resume (or None), and the writer of its files (:meth:`save`).
+
+    Made by :func:`open_run`; :func:`train_run` trains one, :func:`flowgif.stack.train_stack`
+    many at once.
+    """
+
+    def __init__(
+        self, out: Path, end: Source, start: Source, config: Config, resume: dict | None
+    ) -> None:
+        self.out, self.end, self.start, self.config, self.resume = out, end, start, config, resume
+        self.made = not out.exists()
+        self.meta = {
+            "config": config.to_dict(),
+            "seed": config.train.seed,
+            "image": end.stored_label,
+            "image_hash": end.digest,
+            **end_meta(end, config.density.invert),
+            "flowgif": __version__,
+        }
+        if not start.is_noise:
+            self.meta["start"] = {
+                "label": start.stored_label,
+                "hash": start.digest,
+                **end_meta(start, config.density.invert),
+                "blur": start.density.blur,
+            }
+        self._config_text = dump_toml(config.to_dict())
+        self._saved = False
+
+    def save(self, payload: dict) -> None:
+        """Write one checkpoint: ``checkpoint.pt``, then ``config.toml`` (first time only, so
+        it never runs ahead of a checkpoint) and ``loss.csv``, each atomically."""
+        save_checkpoint(self.out / CHECKPOINT, {**self.meta, **payload})
+        if not self._saved:
+            atomic_write_text(self.out / "config.toml", self._config_text)
+            self._saved = True
+        write_loss_csv(self.out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
+
+    def discard_if_empty(self) -> None:
+        """Remove the folder again if this run made it and never wrote into it."""
+        if self.made and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
+    def preview(self, model: nn.Module, device: torch.device) -> None:
+        """``samples.png``: 50,000 samples of the trained flow over the picture."""
+        from flowgif.draw import write_samples_png  # drawing is only needed at the end
+
+        flow = wrap(model, self.config, self.start.density.to(device))
+        x = sample(flow, 50_000, self.config.train.seed, device)
+        density = self.end.density
+        write_samples_png(
+            self.out / "samples.png", self.end.picture, density.to_pixels(x), density.probs_np
+        )
+
+
+def open_run(
+    image: Path | Source | None,
+    config: Config,
+    out: Path,
+    resume: bool = False,
+    text: str | None = None,
+    target: str | None = None,
+    start: str | Path | Source | None = None,
+) -> RunFolder:
+    """Load both ends and check the folder (see :func:`train_run` for the arguments).
+
+    Raises:
+        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way, ends that
+            cannot train together.
+    """
+    out = Path(out)
+    end = (
+        image
+        if isinstance(image, Source)
+        else load_source(end_spec(image, text, target), config.density)
+    )
+    config = for_ends(config, end)
+    if not isinstance(start, Source):
+        start = load_source(start if start is not None else NOISE, config.density, start=True)
+    check_ends(config, start, end)
+    state = None
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
+        if state.get("image_hash") != end.digest:
+            raise FlowgifError(f"{end.label} is not what {out} was trained on")
+        if state.get("start", {}).get("hash", "") != ("" if start.is_noise else start.digest):
+            raise FlowgifError(f"{out} was not trained from {start.label}")
+    else:
+        check_new_run_dir(out)
+    return RunFolder(out, end, start, config, state)
+
+
 def train_run(
     image: Path | Source | None,
     config: Config,
@@ -348,73 +444,22 @@ def train_run(
             cannot train together.
         Interrupted: ``stop`` asked (see :func:`train`).
     """
-    from flowgif.draw import write_samples_png  # drawing is only needed at the end
-
-    out = Path(out)
-    if not isinstance(image, Source):
-        image = load_source(end_spec(image, text, target), config.density)
-    end = image
-    config = for_ends(config, end)
-    if not isinstance(start, Source):
-        start = load_source(start if start is not None else NOISE, config.density, start=True)
-    check_ends(config, start, end)
-    state = None
-    if resume:
-        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
-        if state.get("image_hash") != end.digest:
-            raise FlowgifError(f"{end.label} is not what {out} was trained on")
-        if state.get("start", {}).get("hash", "") != ("" if start.is_noise else start.digest):
-            raise FlowgifError(f"{out} was not trained from {start.label}")
-    else:
-        check_new_run_dir(out)
-    made = not out.exists()
-    meta = {
-        "config": config.to_dict(),
-        "seed": config.train.seed,
-        "image": end.stored_label,
-        "image_hash": end.digest,
-        **end_meta(end, config.density.invert),
-        "flowgif": __version__,
-    }
-    if not start.is_noise:
-        ends = end_meta(start, config.density.invert)
-        meta["start"] = {
-            "label": start.stored_label,
-            "hash": start.digest,
-            **ends,
-            "blur": start.density.blur,
-        }
-    text_config = dump_toml(config.to_dict())
-
-    saved: list[bool] = []
-
-    def save(payload: dict) -> None:
-        save_checkpoint(out / CHECKPOINT, {**meta, **payload})
-        if not saved:  # after this call's first checkpoint: config.toml never runs ahead of it
-            atomic_write_text(out / "config.toml", text_config)
-            saved.append(True)
-        write_loss_csv(out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
-
-    device = resolve_device(config.train.device)
+    run = open_run(image, config, out, resume, text, target, start)
+    device = resolve_device(run.config.train.device)
     try:
         result = train(
-            config,
-            end,
+            run.config,
+            run.end,
             device,
             progress=progress,
-            checkpoint=save,
-            resume=state,
-            start=start,
+            checkpoint=run.save,
+            resume=run.resume,
+            start=run.start,
             stop=stop,
         )
     except BaseException:
-        if made and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a folder this call made and never wrote into
+        run.discard_if_empty()
         raise
-    if not preview:
-        return result
-    flow = wrap(result.model, config, start.density.to(device))
-    x = sample(flow, 50_000, config.train.seed, device)
-    density = end.density
-    write_samples_png(out / "samples.png", end.picture, density.to_pixels(x), density.probs_np)
+    if preview:
+        run.preview(result.model, device)
     return result

@@ -23,7 +23,7 @@ from flowgif.flows.model import Flow, augment
 from flowgif.objectives.base import Objective
 from flowgif.sources import Source
 
-__all__ = ["FlowMatching", "fm_loss", "ot_pair", "sample_times"]
+__all__ = ["FlowMatching", "fm_batch", "fm_loss", "ot_pair", "sample_times"]
 
 
 class FlowMatching(Objective):
@@ -68,14 +68,23 @@ def ot_pair(x0: Tensor, x1: Tensor, block: int) -> Tensor:
     return out
 
 
-def fm_loss(
-    field: nn.Module, x0: Tensor, x1: Tensor, config: FMConfig, generator: torch.Generator
-) -> Tensor:
-    """Flow-matching loss on a batch of start points ``x0`` and end points ``x1`` ``(N, d)``."""
+def fm_batch(
+    x0: Tensor, x1: Tensor, config: FMConfig, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One batch of the regression from start points ``x0`` and end points ``x1`` ``(N, d)``:
+    times ``t`` ``(N, 1)``, points ``x_t`` on the paths, and the target velocities."""
     if config.ot:
         x0 = ot_pair(x0, x1, config.ot_batch)
     t = sample_times(len(x1), config, generator, x1.device)
     xt = (1 - t) * x0 + t * x1
     if config.sigma > 0:
         xt = xt + config.sigma * torch.randn(x1.shape, device=x1.device, generator=generator)
-    return (field(t, xt) - (x1 - x0)).pow(2).sum(1).mean()
+    return t, xt, x1 - x0
+
+
+def fm_loss(
+    field: nn.Module, x0: Tensor, x1: Tensor, config: FMConfig, generator: torch.Generator
+) -> Tensor:
+    """Flow-matching loss on a batch of start points ``x0`` and end points ``x1`` ``(N, d)``."""
+    t, xt, target = fm_batch(x0, x1, config, generator)
+    return (field(t, xt) - target).pow(2).sum(1).mean()

@@ -1,0 +1,458 @@
+"""Stacked training: M pictures in one process, as one model with a leading picture axis.
+
+A GPU runs one flow-matching step of one picture in about the time it takes to launch its
+kernels, whatever the number of points; stacking M pictures into one
+:class:`~flowgif.flows.stacked.StackedField` runs the same kernels once for all M. Everything
+that is per picture in a solo run stays per picture here:
+
+- random streams: each picture draws its batch from its own generator, in the order a solo run
+  draws it, so a picture's stream does not depend on its stack-mates (and a picture resumed in
+  another stack, or alone, continues the same stream);
+- the loss is the sum of the pictures' losses, so each picture's gradient is its own;
+- Adam (element-wise; its step count and learning rate per picture), gradient clipping by each
+  picture's own norm, the warm-up and cosine schedule over each picture's budget, the EMA;
+- a non-finite loss rolls back that picture alone (to its last good weights, at half its
+  learning rate); one that keeps diverging fails alone, its last checkpoint kept;
+- each picture is an ordinary run folder (:class:`flowgif.train.RunFolder`): its checkpoint is
+  unstacked on save, so ``render``, ``eval``, ``sample`` and ``train --resume`` read it as any
+  other.
+
+On the CPU a stack of one computes bit for bit what :func:`flowgif.train.train` computes with
+the same seed (tests/test_stack.py); a picture in a larger stack matches its solo run to
+floating-point rounding (the batched matrix products may round differently).
+
+What stacks: flow matching (``train.objective = fm``) of the mlp vector field
+(:func:`stack_problem`); pictures of any sizes and aspect ratios, from any start.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from flowgif.config import Config
+from flowgif.errors import FlowgifError, Interrupted
+from flowgif.flows import build
+from flowgif.flows.stacked import StackedField, stackable
+from flowgif.objectives.flow_matching import fm_batch
+from flowgif.run import native_bf16
+from flowgif.train import (
+    GOOD_EVERY,
+    MAX_RETRIES,
+    Progress,
+    RunFolder,
+    TrainResult,
+    _fraction,
+    budget_text,
+    lr_factor,
+)
+
+__all__ = ["Outcome", "stack_problem", "train_stack"]
+
+Outcome = TrainResult | FlowgifError | Interrupted
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which solo runs use
+
+
+def stack_problem(config: Config) -> str:
+    """Why runs of ``config`` cannot train stacked, or "" when they can."""
+    tc = config.train
+    if tc.objective != "fm":
+        return "only flow matching (train.objective = fm) trains stacked"
+    if tc.finetune:
+        return "train.finetune (a likelihood phase) does not train stacked"
+    if tc.family != "field":
+        return "only a vector field (train.family = field) trains stacked"
+    if config.field.augment:
+        return "an augmented field (field.augment) does not train stacked"
+    return stackable(build(config))
+
+
+@dataclass
+class _Picture:
+    """One run's starting state: weights, EMA, generator, counters and Adam moments."""
+
+    field: torch.nn.Module
+    ema: torch.nn.Module
+    gen: torch.Generator
+    step: int = 0
+    spent: float = 0.0
+    adam_step: int = 0
+    lr_scale: float = 1.0
+    losses: list[tuple[int, float, float, float]] = dataclasses.field(default_factory=list)
+    moments: dict[str, list[torch.Tensor]] | None = None
+
+
+def _picture(run: RunFolder, fresh: torch.nn.Module, device: torch.device) -> _Picture:
+    """A run's state: fresh weights (those of a solo run of the same seed), or its checkpoint.
+
+    Raises:
+        FlowgifError: the checkpoint does not fit the config.
+    """
+    gen = torch.Generator(device=device).manual_seed(run.config.train.seed)
+    out = _Picture(copy.deepcopy(fresh), copy.deepcopy(fresh), gen)
+    ckpt = run.resume
+    if ckpt is None:
+        return out
+    try:
+        out.field.load_state_dict(ckpt["field"])
+        out.ema.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
+        gen.set_state(ckpt["generator"])
+        states = ckpt["optimizer"]["state"]
+        count = len(list(out.field.parameters()))
+        if sorted(states) != list(range(count)):
+            raise ValueError("its optimizer state does not fit the field")
+        out.moments = {
+            key: [states[i][key].to(device) for i in range(count)]
+            for key in ("exp_avg", "exp_avg_sq")
+        }
+        steps = {int(states[i]["step"]) for i in range(count)}
+        if len(steps) != 1:
+            raise ValueError("its optimizer steps differ between weights")
+        out.adam_step = steps.pop()
+        out.step, out.spent = int(ckpt["step"]), float(ckpt["seconds"])
+        out.lr_scale = float(ckpt.get("lr_scale", 1.0))
+        rows = ckpt["losses"].reshape(-1, 4).tolist()
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        raise FlowgifError(
+            f"the checkpoint does not fit its own config, so it cannot be resumed ({reason})"
+        ) from None
+    out.losses = [(int(s), t, v, lr) for s, t, v, lr in rows]
+    return out
+
+
+class _Stack:
+    """The state of M runs: stacked weights, EMA and Adam moments; per-picture counters."""
+
+    def __init__(self, config: Config, pictures: list[_Picture]) -> None:
+        self.tc = config.train
+        self.gens = [p.gen for p in pictures]
+        self.step = [p.step for p in pictures]
+        self.spent = [p.spent for p in pictures]
+        self.adam_step = [p.adam_step for p in pictures]
+        self.lr_scale = [p.lr_scale for p in pictures]
+        self.losses = [p.losses for p in pictures]
+        self.model = StackedField([p.field for p in pictures])
+        self.ema = None
+        if self.tc.ema > 0:
+            self.ema = StackedField([p.ema for p in pictures]).requires_grad_(False)
+        self.params = self.model.tensors()
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        with torch.no_grad():
+            for m, picture in enumerate(pictures):
+                if picture.moments is None:
+                    continue
+                for key, stacked in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                    for mine, theirs in zip(
+                        StackedField.parts(stacked, m), picture.moments[key], strict=True
+                    ):
+                        mine.copy_(theirs)
+        self.good = [self.snapshot(m) for m in range(len(pictures))]
+
+    def _tensors(self) -> list[list[torch.Tensor]]:
+        """Every stacked tensor a step changes, grouped: weights, moments, EMA."""
+        groups = [self.params, self.exp_avg, self.exp_avg_sq]
+        return groups + ([self.ema.tensors()] if self.ema is not None else [])
+
+    def snapshot(self, m: int) -> list[torch.Tensor]:
+        """Picture ``m``'s known-good state (copies), and its Adam step."""
+        with torch.no_grad():
+            return [t[m].clone() for group in self._tensors() for t in group]
+
+    def restore(self, m: int, snap: list[torch.Tensor], adam_step: int) -> None:
+        with torch.no_grad():
+            for t, saved in zip((t for g in self._tensors() for t in g), snap, strict=True):
+                t[m].copy_(saved)
+        self.adam_step[m] = adam_step
+
+    def payload(self, m: int, lr: float) -> dict:
+        """Picture ``m``'s checkpoint, as a solo run writes it (unstacked)."""
+        field = self.model.field(m)
+        opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=self.tc.weight_decay)
+        parts = zip(
+            field.parameters(),
+            StackedField.parts(self.exp_avg, m),
+            StackedField.parts(self.exp_avg_sq, m),
+            strict=True,
+        )
+        for p, avg, avg_sq in parts:
+            opt.state[p] = {
+                "step": torch.tensor(float(self.adam_step[m])),
+                "exp_avg": avg.detach().clone(),
+                "exp_avg_sq": avg_sq.detach().clone(),
+            }
+        return {
+            "field": field.state_dict(),
+            "ema": self.ema.field(m).state_dict() if self.ema is not None else None,
+            "optimizer": opt.state_dict(),
+            "generator": self.gens[m].get_state(),
+            "step": self.step[m],
+            "seconds": self.spent[m],
+            "losses": torch.tensor(self.losses[m], dtype=torch.float64),
+            "lr_scale": self.lr_scale[m],
+        }
+
+    def update(
+        self, stepping: list[int], lrs: list[float], idle: list[int], total: torch.Tensor
+    ) -> None:
+        """Per-picture gradient clipping, one Adam step and one EMA update for the pictures
+        in ``stepping``; the ``idle`` ones are left exactly as they are.
+
+        Mirrors ``torch.optim.Adam`` (single-tensor, the CPU's) and
+        ``nn.utils.clip_grad_norm_`` operation by operation, so that each picture's arithmetic
+        is its solo run's.
+        """
+        tc, count = self.tc, len(self.step)
+        device = self.params[0].device
+        grads = [p.grad for p in self.params]
+        coef = torch.clamp((tc.grad_clip or math.inf) / (total + 1e-6), max=1.0)
+
+        def column(values: list[float]) -> torch.Tensor:  # one number per picture
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        def per(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return values.reshape(count, *[1] * (like.dim() - 1))
+
+        for m in stepping:
+            self.adam_step[m] += 1
+        steps = [float(max(s, 1)) for s in self.adam_step]
+        size = column([-lr / (1 - BETA1**s) for lr, s in zip(lrs, steps, strict=True)])
+        root = column([(1 - BETA2**s) ** 0.5 for s in steps])
+        decay = [min(tc.ema, (1 + s) / (10 + s)) for s in self.step]
+        weight = column([1 - d for d in decay])
+        kept = self._keep(idle)
+        with torch.no_grad():
+            for p, g, avg, avg_sq in zip(
+                self.params, grads, self.exp_avg, self.exp_avg_sq, strict=True
+            ):
+                g.mul_(per(coef, g))
+                if tc.weight_decay:
+                    g = g.add(p, alpha=tc.weight_decay)
+                avg.lerp_(g, 1 - BETA1)
+                avg_sq.mul_(BETA2).addcmul_(g, g, value=1 - BETA2)
+                denom = (avg_sq.sqrt() / per(root, p)).add_(EPS)
+                p.add_(per(size, p) * avg / denom)
+            if self.ema is not None:
+                for mine, theirs in zip(self.ema.tensors(), self.params, strict=True):
+                    mine.lerp_(theirs, per(weight, mine))
+        self._put_back(idle, kept)
+
+    def _keep(self, idle: list[int]) -> list[torch.Tensor]:
+        if not idle:
+            return []
+        rows = torch.tensor(idle, device=self.params[0].device)
+        with torch.no_grad():
+            return [t.index_select(0, rows) for g in self._tensors() for t in g]
+
+    def _put_back(self, idle: list[int], kept: list[torch.Tensor]) -> None:
+        if not idle:
+            return
+        rows = torch.tensor(idle, device=self.params[0].device)
+        with torch.no_grad():
+            for t, saved in zip((t for g in self._tensors() for t in g), kept, strict=True):
+                t.index_copy_(0, rows, saved)
+
+
+def train_stack(
+    runs: list[RunFolder],
+    device: torch.device,
+    progress: Callable[[list[Progress]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[Outcome]:
+    """Train the runs together; each gets its checkpoints as a solo run would.
+
+    Args:
+        runs: opened run folders (:func:`flowgif.train.open_run`) of one config, which
+            :func:`stack_problem` accepts; new or to resume, of any pictures and starts.
+        device: where to train.
+        progress: called after every stacked step with each picture's progress.
+        stop: asked between steps; when it returns True every unfinished picture is
+            checkpointed (as :func:`flowgif.train.train` does) and gets an ``Interrupted``.
+
+    Returns:
+        One outcome per run, in order: its :class:`~flowgif.train.TrainResult` (the EMA
+        weights when on), the ``FlowgifError`` it failed with (a checkpoint that does not fit,
+        a budget already filled, training that diverged) or ``Interrupted``.
+    """
+    if not runs:
+        return []
+    config = runs[0].config
+    if any(run.config != config for run in runs):
+        raise FlowgifError("stacked runs share one config")
+    problem = stack_problem(config)
+    if problem:
+        raise FlowgifError(problem)
+    tc = config.train
+    if tc.threads and device.type == "cpu":
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    fresh = build(config).to(device)  # every new run starts where a solo run of the seed does
+    outcomes: list[Outcome | None] = [None] * len(runs)
+    pictures: dict[int, _Picture] = {}
+    for m, run in enumerate(runs):  # a checkpoint that does not fit fails its picture alone
+        try:
+            pictures[m] = _picture(run, fresh, device)
+        except FlowgifError as err:
+            outcomes[m] = err
+    if pictures:
+        trained = _train(
+            [runs[m] for m in pictures], list(pictures.values()), device, progress, stop
+        )
+        for m, outcome in zip(pictures, trained, strict=True):
+            outcomes[m] = outcome
+    return [o for o in outcomes if o is not None]
+
+
+def _train(
+    runs: list[RunFolder],
+    pictures: list[_Picture],
+    device: torch.device,
+    progress: Callable[[list[Progress]], None] | None,
+    stop: Callable[[], bool] | None,
+) -> list[Outcome]:
+    config = runs[0].config
+    tc, count = config.train, len(runs)
+    ends = [run.end.density.to(device) for run in runs]
+    starts = [run.start.density.to(device) for run in runs]
+    state = _Stack(config, pictures)
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
+    budget = tc.minutes * 60.0
+    outcomes: list[Outcome | None] = [None] * count
+    saved = [
+        s if run.resume is not None else None for s, run in zip(state.step, runs, strict=True)
+    ]
+    fraction = [
+        _fraction(tc.steps, budget, s, t) for s, t in zip(state.step, state.spent, strict=True)
+    ]
+    for m, run in enumerate(runs):
+        if run.resume is not None and fraction[m] >= 1.0:
+            outcomes[m] = FlowgifError(
+                f"the run already has {state.step[m]} steps ({state.spent[m]:.0f} s), which "
+                f"fills its budget ({budget_text(tc.steps, tc.minutes)}); the budget counts "
+                "from the run's start: give more steps or minutes to train further"
+            )
+    good_step = list(state.adam_step)
+    retries, lrs = [0] * count, [tc.lr] * count
+    last_loss = [math.nan] * count
+    clock = time.perf_counter()
+    began = list(state.spent)
+
+    def save(m: int) -> None:
+        runs[m].save(state.payload(m, lrs[m]))
+        saved[m] = state.step[m]
+
+    def training() -> list[int]:
+        return [m for m in range(count) if outcomes[m] is None and fraction[m] < 1.0]
+
+    n = tc.batch
+    try:
+        while active := training():
+            if stop is not None and stop():
+                for m in active:
+                    if state.step[m] != saved[m] and state.step[m] > 0:
+                        save(m)
+                    outcomes[m] = Interrupted(state.step[m], saved[m] == state.step[m], saved[m])
+                break
+            for m in active:
+                lrs[m] = tc.lr * state.lr_scale[m] * lr_factor(config, state.step[m], fraction[m])
+            batches = []
+            for m in range(count):
+                if m in active:  # the draws of a solo step, in its order
+                    gen = state.gens[m]
+                    x1 = ends[m].sample(n, generator=gen)
+                    x0 = starts[m].sample(n, gen).to(device)
+                    batches.append(fm_batch(x0, x1, config.fm, gen))
+                else:  # a picture that waits draws nothing: its stream stays where it is
+                    zero = torch.zeros(n, 2, device=device)
+                    batches.append((zero[:, :1], zero, zero))
+            t, xt, target = (torch.stack(part) for part in zip(*batches, strict=True))
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                losses = (state.model(t, xt) - target).pow(2).sum(-1).mean(-1)
+            taking = torch.zeros(count, dtype=torch.bool, device=device)
+            taking[active] = True
+            for p in state.params:
+                p.grad = None
+            torch.where(taking, losses, 0.0).sum().backward()
+            values = losses.detach().float().tolist()
+            total = _norms(state.params)
+            norms = total.tolist()
+            stepping = []
+            for m in active:
+                last_loss[m] = values[m]
+                if math.isfinite(values[m]) and math.isfinite(norms[m]):
+                    stepping.append(m)
+                    continue
+                # Diverged: this picture alone goes back to its last good weights, half the lr.
+                retries[m] += 1
+                if retries[m] > MAX_RETRIES:
+                    kept = (
+                        f"the checkpoint of step {saved[m]} is kept"
+                        if saved[m] is not None
+                        else "nothing was saved"
+                    )
+                    outcomes[m] = FlowgifError(
+                        f"training diverged at step {state.step[m]} (loss {values[m]}), "
+                        f"{MAX_RETRIES} times halving the learning rate did not help; {kept}; "
+                        "lower the learning rate"
+                    )
+                state.restore(m, state.good[m], good_step[m])
+                state.lr_scale[m] *= 0.5
+            idle = [m for m in range(count) if m not in stepping]
+            state.update(stepping, lrs, idle, total)
+            now = time.perf_counter() - clock
+            for m in stepping:
+                state.step[m] += 1
+                state.spent[m] = began[m] + now
+                state.losses[m].append((state.step[m], state.spent[m], values[m], lrs[m]))
+                fraction[m] = _fraction(tc.steps, budget, state.step[m], state.spent[m])
+                if state.step[m] % GOOD_EVERY == 0:
+                    state.good[m], good_step[m] = state.snapshot(m), state.adam_step[m]
+                if state.step[m] % tc.checkpoint_every == 0 or fraction[m] >= 1.0:
+                    save(m)
+            for m in active:  # the clock runs for every picture that is training
+                if m not in stepping:
+                    state.spent[m] = began[m] + now
+                    fraction[m] = _fraction(tc.steps, budget, state.step[m], state.spent[m])
+                    if fraction[m] >= 1.0 and state.step[m] != saved[m] and state.step[m]:
+                        save(m)
+            if progress is not None:
+                progress(
+                    [
+                        Progress(s, min(f, 1.0), v, t)
+                        for s, f, v, t in zip(
+                            state.step, fraction, last_loss, state.spent, strict=True
+                        )
+                    ]
+                )
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        for m in training():  # cut mid-step: the last checkpoints stay as they are
+            outcomes[m] = Interrupted(state.step[m], False, saved[m])
+    results: list[Outcome] = []
+    for m in range(count):
+        outcome = outcomes[m]
+        if outcome is None:
+            if state.step[m] != saved[m]:
+                save(m)
+            model = state.ema.field(m) if state.ema is not None else state.model.field(m)
+            loss = state.losses[m][-1][2] if state.losses[m] else math.nan
+            outcome = TrainResult(
+                model.eval(), state.step[m], state.spent[m], loss, state.losses[m]
+            )
+        results.append(outcome)
+    return results
+
+
+def _norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """Each picture's gradient norm over all its weights, ``(M,)`` (as
+    ``nn.utils.clip_grad_norm_`` computes one run's)."""
+    per = [torch.linalg.vector_norm(p.grad.flatten(1), 2, dim=1) for p in params]
+    return torch.linalg.vector_norm(torch.stack(per, dim=1), 2, dim=1)
