@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import queue
 import signal
 import time
 import traceback
@@ -168,6 +169,92 @@ def _hashes(image: Path, config: Config, render: dict) -> dict[str, str]:
     }
 
 
+@dataclass
+class _Job:
+    """A picture that needs training (or only rendering, when ``trained``)."""
+
+    image: Path
+    run: Path
+    label: str
+    keys: dict[str, str]
+    resume: bool
+    trained: bool
+    clock: float
+
+
+def _prepare(
+    image: Path, run: Path, config: Config, render: dict, label: str, stop: Callable[[], bool]
+) -> BatchItem | _Job:
+    """Skip a picture that is done, make way for one to redo, or say how to go on."""
+    from flowgif.run import CHECKPOINT, checkpoint_config, load_checkpoint
+    from flowgif.train import budget_spent
+
+    clock = time.perf_counter()
+    keys = _hashes(image, config, render)
+    done = run / "done.json"
+    if done.is_file():
+        try:
+            if json.loads(done.read_text()).get("hashes") == keys:
+                return BatchItem(label, str(run), "skipped", "already done")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass  # a damaged marker means: do it again
+    if stop():
+        return BatchItem(label, str(run), "not started", "the batch was stopped")
+    resume, trained = False, False
+    if (run / CHECKPOINT).is_file():
+        try:
+            ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+            resume = ckpt.get("image_hash") == keys["image"] and checkpoint_config(ckpt) == config
+            trained = resume and budget_spent(config, ckpt)
+        except (FlowgifError, KeyError):
+            resume = False
+    if not resume and run.exists():
+        _clear_run(run)
+    return _Job(image, run, label, keys, resume, trained, clock)
+
+
+def _finish(job: _Job, config: Config, render: dict) -> BatchItem:
+    """Render, evaluate and mark done a trained picture."""
+    from flowgif.evaluate import evaluate
+    from flowgif.render import RenderOptions
+    from flowgif.render import render as do_render
+    from flowgif.run import load_run, resolve_device
+
+    device = resolve_device(config.train.device)
+    loaded = load_run(job.run, device)
+    do_render(loaded, job.run / "flow.gif", RenderOptions(**render), device)
+    write_thumbnail(job.image, job.run / "picture.png")
+    figures = evaluate(loaded, n_nll=2000, n_samples=20_000, device=device, n_transport=500)
+    atomic_write_text(job.run / "eval.json", json.dumps(figures, indent=2) + "\n")
+    record = {
+        "hashes": job.keys,
+        "image": str(job.image),
+        "steps": loaded.meta.get("step"),
+        "seconds": loaded.meta.get("seconds"),
+    }
+    atomic_write_text(job.run / "done.json", json.dumps(record, indent=2))
+    note = "rendered again" if job.trained else "resumed" if job.resume else ""
+    return BatchItem(job.label, str(job.run), "done", note, time.perf_counter() - job.clock)
+
+
+def _failed(label: str, run: Path, clock: float, err: Exception) -> BatchItem:
+    """A picture's failure: a FlowgifError's one line, or where a bug or a resource error
+    struck (which must not stop the other pictures)."""
+    reason = str(err)
+    if not isinstance(err, FlowgifError):
+        where = traceback.extract_tb(err.__traceback__)[-1:]
+        at = f" ({Path(where[0].filename).name}:{where[0].lineno})" if where else ""
+        reason = f"{type(err).__name__}: {err}{at}"
+    return BatchItem(label, str(run), "failed", reason, time.perf_counter() - clock)
+
+
+def _cut(job: _Job, cut: Interrupted) -> BatchItem:
+    note = f"stopped at step {cut.step}"
+    if cut.checkpoint_step is not None:
+        note += f"; a rerun resumes from step {cut.checkpoint_step}"
+    return BatchItem(job.label, str(job.run), "interrupted", note, time.perf_counter() - job.clock)
+
+
 def process_one(
     image: Path,
     run: Path,
@@ -178,78 +265,103 @@ def process_one(
     stop: Callable[[], bool] | None = None,
 ) -> BatchItem:
     """Train (or resume) and render one picture; never raises for a bad picture."""
-    clock = time.perf_counter()
-    label = label or str(image)
+    return process_stack([(image, run, label or str(image))], config, render, threads, stop)[0]
+
+
+def process_stack(
+    tasks: list[tuple[Path, Path, str]],
+    config: Config,
+    render: dict,
+    threads: int | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[BatchItem]:
+    """Train (or resume) and render ``(picture, run folder, label)`` s; never raises for a bad
+    picture. Two or more that need training train together, stacked
+    (:func:`flowgif.stack.train_stack`); one trains alone (:func:`flowgif.train.train_run`).
+    One item per task, in order."""
     stop = stop or _worker_stop
-    try:
+    clock = time.perf_counter()
+    items: dict[int, BatchItem] = {}
+    jobs: dict[int, _Job] = {}
+    if threads:
         import torch
 
-        from flowgif.evaluate import evaluate
-        from flowgif.render import RenderOptions
-        from flowgif.render import render as do_render
-        from flowgif.run import (
-            CHECKPOINT,
-            checkpoint_config,
-            load_checkpoint,
-            load_run,
-            resolve_device,
-        )
-        from flowgif.train import budget_spent, train_run
-
-        if threads:
-            torch.set_num_threads(threads)
-            config = config.updated({"train.threads": threads})
-        keys = _hashes(image, config, render)
-        done = run / "done.json"
-        if done.is_file():
-            try:
-                if json.loads(done.read_text()).get("hashes") == keys:
-                    return BatchItem(label, str(run), "skipped", "already done")
-            except (OSError, json.JSONDecodeError, AttributeError):
-                pass  # a damaged marker means: do it again
-        if stop():
-            return BatchItem(label, str(run), "not started", "the batch was stopped")
-        resume, trained = False, False
-        if (run / CHECKPOINT).is_file():
-            try:
-                ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
-                resume = (
-                    ckpt.get("image_hash") == keys["image"] and checkpoint_config(ckpt) == config
-                )
-                trained = resume and budget_spent(config, ckpt)
-            except (FlowgifError, KeyError):
-                resume = False
-        if not resume and run.exists():
-            _clear_run(run)
+        torch.set_num_threads(threads)
+        config = config.updated({"train.threads": threads})
+    for i, (image, run, label) in enumerate(tasks):
         try:
-            if not trained:
-                train_run(image, config, run, resume=resume, stop=stop)
-        except Interrupted as cut:
-            note = f"stopped at step {cut.step}"
-            if cut.checkpoint_step is not None:
-                note += f"; a rerun resumes from step {cut.checkpoint_step}"
-            return BatchItem(label, str(run), "interrupted", note, time.perf_counter() - clock)
-        device = resolve_device(config.train.device)
-        loaded = load_run(run, device)
-        do_render(loaded, run / "flow.gif", RenderOptions(**render), device)
-        write_thumbnail(image, run / "picture.png")
-        figures = evaluate(loaded, n_nll=2000, n_samples=20_000, device=device, n_transport=500)
-        atomic_write_text(run / "eval.json", json.dumps(figures, indent=2) + "\n")
-        record = {
-            "hashes": keys,
-            "image": str(image),
-            "steps": loaded.meta.get("step"),
-            "seconds": loaded.meta.get("seconds"),
-        }
-        atomic_write_text(done, json.dumps(record, indent=2))
-        note = "rendered again" if trained else "resumed" if resume else ""
-        return BatchItem(label, str(run), "done", note, time.perf_counter() - clock)
-    except FlowgifError as err:
-        return BatchItem(label, str(run), "failed", str(err), time.perf_counter() - clock)
-    except Exception as err:  # a bug or resource error must not stop the other pictures
-        last = traceback.extract_tb(err.__traceback__)[-1]
-        reason = f"{type(err).__name__}: {err} ({Path(last.filename).name}:{last.lineno})"
-        return BatchItem(label, str(run), "failed", reason, time.perf_counter() - clock)
+            got = _prepare(image, run, config, render, label, stop)
+        except Exception as err:
+            got = _failed(label, run, clock, err)
+        if isinstance(got, _Job):
+            jobs[i] = got
+        else:
+            items[i] = got
+    to_train = {i: job for i, job in jobs.items() if not job.trained}
+    if len(to_train) == 1:
+        items.update(_train_alone(to_train, config, stop))
+    elif to_train:
+        items.update(_train_stacked(to_train, config, stop))
+    for i, job in jobs.items():
+        if i not in items:  # trained: render it
+            try:
+                items[i] = _finish(job, config, render)
+            except Exception as err:
+                items[i] = _failed(job.label, job.run, job.clock, err)
+    return [items[i] for i in range(len(tasks))]
+
+
+def _train_alone(
+    jobs: dict[int, _Job], config: Config, stop: Callable[[], bool]
+) -> dict[int, BatchItem]:
+    """Train one picture; an item only if it failed or was cut."""
+    from flowgif.train import train_run
+
+    ((i, job),) = jobs.items()
+    try:
+        train_run(job.image, config, job.run, resume=job.resume, stop=stop)
+    except Interrupted as cut:
+        return {i: _cut(job, cut)}
+    except Exception as err:
+        return {i: _failed(job.label, job.run, job.clock, err)}
+    return {}
+
+
+def _train_stacked(
+    jobs: dict[int, _Job], config: Config, stop: Callable[[], bool]
+) -> dict[int, BatchItem]:
+    """Open each run folder (a picture that cannot be read fails alone), train them stacked,
+    write each one's preview; items only for those that failed or were cut."""
+    from flowgif.run import resolve_device
+    from flowgif.stack import train_stack
+    from flowgif.train import RunFolder, TrainResult, open_run
+
+    items: dict[int, BatchItem] = {}
+    runs: dict[int, RunFolder] = {}
+    for i, job in jobs.items():
+        try:
+            runs[i] = open_run(job.image, config, job.run, job.resume)
+        except Exception as err:
+            items[i] = _failed(job.label, job.run, job.clock, err)
+    device = resolve_device(config.train.device)
+    try:
+        outcomes: list = train_stack(list(runs.values()), device, stop=stop)
+    except Exception as err:  # the stack as a whole failed: each of its pictures says so
+        outcomes = [err] * len(runs)
+    for (i, run), outcome in zip(runs.items(), outcomes, strict=True):
+        job = jobs[i]
+        if isinstance(outcome, TrainResult):
+            try:
+                run.preview(outcome.model, device)
+                continue
+            except Exception as err:
+                outcome = err
+        run.discard_if_empty()
+        if isinstance(outcome, Interrupted):
+            items[i] = _cut(job, outcome)
+        else:
+            items[i] = _failed(job.label, job.run, job.clock, outcome)
+    return items
 
 
 # What a batch writes into a run folder; only these are cleared before a picture is redone.
@@ -304,8 +416,15 @@ def _worker_stop() -> bool:
     return bool(_STOP)
 
 
-def _worker_init() -> None:
-    """In each worker: a signal asks the running picture to stop after its step."""
+def _worker_init(devices: Any = None) -> None:
+    """In each worker: a signal asks the running picture to stop after its step; on a
+    machine with several GPUs, the worker takes one of them (from the queue ``devices``)."""
+    if devices is not None:
+        with contextlib.suppress(queue.Empty):
+            device = devices.get_nowait()
+            import torch
+
+            torch.cuda.set_device(device)
 
     def handler(signum: int, frame: object) -> None:
         _STOP.append(signum)
@@ -325,6 +444,7 @@ def run_batch(
     stop: Callable[[], bool] | None = None,
     engine: str = "local",
     ray: Any = None,
+    stack: int | str = 1,
 ) -> list[BatchItem]:
     """Process every picture of ``folder`` into ``out``; see the module docstring.
 
@@ -340,6 +460,10 @@ def run_batch(
             save a checkpoint and stop, the rest are reported as not started.
         engine: ``local`` (this machine's processes) or ``ray`` (:mod:`flowgif.engines`).
         ray: :class:`flowgif.engines.RayOptions` for the ray engine.
+        stack: pictures trained together as one stacked model (:mod:`flowgif.stack`), or
+            ``auto`` (:func:`flowgif.stack.auto_stack`: 1 on a CPU, as many as fit on a GPU).
+            On CUDA the local engine runs one process per visible GPU (``jobs`` is capped
+            there), each training its stacks on its own device.
 
     Returns:
         One item per file of the folder, pictures first in name order, then the ignored ones.
@@ -387,26 +511,89 @@ def run_batch(
     for item in extra:
         if item.status == "failed" and report:
             report(item)
+    if engine not in ("local", "ray"):
+        raise FlowgifError(f"batch.engine {engine!r} is not one of: local, ray")
+    todo = []
+    for task in tasks:  # what is done already is reported now, so that stacks fill up
+        item = _skipped(*task, config, render)
+        if item is not None:
+            finish(item)
+        else:
+            todo.append(task)
+    size = _stack_size(stack, config, len(todo))
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     if engine == "ray":
         from flowgif.engines import RayOptions, run_on_ray
 
-        run_on_ray(tasks, config, render, ray or RayOptions(), finish, stop)
-        write_summary(out, ordered(), gallery=True)
-        return ordered()
-    if engine != "local":
-        raise FlowgifError(f"batch.engine {engine!r} is not one of: local, ray")
-    if jobs <= 1:
-        for image, run, label in tasks:
+        run_on_ray(chunks, config, render, ray or RayOptions(), finish, stop)
+    else:
+        _run_local(chunks, config, render, jobs, finish, stop)
+    write_summary(out, ordered(), gallery=True)
+    return ordered()
+
+
+def _skipped(image: Path, run: Path, label: str, config: Config, render: dict) -> BatchItem | None:
+    """The item of a picture that is done with these hashes, else None."""
+    try:
+        if json.loads((run / "done.json").read_text()).get("hashes") == _hashes(
+            image, config, render
+        ):
+            return BatchItem(label, str(run), "skipped", "already done")
+    except (OSError, ValueError, AttributeError):
+        pass  # no marker, a damaged one, or a picture that cannot be read: its worker says
+    return None
+
+
+def _stack_size(stack: int | str, config: Config, count: int) -> int:
+    """The stack size asked for, or ``auto``'s; checked against the config."""
+    from flowgif.stack import auto_stack, stack_problem
+
+    if stack == "auto":
+        return auto_stack(config, count)
+    size = int(stack)
+    if size < 1:
+        raise FlowgifError(f"batch.stack must be auto or at least 1, not {stack}")
+    problem = stack_problem(config) if size > 1 else ""
+    if problem:
+        raise FlowgifError(f"batch.stack {size}: {problem}")
+    return size
+
+
+def _run_local(
+    chunks: list[list[tuple[Path, Path, str]]],
+    config: Config,
+    render: dict,
+    jobs: int,
+    finish: Callable[[BatchItem], None],
+    stop: Callable[[], bool],
+) -> None:
+    """Each chunk (a stack) in this process, or in ``jobs`` worker processes; on CUDA one
+    worker per visible GPU."""
+    devices = _gpus(config)
+    if devices:
+        jobs = len(devices)  # one process per GPU: more would queue on the same device
+    if jobs <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
             if stop():
                 break
-            finish(process_one(image, run, config, render, label=label, stop=stop))
-        write_summary(out, ordered(), gallery=True)
-        return ordered()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-        futures: dict[Future[BatchItem], str] = {
-            pool.submit(process_one, image, run, config, render, 1, label): label
-            for image, run, label in tasks
+            for item in process_stack(chunk, config, render, stop=stop):
+                finish(item)
+        return
+    threads = None if devices else 1
+    if not devices:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import multiprocessing
+
+    # CUDA cannot be used in a forked child of a process that touched it: spawn there.
+    context = multiprocessing.get_context("spawn" if devices else None)
+    spread = context.Queue()
+    for device in devices:
+        spread.put(device)
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(spread,)
+    ) as pool:
+        futures: dict[Future[list[BatchItem]], list[tuple[Path, Path, str]]] = {
+            pool.submit(process_stack, chunk, config, render, threads): chunk for chunk in chunks
         }
         forwarded = False
         running = set(futures)
@@ -416,12 +603,14 @@ def run_batch(
                 if future.cancelled():
                     continue
                 try:
-                    item = future.result()
+                    items = future.result()
                 except Exception as err:  # the worker process died (killed, out of memory)
-                    label = futures[future]
-                    run = next(str(r) for _, r, lab in tasks if lab == label)
-                    item = BatchItem(label, run, "failed", f"its worker died ({err!r})")
-                finish(item)
+                    why = f"its worker died ({err!r})"
+                    items = [
+                        BatchItem(lab, str(r), "failed", why) for _, r, lab in futures[future]
+                    ]
+                for item in items:
+                    finish(item)
             if stop() and not forwarded:
                 forwarded = True
                 for future in running:
@@ -429,8 +618,19 @@ def run_batch(
                 for proc in list(getattr(pool, "_processes", {}).values()):
                     with contextlib.suppress(OSError):  # a SIGTERM to this process alone
                         os.kill(proc.pid, signal.SIGTERM)  # must reach the workers too
-    write_summary(out, ordered(), gallery=True)
-    return ordered()
+
+
+def _gpus(config: Config) -> list[int]:
+    """The CUDA devices a batch spreads over: every visible one when the device is ``auto``
+    or ``cuda``; none on the CPU or for one named device (``cuda:1``)."""
+    from flowgif.run import resolve_device
+
+    device = resolve_device(config.train.device)
+    if device.type != "cuda" or device.index is not None:
+        return []
+    import torch
+
+    return list(range(torch.cuda.device_count()))
 
 
 def summary(items: list[BatchItem]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Where a batch's pictures run: this machine's processes (``local``), or a Ray cluster.
 
-Both hand each picture to :func:`flowgif.batch.process_one`, which trains or resumes it into
-its own run folder and never raises for a bad picture, so they share every rule of a batch:
+Both hand each stack of pictures (one picture unless ``batch.stack`` says more) to
+:func:`flowgif.batch.process_stack`, which trains or resumes each into its own run folder and
+never raises for a bad picture, so they share every rule of a batch:
 ``done.json`` last, skip what is done, resume what was cut, redo what changed.
 
-``ray`` (an optional extra: ``pip install 'flowgif[ray]'``) submits one task per picture with
+``ray`` (an optional extra: ``pip install 'flowgif[ray]'``) submits one task per stack with
 retries: a task whose worker dies is run again, and resumes from the picture's last
 checkpoint. With no address, Ray starts a cluster on this machine; the output folder must be
 reachable at the same path from every node (a shared file system).
@@ -54,41 +55,42 @@ def _ray() -> Any:
 
 
 def run_on_ray(
-    tasks: list[tuple[Path, Path, str]],
+    chunks: list[list[tuple[Path, Path, str]]],
     config: Config,
     render: dict,
     options: RayOptions,
     finish: Callable[[Any], None],
     stop: Callable[[], bool],
 ) -> None:
-    """Run every ``(picture, run folder, label)`` as a Ray task; ``finish`` each result as it
-    arrives (in the order they finish). ``stop`` cancels what has not finished: a running
-    picture stops at its step (a rerun resumes it), the rest are not started."""
-    from flowgif.batch import BatchItem, process_one
+    """Run every chunk of ``(picture, run folder, label)`` s (a stack: one picture unless
+    ``batch.stack`` says more) as a Ray task; ``finish`` each result as it arrives (in the
+    order they finish). ``stop`` cancels what has not finished: a running picture stops at its
+    step (a rerun resumes it), the rest are not started."""
+    from flowgif.batch import BatchItem, process_stack
 
     ray = _ray()
     with _connected(ray, options.address):
         threads = max(1, int(options.cpus))
         remote = ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_retries=RETRIES)(
-            process_one
+            process_stack
         )
-        refs = {
-            remote.remote(image, run, config, render, threads, label): (run, label)
-            for image, run, label in tasks
-        }
+        refs = {remote.remote(chunk, config, render, threads): chunk for chunk in chunks}
         cancelled = False
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
             for ref in ready:
-                run, label = refs.pop(ref)
+                chunk = refs.pop(ref)
                 try:
-                    item = ray.get(ref)
+                    items = ray.get(ref)
                 except ray.exceptions.TaskCancelledError:
-                    item = BatchItem(label, str(run), "not started", "the batch was stopped")
+                    why = "the batch was stopped"
+                    items = [BatchItem(lab, str(r), "not started", why) for _, r, lab in chunk]
                 except ray.exceptions.RayError as err:  # retries spent, or the cluster went
                     why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-                    item = BatchItem(label, str(run), "failed", f"its Ray task failed: {why}")
-                finish(item)
+                    why = f"its Ray task failed: {why}"
+                    items = [BatchItem(lab, str(r), "failed", why) for _, r, lab in chunk]
+                for item in items:
+                    finish(item)
             if stop() and not cancelled:
                 cancelled = True
                 for ref in refs:  # a KeyboardInterrupt in a running task: it stops at its step

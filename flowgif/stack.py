@@ -53,7 +53,10 @@ from flowgif.train import (
     lr_factor,
 )
 
-__all__ = ["Outcome", "stack_problem", "train_stack"]
+__all__ = ["Outcome", "auto_stack", "picture_memory", "stack_problem", "train_stack"]
+
+CPU_STACK = 1  # bench/STACK.md: on a CPU core, compute-bound, a stack of M is no faster
+MAX_STACK = 256  # beyond this the per-picture draws, not the kernels, bound a step
 
 Outcome = TrainResult | FlowgifError | Interrupted
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which solo runs use
@@ -63,14 +66,51 @@ def stack_problem(config: Config) -> str:
     """Why runs of ``config`` cannot train stacked, or "" when they can."""
     tc = config.train
     if tc.objective != "fm":
-        return "only flow matching (train.objective = fm) trains stacked"
+        return "only flow matching (train.objective fm) trains stacked"
     if tc.finetune:
         return "train.finetune (a likelihood phase) does not train stacked"
-    if tc.family != "field":
-        return "only a vector field (train.family = field) trains stacked"
     if config.field.augment:
         return "an augmented field (field.augment) does not train stacked"
     return stackable(build(config))
+
+
+def auto_stack(config: Config, count: int, device: torch.device | None = None) -> int:
+    """How many of ``count`` pictures to stack: 1 on a CPU (or when the config does not
+    stack), on CUDA as many as half the free memory holds (:func:`picture_memory`), at most
+    :data:`MAX_STACK`."""
+    from flowgif.run import resolve_device
+
+    device = device or resolve_device(config.train.device)
+    if count <= 1 or stack_problem(config):
+        return 1
+    if device.type != "cuda":
+        return min(count, CPU_STACK)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(count, MAX_STACK, int(0.5 * free / picture_memory(config, device))))
+
+
+def picture_memory(config: Config, device: torch.device, m: int = 8) -> float:
+    """Bytes one stacked picture needs on ``device``, measured: the peak of one training
+    step of ``m`` stacked pictures (activations, gradients) plus Adam's two moments and the
+    EMA, divided by ``m``. CUDA only (a CPU has no allocator statistics to read)."""
+    if device.type != "cuda":
+        raise ValueError("picture_memory measures a CUDA device")
+    stack = StackedField([build(config) for _ in range(m)]).to(device)
+    weights = sum(p.numel() * p.element_size() for p in stack.parameters())
+    n = config.train.batch
+    x = torch.randn(m, n, 2, device=device)
+    t = torch.rand(m, n, 1, device=device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    bf16 = config.train.precision == "bf16" or (
+        config.train.precision == "auto" and native_bf16(device)
+    )
+    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        loss = (stack(t, x) - x).pow(2).sum()
+    loss.backward()
+    peak = torch.cuda.max_memory_allocated(device) - before
+    return (peak + 3 * weights) / m
 
 
 @dataclass

@@ -126,6 +126,7 @@ RENDER = (
 )
 FLAGS |= {f"render.{name}": "--" + name.replace("_", "-") for name in RENDER}
 FLAGS |= {"plot.kind": "--kind", "batch.out": "--out", "batch.recursive": "--recursive"}
+FLAGS |= {"batch.stack": "--stack", "batch.engine": "--engine"}
 FLAGS |= {"morph.runs": "--runs"}
 _SETTING = re.compile(r"(?<![\w./-])([a-z]+\.[a-z_]+)(?![\w./-])(?! =)")
 

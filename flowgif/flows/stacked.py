@@ -29,9 +29,9 @@ __all__ = ["StackedField", "stackable"]
 def stackable(field: nn.Module) -> str:
     """Why ``field`` cannot be stacked, or "" when it can."""
     if not isinstance(field, VectorField):
-        return "only a vector field (train.family = field) can be stacked"
+        return "only a vector field (train.family field) can be stacked"
     if field.squash:
-        return "only the mlp field (field.arch = mlp) can be stacked"
+        return "only the mlp field (field.arch mlp) can be stacked"
     return ""
 
 
