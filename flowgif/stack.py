@@ -40,8 +40,10 @@ from flowgif.config import Config
 from flowgif.errors import FlowgifError, Interrupted
 from flowgif.flows import build
 from flowgif.flows.stacked import StackedField, stackable
-from flowgif.objectives.flow_matching import fm_batch
+from flowgif.objectives.flow_matching import draw_times, ot_pair, times
 from flowgif.run import native_bf16
+from flowgif.sources.base import Distribution
+from flowgif.sources.picture import ImageDensity, StackedPictures
 from flowgif.train import (
     GOOD_EVERY,
     MAX_RETRIES,
@@ -53,7 +55,7 @@ from flowgif.train import (
     lr_factor,
 )
 
-__all__ = ["Outcome", "auto_stack", "picture_memory", "stack_problem", "train_stack"]
+__all__ = ["Batches", "Outcome", "auto_stack", "picture_memory", "stack_problem", "train_stack"]
 
 CPU_STACK = 1  # bench/STACK.md: on a CPU core, compute-bound, a stack of M is no faster
 MAX_STACK = 256  # beyond this the per-picture draws, not the kernels, bound a step
@@ -359,8 +361,11 @@ def _train(
 ) -> list[Outcome]:
     config = runs[0].config
     tc, count = config.train, len(runs)
-    ends = [run.end.density.to(device) for run in runs]
-    starts = [run.start.density.to(device) for run in runs]
+    batches = Batches(
+        [run.end.density.to(device) for run in runs],
+        [run.start.density.to(device) for run in runs],
+        config,
+    )
     state = _Stack(config, pictures)
     bf16 = tc.precision == "bf16" or (tc.precision == "auto" and native_bf16(device))
     budget = tc.minutes * 60.0
@@ -391,7 +396,6 @@ def _train(
     def training() -> list[int]:
         return [m for m in range(count) if outcomes[m] is None and fraction[m] < 1.0]
 
-    n = tc.batch
     try:
         while active := training():
             if stop is not None and stop():
@@ -402,17 +406,7 @@ def _train(
                 break
             for m in active:
                 lrs[m] = tc.lr * state.lr_scale[m] * lr_factor(config, state.step[m], fraction[m])
-            batches = []
-            for m in range(count):
-                if m in active:  # the draws of a solo step, in its order
-                    gen = state.gens[m]
-                    x1 = ends[m].sample(n, generator=gen)
-                    x0 = starts[m].sample(n, gen).to(device)
-                    batches.append(fm_batch(x0, x1, config.fm, gen))
-                else:  # a picture that waits draws nothing: its stream stays where it is
-                    zero = torch.zeros(n, 2, device=device)
-                    batches.append((zero[:, :1], zero, zero))
-            t, xt, target = (torch.stack(part) for part in zip(*batches, strict=True))
+            t, xt, target = batches(state.gens, set(active))
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 losses = (state.model(t, xt) - target).pow(2).sum(-1).mean(-1)
             taking = torch.zeros(count, dtype=torch.bool, device=device)
@@ -489,6 +483,78 @@ def _train(
             )
         results.append(outcome)
     return results
+
+
+class Batches:
+    """Each step's flow-matching batches of M pictures, ``(M, n, ...)``.
+
+    Every picture draws its random numbers from its own generator in a solo step's order (its
+    end's, its start's, the times', the noise's: :meth:`Distribution.draws`); the numbers are
+    then turned into points for all pictures at once, one operation per kind of work rather
+    than per picture (:class:`~flowgif.sources.picture.StackedPictures`), so the per-picture
+    cost of a step on a GPU is its few random-number kernels.
+    """
+
+    def __init__(
+        self, ends: list[Distribution], starts: list[Distribution], config: Config
+    ) -> None:
+        self.ends, self.starts, self.fm, self.n = ends, starts, config.fm, config.train.batch
+        self.together = [_together(ends), _together(starts)]
+
+    def __call__(
+        self, gens: list[torch.Generator], active: set[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Times ``t`` ``(M, n, 1)``, points ``x_t`` and target velocities ``(M, n, 2)``;
+        a picture not in ``active`` draws nothing (its stream stays where it is) and gets
+        filler."""
+        n, fm = self.n, self.fm
+        device = gens[0].device
+        ends, starts, raw_t, noise = [], [], [], []
+        for m, gen in enumerate(gens):
+            if m not in active:
+                ends.append(None)
+                starts.append(None)
+                raw_t.append(torch.zeros(n, 1, device=device))
+                noise.append(torch.zeros(n, 2, device=device))
+                continue
+            ends.append(self.ends[m].draws(n, gen))
+            starts.append(self.starts[m].draws(n, gen))
+            raw_t.append(draw_times(n, fm, gen, device))
+            if fm.sigma > 0:
+                noise.append(torch.randn(n, 2, device=device, generator=gen))
+        x1 = self._place(self.ends, self.together[0], ends, device)
+        x0 = self._place(self.starts, self.together[1], starts, device)
+        if fm.ot:
+            for m in active:
+                x0[m] = ot_pair(x0[m], x1[m], fm.ot_batch)
+        t = times(torch.stack(raw_t), fm)
+        xt = (1 - t) * x0 + t * x1
+        if fm.sigma > 0:
+            xt = xt + fm.sigma * torch.stack(noise)
+        return t, xt, x1 - x0
+
+    def _place(
+        self,
+        dists: list[Distribution],
+        together: StackedPictures | None,
+        draws: list[list[torch.Tensor] | None],
+        device: torch.device,
+    ) -> torch.Tensor:
+        if together is not None:
+            return together.place(draws, self.n)
+        zero = torch.zeros(self.n, 2, device=device)
+        rows = [
+            d.place(mine).to(device) if mine else zero
+            for d, mine in zip(dists, draws, strict=True)
+        ]
+        return torch.stack(rows)
+
+
+def _together(dists: list[Distribution]) -> StackedPictures | None:
+    """The pictures placed as one, when every distribution is a picture."""
+    if all(isinstance(d, ImageDensity) for d in dists):
+        return StackedPictures(dists)  # type: ignore[arg-type]
+    return None
 
 
 def _norms(params: list[torch.Tensor]) -> torch.Tensor:

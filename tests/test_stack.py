@@ -111,19 +111,21 @@ def test_each_picture_of_a_stack_of_three_gets_its_solo_run(
 
 
 def spoiled(picture: Path, cfg: Config, calls: set[int], after: int | None = None) -> Source:
-    """The picture, whose draws turn to NaN on the draws named (the n-th call to ``sample``,
+    """The picture, whose points turn to NaN on the draws named (the n-th call to ``draws``,
     counted from 1; ``after``: every draw from that one on)."""
     from flowgif.sources import load_source
 
     source = load_source(picture, cfg.density)
-    density, draw, count = source.density, source.density.sample, []
+    density, draws, count = source.density, source.density.draws, []
 
-    def sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def spoilt(n: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         count.append(1)
-        x = draw(n, generator)
-        return x * float("nan") if len(count) in calls or len(count) >= (after or 1e9) else x
+        u, jitter = draws(n, generator)
+        if len(count) in calls or len(count) >= (after or 1e9):
+            jitter = jitter * float("nan")  # NaN places: NaN points
+        return [u, jitter]
 
-    density.sample = sample  # type: ignore[method-assign]
+    density.draws = spoilt  # type: ignore[method-assign]
     density.to = lambda device: density  # type: ignore[method-assign]
     return source
 
@@ -304,3 +306,29 @@ def test_stack_option_is_checked_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "--stack 2: only flow matching (--objective fm) trains stacked" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_pictures_placed_together_are_each_pictures_own_samples(pictures: list[Path]) -> None:
+    """Sharp and blurred pictures of three sizes, one of them idle: each row is exactly what
+    that picture's ``sample`` gives from the same generator state."""
+    from flowgif.sources import load_source
+    from flowgif.sources.picture import StackedPictures
+
+    cfg = config()
+    dens = [load_source(p, cfg.density).density for p in pictures]
+    dens[1] = dens[1].blurred(2.0)
+    dens.append(dens[0].blurred(0.5))
+    gens = [torch.Generator().manual_seed(s) for s in range(len(dens))]
+    states = [g.get_state() for g in gens]
+    draws = [
+        d.draws(300, g) if m != 2 else None
+        for m, (d, g) in enumerate(zip(dens, gens, strict=True))
+    ]
+    together = StackedPictures(dens).place(draws, 300)
+    assert together.shape == (4, 300, 2)
+    for m, (d, g, state) in enumerate(zip(dens, gens, states, strict=True)):
+        if m == 2:
+            assert torch.equal(g.get_state(), state)  # the idle picture drew nothing
+            continue
+        g.set_state(state)
+        assert torch.equal(together[m], d.sample(300, g))

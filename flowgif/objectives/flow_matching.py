@@ -23,7 +23,7 @@ from flowgif.flows.model import Flow, augment
 from flowgif.objectives.base import Objective
 from flowgif.sources import Source
 
-__all__ = ["FlowMatching", "fm_batch", "fm_loss", "ot_pair", "sample_times"]
+__all__ = ["FlowMatching", "draw_times", "fm_batch", "fm_loss", "ot_pair", "sample_times", "times"]
 
 
 class FlowMatching(Objective):
@@ -47,10 +47,23 @@ def sample_times(
     n: int, config: FMConfig, generator: torch.Generator, device: torch.device
 ) -> Tensor:
     """``(n, 1)`` training times in (0, 1): uniform, or logit-normal around ``time_loc``."""
+    return times(draw_times(n, config, generator, device), config)
+
+
+def draw_times(
+    n: int, config: FMConfig, generator: torch.Generator, device: torch.device
+) -> Tensor:
+    """The random numbers of :func:`sample_times`: uniforms, or standard normals."""
     if config.time_sampling == "uniform":
         return torch.rand(n, 1, device=device, generator=generator)
-    z = torch.randn(n, 1, device=device, generator=generator)
-    return torch.sigmoid(config.time_loc + config.time_scale * z)
+    return torch.randn(n, 1, device=device, generator=generator)
+
+
+def times(drawn: Tensor, config: FMConfig) -> Tensor:
+    """Training times from :func:`draw_times`' numbers (any shape)."""
+    if config.time_sampling == "uniform":
+        return drawn
+    return torch.sigmoid(config.time_loc + config.time_scale * drawn)
 
 
 def ot_pair(x0: Tensor, x1: Tensor, block: int) -> Tensor:

@@ -26,6 +26,17 @@ class Distribution(ABC):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` exact samples, ``(n, 2)`` float32."""
 
+    def draws(self, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The random numbers of ``sample(n, generator)``, in the order it draws them; with
+        :meth:`place`, ``sample`` in two halves, so that many distributions can draw from
+        their own generators and be placed together (:mod:`flowgif.stack`)."""
+        return [self.sample(n, generator)]
+
+    def place(self, draws: list[Tensor]) -> Tensor:
+        """The samples that :meth:`draws`' numbers make (``place(draws(n, g))`` is
+        ``sample(n, g)``)."""
+        return draws[0]
+
     @abstractmethod
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density at points ``(N, 2)``, ``(N,)``."""

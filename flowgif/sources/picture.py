@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from flowgif.errors import FlowgifError
 from flowgif.ink import Ink, ink_of
 from flowgif.sources.base import Distribution
 
-__all__ = ["ImageDensity", "image_hash", "ink_colors", "ink_map", "load_image"]
+__all__ = ["ImageDensity", "StackedPictures", "image_hash", "ink_colors", "ink_map", "load_image"]
 
 FLOOR = 1e-6  # mass of the wide Gaussian floor of a blurred picture (so log p is finite)
 
@@ -275,23 +276,27 @@ class ImageDensity(Distribution):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` exact samples, ``(n, 2)`` float32 in model coordinates."""
-        h, w = self.grid
-        u = torch.rand(n, dtype=torch.float64, device=self.device, generator=generator)
-        idx = torch.searchsorted(self.cdf, u, right=True).clamp_(max=h * w - 1)
-        row, col = idx // w, idx % w
-        # Keep a hair off the cell borders so float32 rounding cannot move a point into the
-        # neighbouring (possibly ink-free) cell.
-        jitter = 1e-3 + 0.998 * torch.rand(
-            n, 2, device=self.device, generator=generator, dtype=torch.float64
-        )
-        x = -self.half[0] + (col + jitter[:, 0]) * self.cell[0]
-        y = self.half[1] - (row + jitter[:, 1]) * self.cell[1]
-        out = torch.stack([x, y], dim=1).float()
+        return self.place(self.draws(n, generator))
+
+    def draws(self, n: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """A uniform per point picking its cell, two placing it in the cell; with a blur,
+        its Gaussian offsets and the floor's coin and wide Gaussian."""
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(shape, dtype=torch.float64, device=self.device, generator=generator)
+
+        out = [rand(n), rand(n, 2)]
         if self.blur > 0:
-            out = out + self.blur * torch.randn(n, 2, device=self.device, generator=generator)
-            floor = torch.rand(n, device=self.device, generator=generator) < FLOOR
-            wide = torch.randn(n, 2, device=self.device, generator=generator)
-            out = torch.where(floor[:, None], wide * 2 * self.half_extent, out)
+            out.append(torch.randn(n, 2, device=self.device, generator=generator))
+            out.append(torch.rand(n, device=self.device, generator=generator))
+            out.append(torch.randn(n, 2, device=self.device, generator=generator))
+        return out
+
+    def place(self, draws: list[torch.Tensor]) -> torch.Tensor:
+        h, w = self.grid
+        out = _place(self.cdf, h * w, w, self.half, self.cell, draws[0], draws[1])
+        if self.blur > 0:
+            out = _blur(out, self.blur, self.half_extent, *draws[2:])
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -358,3 +363,71 @@ class ImageDensity(Distribution):
         x = p[:, 0] / w0 * (2 * self.half[0]) - self.half[0]
         y = self.half[1] - p[:, 1] / h0 * (2 * self.half[1])
         return torch.as_tensor(np.stack([x, y], axis=1), dtype=torch.float32)
+
+
+def _place(cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitter: Any) -> Any:
+    """Points in the cells that uniforms ``u`` pick by the cumulative probabilities ``cdf``,
+    at ``jitter`` within each; for one picture (``cdf`` ``(K,)``, numbers) or a stack of them
+    (``cdf`` ``(M, K)``, every other number ``(M, 1)``): the same operations either way."""
+    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=cells - 1)
+    row, col = idx // width, idx % width
+    # Keep a hair off the cell borders so float32 rounding cannot move a point into the
+    # neighbouring (possibly ink-free) cell.
+    jitter = 1e-3 + 0.998 * jitter
+    x = -half[0] + (col + jitter[..., 0]) * cell[0]
+    y = half[1] - (row + jitter[..., 1]) * cell[1]
+    return torch.stack([x, y], dim=-1).float()
+
+
+def _blur(out: Any, blur: Any, wide_half: Any, offset: Any, coin: Any, wide: Any) -> Any:
+    """A blurred picture's points: Gaussian offsets, and the wide floor for a few."""
+    out = out + blur * offset
+    return torch.where((coin < FLOOR)[..., None], wide * 2 * wide_half, out)
+
+
+class StackedPictures:
+    """M pictures' densities placed together: ``place`` takes each picture's own
+    :meth:`ImageDensity.draws` (or None for a picture that draws nothing this time) and gives
+    ``(M, n, 2)`` points, each row exactly what that picture's ``sample`` gives."""
+
+    def __init__(self, densities: list[ImageDensity]) -> None:
+        self.densities = densities
+        device = densities[0].device
+        longest = max(len(d.cdf) for d in densities)
+        self.cdf = torch.full((len(densities), longest), torch.inf, dtype=torch.float64)
+        for m, d in enumerate(densities):
+            self.cdf[m, : len(d.cdf)] = d.cdf.cpu()
+        self.cdf = self.cdf.to(device)
+
+        def column(values: list[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)[:, None]
+
+        self.cells = column([d.grid[0] * d.grid[1] for d in densities], torch.int64)
+        self.width = column([d.grid[1] for d in densities], torch.int64)
+        self.half = [column([d.half[i] for d in densities]) for i in (0, 1)]
+        self.cell = [column([d.cell[i] for d in densities]) for i in (0, 1)]
+        self.blurred = any(d.blur > 0 for d in densities)
+        self.blur = column([d.blur for d in densities], torch.float32)[..., None]
+        self.wide_half = column([d.half_extent for d in densities], torch.float32)[..., None]
+
+    def place(self, draws: list[list[torch.Tensor] | None], n: int) -> torch.Tensor:
+        """``(M, n, 2)`` points from each picture's ``n`` draws (None: it drew nothing, and
+        its row is filler)."""
+        full = [self._filled(mine, n) for mine in draws]
+        parts = [torch.stack(part) for part in zip(*full, strict=True)]
+        out = _place(self.cdf, self.cells, self.width, self.half, self.cell, parts[0], parts[1])
+        if self.blurred:
+            out = _blur(out, self.blur, self.wide_half, *parts[2:])
+        return out
+
+    def _filled(self, mine: list[torch.Tensor] | None, n: int) -> list[torch.Tensor]:
+        """One picture's draws in the stack's shape: zeros for one that drew nothing; in a
+        stack with blurred pictures, no offset and no floor for a sharp one."""
+        device = self.cdf.device
+        if mine is None:
+            mine = [torch.zeros(n, dtype=torch.float64, device=device)]
+            mine.append(torch.zeros(n, 2, dtype=torch.float64, device=device))
+        if self.blurred and len(mine) == 2:
+            zeros = torch.zeros(n, 2, device=device)
+            mine = [*mine, zeros, torch.ones(n, device=device), zeros]
+        return mine
