@@ -1,31 +1,113 @@
-"""Picture-steps per second of stacked training against M, and what a picture costs in memory.
+"""Stacked training (flowgif.stack): picture-steps per second against M, memory per picture,
+and end to end: many pictures trained to a budget of steps, stacked against solo.
 
-One flow-matching step on M pictures at once (:class:`flowgif.flows.stacked.StackedField`,
-weights with a leading picture axis, one Adam over the sum of the pictures' losses) against M
-single-picture steps one after another (the same work as M solo runs), at ``--points`` points
-per picture, the default field (3x128, 64 Fourier features). The end points are synthetic
-(a Gaussian per picture), so the figures are the model's step, not a picture's sampler. Runs
-on CUDA when present (``--device auto``), else on the CPU with one thread; prints a table and
-writes bench/STACK.md.
+Throughput (default): the real trainer, :func:`flowgif.stack.train_stack`, on M run folders
+(pictures cycled from imgs/, words and toy targets), ``--points`` points per picture, the
+default config otherwise; the median time of a stacked step after warm-up, the part of it
+spent drawing the batches (each picture from its own generator), and a solo
+:func:`flowgif.train.train` step on one picture for comparison. MB per picture on CUDA
+(:func:`flowgif.stack.picture_memory`) and the stack size ``--stack auto`` picks there.
+
+End to end (``--end-to-end N``): N distinct pictures trained for ``--e2e-steps`` steps each,
+stacked (``--stack``, default auto) — the wall time in all — then each picture's kl
+(``flowgif eval``'s figure), next to the kl of a solo run of the same steps for the first
+``--solo K`` of them.
 
     python bench/stack.py --stacks 1 8 64 256
+    python bench/stack.py --end-to-end 8 --e2e-steps 600 --stack 8 --solo 8
+
+Runs on CUDA when present (``--device auto``), else on the CPU with one thread; prints tables
+and writes bench/STACK.md (CPU) or bench/STACK-gpu.md (CUDA; bench/gpu-stack.sh is the
+prepared GPU check).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from flowgif.config import Config
-from flowgif.flows.field import VectorField
-from flowgif.flows.stacked import StackedField
-from flowgif.run import resolve_device
+from flowgif.evaluate import evaluate
+from flowgif.run import load_run, resolve_device
+from flowgif.sources import Source, load_source
+from flowgif.sources.toys import TOYS
+from flowgif.stack import Batches, auto_stack, picture_memory, train_stack
+from flowgif.train import open_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "flow",
+    "gif",
+    "ode",
+    "noise",
+    "adam",
+    "wave",
+    "star",
+    "moon",
+    "sun",
+    "sky",
+    "sea",
+    "tree",
+    "leaf",
+    "rose",
+    "fox",
+    "owl",
+    "cat",
+    "dog",
+    "bee",
+    "ant",
+    "elk",
+    "yak",
+    "emu",
+    "ram",
+    "hen",
+    "cow",
+    "pig",
+    "bat",
+    "eel",
+    "koi",
+    "jay",
+    "kiwi",
+    "lynx",
+    "mole",
+    "newt",
+    "orca",
+    "puma",
+    "seal",
+    "swan",
+    "toad",
+    "vole",
+    "wolf",
+    "wren",
+    "yeti",
+    "zebra",
+    "map",
+    "key",
+    "cup",
+    "pen",
+    "ink",
+    "box",
+    "hat",
+    "oak",
+    "fig",
+    "pea",
+]
+
+
+def sources(count: int, config: Config) -> list[Source]:
+    """``count`` distinct ends: the bundled pictures, the toy targets, then words."""
+    specs = [str(p) for p in sorted((ROOT / "imgs").glob("*.png"))]
+    specs += [f"target:{name}" for name in TOYS] + [f"text:{w}" for w in WORDS]
+    if count > len(specs):
+        raise SystemExit(f"at most {len(specs)} distinct pictures")
+    return [load_source(spec, config.density) for spec in specs[:count]]
 
 
 def sync(device: torch.device) -> None:
@@ -33,81 +115,183 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def step_time(model: torch.nn.Module, m: int, n: int, device: torch.device, reps: int) -> float:
-    """Seconds per FM step of ``model`` on ``m`` pictures of ``n`` points (stacked if m > 1 or
-    the model is a stack)."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator(device=device).manual_seed(0)
-    stacked = isinstance(model, StackedField)
-    shape = (m, n, 2) if stacked else (n, 2)
-    centre = torch.randn((*shape[:-2], 1, 2), device=device, generator=gen)
+def stacked_step(ends: list[Source], config: Config, m: int, device: torch.device) -> tuple:
+    """(median s per stacked step, median s of its draws) for M pictures."""
+    stamps: list[float] = []
 
-    def one() -> None:
-        x1 = centre + 0.3 * torch.randn(shape, device=device, generator=gen)
-        x0 = torch.randn(shape, device=device, generator=gen)
-        t = torch.rand((*shape[:-1], 1), device=device, generator=gen)
-        xt = (1 - t) * x0 + t * x1
-        v = model(t, xt) if stacked else model(t.reshape(-1, 1), xt)
-        loss = (v - (x1 - x0)).pow(2).sum(-1).mean(-1).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def tick(_: object) -> None:
+        sync(device)
+        stamps.append(time.perf_counter())
 
-    for _ in range(2):
-        one()
-    sync(device)
-    clock = time.perf_counter()
-    for _ in range(reps):
-        one()
-    sync(device)
-    return (time.perf_counter() - clock) / reps
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [open_run(end, config, Path(tmp) / str(i)) for i, end in enumerate(ends[:m])]
+        train_stack(runs, device, progress=tick)
+        batches = Batches(
+            [r.end.density.to(device) for r in runs], [r.start.density.to(device) for r in runs],
+            config,
+        )  # fmt: skip
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(m)]
+    draws = []
+    for _ in range(5):
+        sync(device)
+        clock = time.perf_counter()
+        batches(gens, set(range(m)))
+        sync(device)
+        draws.append(time.perf_counter() - clock)
+    steps = [b - a for a, b in itertools.pairwise(stamps[3:])]
+    return statistics.median(steps), statistics.median(draws)
+
+
+def solo_step(end: Source, config: Config, device: torch.device) -> float:
+    stamps: list[float] = []
+
+    def tick(_: object) -> None:
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    train(config, end, device, progress=tick)
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps[3:]))
+
+
+def header(device: torch.device, points: int) -> list[str]:
+    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
+    return [
+        f"Device: {device.type} ({name or platform.machine()}), torch {torch.__version__}"
+        + (", one CPU thread" if device.type == "cpu" else "")
+        + f"; {points} points per picture, the default field (3x128, 64 Fourier features).",
+        "",
+    ]
+
+
+def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
+    base = Config().updated(
+        {
+            "train.minutes": 0,
+            "train.steps": 1,
+            "train.batch": a.points,
+            "train.checkpoint_every": 10**9,
+        }
+    )
+    ends = sources(min(max(a.stacks), 64), base)
+    ends = list(itertools.islice(itertools.cycle(ends), max(a.stacks)))
+    solo = solo_step(ends[0], base.updated({"train.steps": 3 + a.steps}), device)
+    print(f"solo: {solo * 1e3:.2f} ms per step, {1 / solo:,.0f} picture-steps/s", flush=True)
+    rows = []
+    for m in a.stacks:
+        steps = a.steps if device.type == "cuda" or m < 64 else max(4, a.steps // 4)
+        seconds, draws = stacked_step(ends, base.updated({"train.steps": 3 + steps}), m, device)
+        memory = picture_memory(base, device) / 2**20 if device.type == "cuda" else None
+        rows.append((m, seconds, draws, memory))
+        print(f"M={m}: {seconds * 1e3:.1f} ms per step (draws {draws * 1e3:.1f} ms), "
+              f"{m / seconds:,.0f} picture-steps/s", flush=True)  # fmt: skip
+    lines = [
+        "## Picture-steps per second against M (measured)",
+        "",
+        *header(device, a.points),
+        f"Command: `python bench/stack.py --device {a.device} --stacks "
+        f"{' '.join(map(str, a.stacks))} --steps {a.steps}`",
+        "",
+        f"Solo step (`flowgif.train.train`, one picture): {solo * 1e3:.2f} ms, "
+        f"{1 / solo:,.0f} picture-steps/s.",
+        "",
+        "| M | ms per stacked step | of it drawing, ms | picture-steps/s | speed-up over solo "
+        "| MB per picture |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, seconds, draws, memory in rows:
+        mb = f"{memory:.1f}" if memory is not None else "-"
+        lines.append(
+            f"| {m} | {seconds * 1e3:.1f} | {draws * 1e3:.1f} | {m / seconds:,.0f} | "
+            f"{m * solo / seconds:.2f}x | {mb} |"
+        )
+    if device.type == "cuda":
+        lines += ["", f"`--stack auto` here: {auto_stack(base, 4096, device)} pictures."]
+    return lines
+
+
+def end_to_end(a: argparse.Namespace, device: torch.device) -> list[str]:
+    config = Config().updated({"train.minutes": 0, "train.steps": a.e2e_steps})
+    ends = sources(a.end_to_end, config)
+    size = auto_stack(config, len(ends), device) if a.stack == "auto" else int(a.stack)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        clock = time.perf_counter()
+        for first in range(0, len(ends), size):
+            chunk = range(first, min(first + size, len(ends)))
+            runs = [open_run(ends[i], config, root / f"stack{i}") for i in chunk]
+            train_stack(runs, device)
+        sync(device)
+        stacked = time.perf_counter() - clock
+        print(f"{len(ends)} pictures stacked by {size}: {stacked:.1f} s", flush=True)
+        solo_seconds = []
+        for i in range(a.solo):
+            run = open_run(ends[i], config, root / f"solo{i}")
+            clock = time.perf_counter()
+            train(config, run.end, device, checkpoint=run.save)
+            sync(device)
+            solo_seconds.append(time.perf_counter() - clock)
+
+        def kl(folder: Path) -> float:
+            figures = evaluate(
+                load_run(folder, device), n_nll=4000, n_samples=40_000, device=device
+            )
+            return float(figures["kl"])
+
+        rows = []
+        for i, end in enumerate(ends):
+            solo = kl(root / f"solo{i}") if i < a.solo else None
+            rows.append((end.label, kl(root / f"stack{i}"), solo))
+            print(rows[-1], flush=True)
+    lines = [
+        "## End to end: pictures trained to a budget of steps, stacked and solo (measured)",
+        "",
+        *header(device, config.train.batch),
+        f"Command: `python bench/stack.py --device {a.device} --end-to-end {a.end_to_end} "
+        f"--e2e-steps {a.e2e_steps} --stack {a.stack} --solo {a.solo}`",
+        "",
+        f"{len(ends)} pictures x {a.e2e_steps:,} steps, stacks of {size}: **{stacked:.1f} s** "
+        f"in all ({len(ends) * a.e2e_steps / stacked:,.0f} picture-steps/s)."
+        + (
+            f" Solo, one after another: {statistics.mean(solo_seconds):.1f} s per picture "
+            f"(x {len(ends)} = {statistics.mean(solo_seconds) * len(ends):.0f} s)."
+            if solo_seconds
+            else ""
+        ),
+        "",
+        "| picture | kl stacked | kl solo (same steps) |",
+        "|---|---|---|",
+    ]
+    for label, got, solo in rows:
+        name = Path(label).name if "/" in label else label
+        lines.append(f"| {name} | {got:.4f} | {'-' if solo is None else f'{solo:.4f}'} |")
+    return lines
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     ap.add_argument("--stacks", nargs="*", type=int, default=[1, 8, 64, 256])
     ap.add_argument("--points", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per M")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--end-to-end", type=int, default=0, metavar="N")
+    ap.add_argument("--e2e-steps", type=int, default=600)
+    ap.add_argument("--stack", default="auto")
+    ap.add_argument("--solo", type=int, default=0, metavar="K")
     a = ap.parse_args()
     device = resolve_device(a.device)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    config = Config().field
-    solo = step_time(VectorField(config).to(device), 1, a.points, device, 20)
-    rows = []
-    for m in a.stacks:
-        stack = StackedField([VectorField(config) for _ in range(m)]).to(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        seconds = step_time(stack, m, a.points, device, max(3, 60 // m))
-        memory = torch.cuda.max_memory_allocated() / m / 2**20 if device.type == "cuda" else None
-        rows.append((m, seconds, m / seconds, m * solo, memory))
-        print(f"M={m}: {seconds * 1e3:.1f} ms per step, {m / seconds:,.0f} picture-steps/s "
-              f"(solo one after another: {1 / solo:,.0f})", flush=True)  # fmt: skip
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor()
-    lines = [
-        "# Stacked training: picture-steps per second against M (measured)",
-        "",
-        f"Device: {device.type} ({name or platform.machine()}), torch {torch.__version__}"
-        + (", one CPU thread" if device.type == "cpu" else "")
-        + f"; {a.points} points per picture, the default field (3x128, 64 Fourier features).",
-        "",
-        f"Command: `python bench/stack.py --stacks {' '.join(map(str, a.stacks))}`",
-        "",
-        "| M | ms per stacked step | picture-steps/s | M solo steps, ms | speed-up "
-        "| MB per picture |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m, seconds, rate, solo_ms, memory in rows:
-        mb = f"{memory:.1f}" if memory is not None else "-"
-        lines.append(
-            f"| {m} | {seconds * 1e3:.1f} | {rate:,.0f} | {solo_ms * 1e3:.1f} | "
-            f"{solo_ms / seconds:.2f}x | {mb} |"
-        )
-    (ROOT / "bench" / ("STACK-gpu.md" if device.type == "cuda" else "STACK.md")).write_text(
-        "\n".join(lines) + "\n"
-    )
+    lines = end_to_end(a, device) if a.end_to_end else throughput(a, device)
     print("\n".join(lines))
+    path = ROOT / "bench" / ("STACK-gpu.md" if device.type == "cuda" else "STACK.md")
+    old = path.read_text() if path.exists() else ""
+    kept = [s for s in old.split("\n## ")[1:] if not ("## " + s).startswith(lines[0])]
+    body = "".join("\n## " + s.rstrip() + "\n" for s in kept)
+    path.write_text(
+        "# Stacked training (bench/stack.py)\n" + body + "\n" + "\n".join(lines) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -311,8 +311,9 @@ def train_stack(
     """Train the runs together; each gets its checkpoints as a solo run would.
 
     Args:
-        runs: opened run folders (:func:`flowgif.train.open_run`) of one config, which
-            :func:`stack_problem` accepts; new or to resume, of any pictures and starts.
+        runs: opened run folders (:func:`flowgif.train.open_run`) of one training config
+            (``train``, ``fm``, ``field``), which :func:`stack_problem` accepts; new or to
+            resume, of any pictures and starts.
         device: where to train.
         progress: called after every stacked step with each picture's progress.
         stop: asked between steps; when it returns True every unfinished picture is
@@ -326,8 +327,8 @@ def train_stack(
     if not runs:
         return []
     config = runs[0].config
-    if any(run.config != config for run in runs):
-        raise FlowgifError("stacked runs share one config")
+    if any(_training(run.config) != _training(config) for run in runs):
+        raise FlowgifError("stacked runs share one training config (train, fm, field)")
     problem = stack_problem(config)
     if problem:
         raise FlowgifError(problem)
@@ -555,6 +556,12 @@ def _together(dists: list[Distribution]) -> StackedPictures | None:
     if all(isinstance(d, ImageDensity) for d in dists):
         return StackedPictures(dists)  # type: ignore[arg-type]
     return None
+
+
+def _training(config: Config) -> tuple:
+    """What must be equal for runs to train as one stack (their densities may differ: a toy
+    target has its own extent)."""
+    return config.train, config.fm, config.field
 
 
 def _norms(params: list[torch.Tensor]) -> torch.Tensor:

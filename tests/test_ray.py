@@ -84,7 +84,7 @@ def test_a_ray_batch_survives_a_killed_worker_reports_a_broken_file_and_reruns(
         deadline = time.monotonic() + 120
         while victim is None and time.monotonic() < deadline:
             found = subprocess.run(
-                ["pgrep", "-f", "ray::process_one"], capture_output=True, text=True
+                ["pgrep", "-f", "ray::process_stack"], capture_output=True, text=True
             ).stdout.split()
             if found and list(out.glob("*/checkpoint.pt")):  # a picture is under way
                 victim = int(found[0])
