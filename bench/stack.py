@@ -279,6 +279,7 @@ def main() -> None:
     ap.add_argument("--e2e-steps", type=int, default=600)
     ap.add_argument("--stack", default="auto")
     ap.add_argument("--solo", type=int, default=0, metavar="K")
+    ap.add_argument("--nll", type=int, default=4000, help="end to end: kl on this many points")
     a = ap.parse_args()
     device = resolve_device(a.device)
     if device.type == "cpu":

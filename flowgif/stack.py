@@ -204,7 +204,7 @@ class _Stack:
         return groups + ([self.ema.tensors()] if self.ema is not None else [])
 
     def snapshot(self, m: int) -> list[torch.Tensor]:
-        """Picture ``m``'s known-good state (copies), and its Adam step."""
+        """Picture ``m``'s known-good state: copies of its rows of :meth:`_tensors`."""
         with torch.no_grad():
             return [t[m].clone() for group in self._tensors() for t in group]
 
@@ -415,9 +415,8 @@ def _train(
             for p in state.params:
                 p.grad = None
             torch.where(taking, losses, 0.0).sum().backward()
-            values = losses.detach().float().tolist()
             total = _norms(state.params)
-            norms = total.tolist()
+            values, norms = torch.stack([losses.detach().float(), total]).tolist()  # one sync
             stepping = []
             for m in active:
                 last_loss[m] = values[m]
@@ -451,8 +450,8 @@ def _train(
                     state.good[m], good_step[m] = state.snapshot(m), state.adam_step[m]
                 if state.step[m] % tc.checkpoint_every == 0 or fraction[m] >= 1.0:
                     save(m)
-            for m in active:  # the clock runs for every picture that is training
-                if m not in stepping:
+            for m in active:  # the clock runs on for a picture that rolled back
+                if m not in stepping and outcomes[m] is None:
                     state.spent[m] = began[m] + now
                     fraction[m] = _fraction(tc.steps, budget, state.step[m], state.spent[m])
                     if fraction[m] >= 1.0 and state.step[m] != saved[m] and state.step[m]:

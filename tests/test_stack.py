@@ -197,7 +197,7 @@ def test_a_checkpoint_that_does_not_fit_fails_its_picture_alone(
         open_run(pictures[0], cfg, tmp_path / "a"),
         open_run(pictures[1], cfg.updated({"train.steps": 30}), tmp_path / "b", resume=True),
     ]
-    with pytest.raises(FlowgifError, match="share one config"):
+    with pytest.raises(FlowgifError, match="share one training config"):
         train_stack(runs, CPU)
     runs[1] = open_run(pictures[1], cfg, tmp_path / "b", resume=True)
     good, bad = train_stack(runs, CPU)
