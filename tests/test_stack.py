@@ -332,3 +332,26 @@ def test_pictures_placed_together_are_each_pictures_own_samples(pictures: list[P
             continue
         g.set_state(state)
         assert torch.equal(together[m], d.sample(300, g))
+
+
+def test_each_batch_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with several GPUs every worker process takes one device from the queue
+    the batch fills (one per visible GPU), so that no two share one."""
+    import queue as queues
+
+    from flowgif import batch
+
+    taken: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", taken.append)
+    devices: queues.Queue[int] = queues.Queue()
+    for device in (0, 1):
+        devices.put(device)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        batch._worker_init(devices)
+        batch._worker_init(devices)
+        batch._worker_init(devices)  # a queue run dry (a CPU batch's is empty): no device
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert taken == [0, 1]

@@ -60,6 +60,7 @@ def batch_(
         Engine,
         typer.Option(
             help="local: this machine's processes (--jobs); ray: one Ray task per picture "
+            "(per stack with --stack) "
             "(pip install 'flowgif\\[ray]'; OUT must be reachable from every node)."
         ),
     ] = Engine.local,
