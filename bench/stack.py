@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from flowgif.config import Config
 from flowgif.evaluate import evaluate
@@ -142,6 +143,36 @@ def stacked_step(ends: list[Source], config: Config, m: int, device: torch.devic
     return statistics.median(steps), statistics.median(draws)
 
 
+class _Ops(TorchDispatchMode):
+    """Counts the operators torch dispatches (on a GPU, about one kernel launch each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(ends: list[Source], config: Config, m: int, device: torch.device) -> float:
+    """Operators per step: of M stacked pictures (or a solo run, m = 0), from the difference
+    of a 5-step and a 3-step run (so that setting up and saving cancel out)."""
+
+    def count(steps: int) -> int:
+        cfg = config.updated({"train.steps": steps})
+        with tempfile.TemporaryDirectory() as tmp, _Ops() as ops:
+            if m == 0:
+                train(cfg, ends[0], device)
+            else:
+                train_stack(
+                    [open_run(e, cfg, Path(tmp) / str(i)) for i, e in enumerate(ends[:m])], device
+                )
+        return ops.count
+
+    return (count(5) - count(3)) / 2
+
+
 def solo_step(end: Source, config: Config, device: torch.device) -> float:
     stamps: list[float] = []
 
@@ -175,15 +206,18 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
     ends = sources(min(max(a.stacks), 64), base)
     ends = list(itertools.islice(itertools.cycle(ends), max(a.stacks)))
     solo = solo_step(ends[0], base.updated({"train.steps": 3 + a.steps}), device)
-    print(f"solo: {solo * 1e3:.2f} ms per step, {1 / solo:,.0f} picture-steps/s", flush=True)
+    solo_ops = ops_per_step(ends, base, 0, device)
+    print(f"solo: {solo * 1e3:.2f} ms per step, {1 / solo:,.0f} picture-steps/s, "
+          f"{solo_ops:.0f} operators per step", flush=True)  # fmt: skip
     rows = []
     for m in a.stacks:
         steps = a.steps if device.type == "cuda" or m < 64 else max(4, a.steps // 4)
         seconds, draws = stacked_step(ends, base.updated({"train.steps": 3 + steps}), m, device)
         memory = picture_memory(base, device) / 2**20 if device.type == "cuda" else None
-        rows.append((m, seconds, draws, memory))
+        ops = ops_per_step(ends, base, m, device)
+        rows.append((m, seconds, draws, ops, memory))
         print(f"M={m}: {seconds * 1e3:.1f} ms per step (draws {draws * 1e3:.1f} ms), "
-              f"{m / seconds:,.0f} picture-steps/s", flush=True)  # fmt: skip
+              f"{m / seconds:,.0f} picture-steps/s, {ops:.0f} operators", flush=True)  # fmt: skip
     lines = [
         "## Picture-steps per second against M (measured)",
         "",
@@ -192,17 +226,18 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
         f"{' '.join(map(str, a.stacks))} --steps {a.steps}`",
         "",
         f"Solo step (`flowgif.train.train`, one picture): {solo * 1e3:.2f} ms, "
-        f"{1 / solo:,.0f} picture-steps/s.",
+        f"{1 / solo:,.0f} picture-steps/s, {solo_ops:.0f} operators (torch dispatches; on a "
+        "GPU each is about one kernel launch, which bounds a small step there).",
         "",
         "| M | ms per stacked step | of it drawing, ms | picture-steps/s | speed-up over solo "
-        "| MB per picture |",
-        "|---|---|---|---|---|---|",
+        "| operators per step | per picture | MB per picture |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for m, seconds, draws, memory in rows:
+    for m, seconds, draws, ops, memory in rows:
         mb = f"{memory:.1f}" if memory is not None else "-"
         lines.append(
             f"| {m} | {seconds * 1e3:.1f} | {draws * 1e3:.1f} | {m / seconds:,.0f} | "
-            f"{m * solo / seconds:.2f}x | {mb} |"
+            f"{m * solo / seconds:.2f}x | {ops:.0f} | {ops / m:.1f} | {mb} |"
         )
     if device.type == "cuda":
         lines += ["", f"`--stack auto` here: {auto_stack(base, 4096, device)} pictures."]
