@@ -205,25 +205,35 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
     )
     ends = sources(min(max(a.stacks), 64), base)
     ends = list(itertools.islice(itertools.cycle(ends), max(a.stacks)))
-    solo = solo_step(ends[0], base.updated({"train.steps": 3 + a.steps}), device)
+    solo_config = base.updated({"train.steps": 3 + a.steps})
     solo_ops = ops_per_step(ends, base, 0, device)
-    print(f"solo: {solo * 1e3:.2f} ms per step, {1 / solo:,.0f} picture-steps/s, "
-          f"{solo_ops:.0f} operators per step", flush=True)  # fmt: skip
-    rows = []
+    rows, solos = [], []
     for m in a.stacks:
         steps = a.steps if device.type == "cuda" or m < 64 else max(4, a.steps // 4)
-        seconds, draws = stacked_step(ends, base.updated({"train.steps": 3 + steps}), m, device)
+        config = base.updated({"train.steps": 3 + steps})
+        rounds = []
+        for _ in range(a.repeat):  # solo and stacked one after the other: a shared machine
+            solo = solo_step(ends[0], solo_config, device)  # drifts, the ratio less so
+            seconds, draws = stacked_step(ends, config, m, device)
+            rounds.append((solo, seconds, draws, m * solo / seconds))
+        solo, seconds, draws, ratio = (statistics.median(r) for r in zip(*rounds, strict=True))
+        solos.append(solo)
         memory = picture_memory(base, device) / 2**20 if device.type == "cuda" else None
         ops = ops_per_step(ends, base, m, device)
-        rows.append((m, seconds, draws, ops, memory))
+        rows.append((m, seconds, draws, ratio, ops, memory))
         print(f"M={m}: {seconds * 1e3:.1f} ms per step (draws {draws * 1e3:.1f} ms), "
-              f"{m / seconds:,.0f} picture-steps/s, {ops:.0f} operators", flush=True)  # fmt: skip
+              f"{m / seconds:,.0f} picture-steps/s, {ratio:.2f}x solo, {ops:.0f} operators",
+              flush=True)  # fmt: skip
+    solo = statistics.median(solos)
     lines = [
         "## Picture-steps per second against M (measured)",
         "",
         *header(device, a.points),
         f"Command: `python bench/stack.py --device {a.device} --stacks "
-        f"{' '.join(map(str, a.stacks))} --steps {a.steps}`",
+        f"{' '.join(map(str, a.stacks))} --steps {a.steps} --repeat {a.repeat}`",
+        "",
+        f"Medians of {a.repeat} rounds, each a solo run's steps then the stack's; the speed-up "
+        "is M x solo step / stacked step within a round.",
         "",
         f"Solo step (`flowgif.train.train`, one picture): {solo * 1e3:.2f} ms, "
         f"{1 / solo:,.0f} picture-steps/s, {solo_ops:.0f} operators (torch dispatches; on a "
@@ -233,11 +243,11 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
         "| operators per step | per picture | MB per picture |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m, seconds, draws, ops, memory in rows:
+    for m, seconds, draws, ratio, ops, memory in rows:
         mb = f"{memory:.1f}" if memory is not None else "-"
         lines.append(
             f"| {m} | {seconds * 1e3:.1f} | {draws * 1e3:.1f} | {m / seconds:,.0f} | "
-            f"{m * solo / seconds:.2f}x | {ops:.0f} | {ops / m:.1f} | {mb} |"
+            f"{ratio:.2f}x | {ops:.0f} | {ops / m:.1f} | {mb} |"
         )
     if device.type == "cuda":
         lines += ["", f"`--stack auto` here: {auto_stack(base, 4096, device)} pictures."]
@@ -310,6 +320,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per M")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of solo-then-stack per M")
     ap.add_argument("--end-to-end", type=int, default=0, metavar="N")
     ap.add_argument("--e2e-steps", type=int, default=600)
     ap.add_argument("--stack", default="auto")
