@@ -57,7 +57,7 @@ from flowgif.train import (
 
 __all__ = ["Batches", "Outcome", "auto_stack", "picture_memory", "stack_problem", "train_stack"]
 
-CPU_STACK = 1  # bench/STACK.md: on a CPU core, compute-bound, a stack of M is no faster
+CPU_STACK = 1  # bench/STACK.md: on a compute-bound CPU core stacking gains little or nothing
 MAX_STACK = 256  # beyond this the per-picture draws, not the kernels, bound a step
 
 Outcome = TrainResult | FlowgifError | Interrupted
