@@ -41,6 +41,7 @@ from flowgif.errors import FlowgifError, Interrupted
 from flowgif.flows import build
 from flowgif.flows.stacked import StackedField, stackable
 from flowgif.objectives.flow_matching import draw_times, ot_pair, times
+from flowgif.optim import BETAS, EPS, adam_state
 from flowgif.run import native_bf16
 from flowgif.sources.base import Distribution
 from flowgif.sources.picture import ImageDensity, StackedPictures
@@ -61,7 +62,7 @@ CPU_STACK = 1  # bench/STACK.md: on a compute-bound CPU core stacking gains litt
 MAX_STACK = 256  # beyond this the per-picture draws, not the kernels, bound a step
 
 Outcome = TrainResult | FlowgifError | Interrupted
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which solo runs use
+BETA1, BETA2 = BETAS
 
 
 def stack_problem(config: Config) -> str:
@@ -217,23 +218,17 @@ class _Stack:
     def payload(self, m: int, lr: float) -> dict:
         """Picture ``m``'s checkpoint, as a solo run writes it (unstacked)."""
         field = self.model.field(m)
-        opt = torch.optim.Adam(field.parameters(), lr=lr, weight_decay=self.tc.weight_decay)
-        parts = zip(
-            field.parameters(),
-            StackedField.parts(self.exp_avg, m),
-            StackedField.parts(self.exp_avg_sq, m),
-            strict=True,
-        )
-        for p, avg, avg_sq in parts:
-            opt.state[p] = {
-                "step": torch.tensor(float(self.adam_step[m])),
-                "exp_avg": avg.detach().clone(),
-                "exp_avg_sq": avg_sq.detach().clone(),
-            }
+        moments = [
+            (self.adam_step[m], avg.detach(), avg_sq.detach())
+            for avg, avg_sq in zip(
+                StackedField.parts(self.exp_avg, m), StackedField.parts(self.exp_avg_sq, m),
+                strict=True,
+            )
+        ]  # fmt: skip
         return {
             "field": field.state_dict(),
             "ema": self.ema.field(m).state_dict() if self.ema is not None else None,
-            "optimizer": opt.state_dict(),
+            "optimizer": adam_state(lr, self.tc.weight_decay, moments),
             "generator": self.gens[m].get_state(),
             "step": self.step[m],
             "seconds": self.spent[m],
@@ -247,7 +242,7 @@ class _Stack:
         """Per-picture gradient clipping, one Adam step and one EMA update for the pictures
         in ``stepping``; the ``idle`` ones are left exactly as they are.
 
-        Mirrors ``torch.optim.Adam`` (single-tensor, the CPU's) and
+        Mirrors :class:`flowgif.optim.Adam` (``torch.optim.Adam``'s arithmetic) and
         ``nn.utils.clip_grad_norm_`` operation by operation, so that each picture's arithmetic
         is its solo run's.
         """

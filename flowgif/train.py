@@ -26,6 +26,7 @@ from flowgif.errors import FlowgifError, Interrupted
 from flowgif.flows import build, wrap
 from flowgif.flows.model import Flow, sample
 from flowgif.objectives import objective as objective_named
+from flowgif.optim import Adam
 from flowgif.recipes import check_ends, for_ends
 from flowgif.run import (
     CHECKPOINT,
@@ -93,9 +94,7 @@ class _State:
         tc = config.train
         self.model = flow.module
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if tc.ema > 0 else None
-        self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
-        )
+        self.opt = Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.gen = torch.Generator(device=device).manual_seed(tc.seed)
         self.step, self.spent, self.lr_scale = 0, 0.0, 1.0
         self.losses: list[tuple[int, float, float, float]] = []
@@ -234,12 +233,11 @@ def train(
                     save()
                 raise Interrupted(state.step, saved_step == state.step, saved_step)
             lr = tc.lr * state.lr_scale * lr_factor(config, state.step, fraction)
-            for group in state.opt.param_groups:
-                group["lr"] = lr
+            state.opt.lr = lr
             objective = fine if tc.finetune and fraction >= 1 - tc.finetune else main
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16 and objective.bf16):
                 loss, shown = objective.loss(flow, end, config, state.gen)
-            state.opt.zero_grad(set_to_none=True)
+            state.opt.zero_grad()
             loss.backward()
             norm = nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip or math.inf)
             loss_value = float(shown)
