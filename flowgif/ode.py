@@ -10,14 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from flowgif.sources.noise import normal_log_prob
 
 LogDensity = Callable[[Tensor], Tensor]
+
+
+def _odeint(*args: Any, **kwargs: Any) -> Any:
+    """torchdiffeq's ``odeint``, imported on first use: it imports SciPy's integrate (0.7 s),
+    which flow matching, its previews and renders (``rk4``, :func:`rk4_hermite`) never need."""
+    from torchdiffeq import odeint
+
+    return odeint(*args, **kwargs)
+
+
+def _odeint_adjoint(*args: Any, **kwargs: Any) -> Any:
+    """torchdiffeq's ``odeint_adjoint``, imported on first use (see :func:`_odeint`)."""
+    from torchdiffeq import odeint_adjoint
+
+    return odeint_adjoint(*args, **kwargs)
+
 
 __all__ = [
     "AugmentedDynamics",
@@ -139,7 +155,7 @@ def sample_paths(
             if method == "rk4":
                 out.append(rk4_hermite(counted, part, times, steps))
             else:
-                out.append(odeint(counted, part, times, method=method, atol=atol, rtol=rtol))
+                out.append(_odeint(counted, part, times, method=method, atol=atol, rtol=rtol))
     if stats is not None:
         stats.nfe += counted.nfe
     return torch.cat(out, dim=1)
@@ -196,7 +212,7 @@ def log_likelihood(
     with torch.no_grad():
         for x in torch.split(x1, chunk):
             zero = torch.zeros(len(x), device=x.device, dtype=x.dtype)
-            z, delta, _, _ = odeint(
+            z, delta, _, _ = _odeint(
                 dyn, (x, zero, zero, zero), times, method=method, atol=atol, rtol=rtol
             )
             out.append(log_p0(z[-1]) + delta[-1])
@@ -226,7 +242,7 @@ def paths_with_log_prob(
     with torch.no_grad():
         for part in torch.split(z, chunk):
             zero = torch.zeros(len(part), device=part.device, dtype=part.dtype)
-            x, div, _, _ = odeint(
+            x, div, _, _ = _odeint(
                 dyn, (part, zero, zero, zero), times.to(part), atol=atol, rtol=rtol
             )
             xs.append(x[..., :2])
@@ -260,7 +276,7 @@ def augmented_solve(
     times = torch.tensor([0.0, 1.0] if forward else [1.0, 0.0]).to(x1)
     state = (x1, zero, zero, zero)
     if adjoint:
-        out = odeint_adjoint(
+        out = _odeint_adjoint(
             dyn,
             state,
             times,
@@ -272,7 +288,7 @@ def augmented_solve(
             adjoint_params=tuple(dyn.field.parameters()),
         )
     else:
-        out = odeint(dyn, state, times, method=method, atol=atol, rtol=rtol, options=options)
+        out = _odeint(dyn, state, times, method=method, atol=atol, rtol=rtol, options=options)
     z, delta, kinetic, frob = (o[-1] for o in out)
     if forward:  # log p_1 = log N - int div: the state integrated +div
         return z, -delta, kinetic, frob
