@@ -69,7 +69,7 @@ def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
     cfg = load_config(ROOT / "configs" / "smoke.toml").updated(
         {
             "train.method": "reverse",
-            "train.steps": 40,
+            "train.steps": 24,  # the bound falls from ~21.6 to ~5.9 nats by then
             "train.batch": 128,
             "train.lr": 1e-2,
             "ffjord.atol": 1e-2,  # the adjoint path, cheaply: the bound falls all the same
