@@ -332,6 +332,8 @@ def _train_stacked(
 ) -> dict[int, BatchItem]:
     """Open each run folder (a picture that cannot be read fails alone), train them stacked,
     write each one's preview; items only for those that failed or were cut."""
+    import torch
+
     from flowgif.run import resolve_device
     from flowgif.stack import train_stack
     from flowgif.train import RunFolder, TrainResult, open_run
@@ -346,6 +348,10 @@ def _train_stacked(
     device = resolve_device(config.train.device)
     try:
         outcomes: list = train_stack(list(runs.values()), device, stop=stop)
+    except torch.cuda.OutOfMemoryError:
+        why = f"the device ran out of memory with {len(runs)} pictures stacked"
+        why += "; give a smaller --stack"
+        outcomes = [FlowgifError(why)] * len(runs)
     except Exception as err:  # the stack as a whole failed: each of its pictures says so
         outcomes = [err] * len(runs)
     for (i, run), outcome in zip(runs.items(), outcomes, strict=True):

@@ -355,3 +355,22 @@ def test_each_batch_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) ->
         for s, handler in handlers.items():
             signal.signal(s, handler)
     assert taken == [0, 1]
+
+
+def test_a_stack_out_of_device_memory_says_to_stack_fewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowgif.stack
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(flowgif.stack, "train_stack", full)
+    pics = tmp_path / "pics"
+    box(pics / "a.png", (4, 4, 12, 28))
+    box(pics / "b.png", (8, 8, 28, 16))
+    items = run_batch(pics, tmp_path / "out", config(20), {"frames": 4}, stack=2)
+    assert {(i.status, i.reason) for i in items} == {
+        ("failed", "the device ran out of memory with 2 pictures stacked; give a smaller --stack")
+    }
+    assert not (tmp_path / "out" / "a").exists()  # nothing half-made is left
