@@ -120,10 +120,11 @@ def spoiled(picture: Path, cfg: Config, calls: set[int], after: int | None = Non
 
     def spoilt(n: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         count.append(1)
-        u, jitter = draws(n, generator)
+        (cells,) = draws(n, generator)
         if len(count) in calls or len(count) >= (after or 1e9):
-            jitter = jitter * float("nan")  # NaN places: NaN points
-        return [u, jitter]
+            cells = cells.clone()
+            cells[:, 1:] = float("nan")  # NaN places in the cells: NaN points
+        return [cells]
 
     density.draws = spoilt  # type: ignore[method-assign]
     density.to = lambda device: density  # type: ignore[method-assign]

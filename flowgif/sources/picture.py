@@ -279,24 +279,22 @@ class ImageDensity(Distribution):
         return self.place(self.draws(n, generator))
 
     def draws(self, n: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """A uniform per point picking its cell, two placing it in the cell; with a blur,
-        its Gaussian offsets and the floor's coin and wide Gaussian."""
-
-        def rand(*shape: int) -> torch.Tensor:
-            return torch.rand(shape, dtype=torch.float64, device=self.device, generator=generator)
-
-        out = [rand(n), rand(n, 2)]
+        """One call per kind of number (on a GPU, every call is a kernel per picture of a
+        stack): ``(n, 3)`` uniforms, the first picking each point's cell and two placing it in
+        the cell; with a blur, ``(n, 4)`` normals (the offset, the floor's wide point) and the
+        floor's coins."""
+        out = [torch.rand(n, 3, dtype=torch.float64, device=self.device, generator=generator)]
         if self.blur > 0:
-            out.append(torch.randn(n, 2, device=self.device, generator=generator))
+            out.append(torch.randn(n, 4, device=self.device, generator=generator))
             out.append(torch.rand(n, device=self.device, generator=generator))
-            out.append(torch.randn(n, 2, device=self.device, generator=generator))
         return out
 
     def place(self, draws: list[torch.Tensor]) -> torch.Tensor:
         h, w = self.grid
-        out = _place(self.cdf, h * w, w, self.half, self.cell, draws[0], draws[1])
+        cells = draws[0]
+        out = _place(self.cdf, h * w, w, self.half, self.cell, cells[..., 0], cells[..., 1:])
         if self.blur > 0:
-            out = _blur(out, self.blur, self.half_extent, *draws[2:])
+            out = _blur(out, self.blur, self.half_extent, *draws[1:])
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,7 +367,7 @@ def _place(cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitte
     """Points in the cells that uniforms ``u`` pick by the cumulative probabilities ``cdf``,
     at ``jitter`` within each; for one picture (``cdf`` ``(K,)``, numbers) or a stack of them
     (``cdf`` ``(M, K)``, every other number ``(M, 1)``): the same operations either way."""
-    idx = torch.searchsorted(cdf, u, right=True).clamp_(max=cells - 1)
+    idx = torch.searchsorted(cdf, u.contiguous(), right=True).clamp_(max=cells - 1)
     row, col = idx // width, idx % width
     # Keep a hair off the cell borders so float32 rounding cannot move a point into the
     # neighbouring (possibly ink-free) cell.
@@ -379,10 +377,10 @@ def _place(cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitte
     return torch.stack([x, y], dim=-1).float()
 
 
-def _blur(out: Any, blur: Any, wide_half: Any, offset: Any, coin: Any, wide: Any) -> Any:
+def _blur(out: Any, blur: Any, wide_half: Any, normals: Any, coin: Any) -> Any:
     """A blurred picture's points: Gaussian offsets, and the wide floor for a few."""
-    out = out + blur * offset
-    return torch.where((coin < FLOOR)[..., None], wide * 2 * wide_half, out)
+    out = out + blur * normals[..., :2]
+    return torch.where((coin < FLOOR)[..., None], normals[..., 2:] * 2 * wide_half, out)
 
 
 class StackedPictures:
@@ -415,9 +413,12 @@ class StackedPictures:
         its row is filler)."""
         full = [self._filled(mine, n) for mine in draws]
         parts = [torch.stack(part) for part in zip(*full, strict=True)]
-        out = _place(self.cdf, self.cells, self.width, self.half, self.cell, parts[0], parts[1])
+        cells = parts[0]
+        out = _place(
+            self.cdf, self.cells, self.width, self.half, self.cell, cells[..., 0], cells[..., 1:]
+        )
         if self.blurred:
-            out = _blur(out, self.blur, self.wide_half, *parts[2:])
+            out = _blur(out, self.blur, self.wide_half, *parts[1:])
         return out
 
     def _filled(self, mine: list[torch.Tensor] | None, n: int) -> list[torch.Tensor]:
@@ -425,9 +426,7 @@ class StackedPictures:
         stack with blurred pictures, no offset and no floor for a sharp one."""
         device = self.cdf.device
         if mine is None:
-            mine = [torch.zeros(n, dtype=torch.float64, device=device)]
-            mine.append(torch.zeros(n, 2, dtype=torch.float64, device=device))
-        if self.blurred and len(mine) == 2:
-            zeros = torch.zeros(n, 2, device=device)
-            mine = [*mine, zeros, torch.ones(n, device=device), zeros]
+            mine = [torch.zeros(n, 3, dtype=torch.float64, device=device)]
+        if self.blurred and len(mine) == 1:
+            mine = [*mine, torch.zeros(n, 4, device=device), torch.ones(n, device=device)]
         return mine
