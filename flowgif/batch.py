@@ -191,13 +191,9 @@ def _prepare(
 
     clock = time.perf_counter()
     keys = _hashes(image, config, render)
-    done = run / "done.json"
-    if done.is_file():
-        try:
-            if json.loads(done.read_text()).get("hashes") == keys:
-                return BatchItem(label, str(run), "skipped", "already done")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            pass  # a damaged marker means: do it again
+    done = _skipped(run, label, keys)
+    if done is not None:
+        return done
     if stop():
         return BatchItem(label, str(run), "not started", "the batch was stopped")
     resume, trained = False, False
@@ -521,7 +517,11 @@ def run_batch(
         raise FlowgifError(f"batch.engine {engine!r} is not one of: local, ray")
     todo = []
     for task in tasks:  # what is done already is reported now, so that stacks fill up
-        item = _skipped(*task, config, render)
+        image, run, label = task
+        try:
+            item = _skipped(run, label, _hashes(image, config, render))
+        except OSError:
+            item = None  # a picture that cannot be read: its worker says so
         if item is not None:
             finish(item)
         else:
@@ -538,15 +538,14 @@ def run_batch(
     return ordered()
 
 
-def _skipped(image: Path, run: Path, label: str, config: Config, render: dict) -> BatchItem | None:
-    """The item of a picture that is done with these hashes, else None."""
+def _skipped(run: Path, label: str, keys: dict[str, str]) -> BatchItem | None:
+    """The item of a picture whose ``done.json`` holds these hashes, else None (also for a
+    damaged marker: the picture is done again)."""
     try:
-        if json.loads((run / "done.json").read_text()).get("hashes") == _hashes(
-            image, config, render
-        ):
+        if json.loads((run / "done.json").read_text()).get("hashes") == keys:
             return BatchItem(label, str(run), "skipped", "already done")
     except (OSError, ValueError, AttributeError):
-        pass  # no marker, a damaged one, or a picture that cannot be read: its worker says
+        pass
     return None
 
 

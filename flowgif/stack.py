@@ -28,11 +28,9 @@ What stacks: flow matching (``train.objective = fm``) of the mlp vector field
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -51,6 +49,7 @@ from flowgif.train import (
     Progress,
     RunFolder,
     TrainResult,
+    TrainState,
     _fraction,
     budget_text,
     lr_factor,
@@ -116,104 +115,67 @@ def picture_memory(config: Config, device: torch.device, m: int = 8) -> float:
     return (peak + 3 * weights) / m
 
 
-@dataclass
-class _Picture:
-    """One run's starting state: weights, EMA, generator, counters and Adam moments."""
-
-    field: torch.nn.Module
-    ema: torch.nn.Module
-    gen: torch.Generator
-    step: int = 0
-    spent: float = 0.0
-    adam_step: int = 0
-    lr_scale: float = 1.0
-    losses: list[tuple[int, float, float, float]] = dataclasses.field(default_factory=list)
-    moments: dict[str, list[torch.Tensor]] | None = None
-
-
-def _picture(run: RunFolder, fresh: torch.nn.Module, device: torch.device) -> _Picture:
-    """A run's state: fresh weights (those of a solo run of the same seed), or its checkpoint.
+def _loaded(run: RunFolder, fresh: torch.nn.Module, device: torch.device) -> TrainState:
+    """A run's state as its solo run has it: fresh weights (those of a solo run of the same
+    seed), or its checkpoint's.
 
     Raises:
         FlowgifError: the checkpoint does not fit the config.
     """
-    gen = torch.Generator(device=device).manual_seed(run.config.train.seed)
-    out = _Picture(copy.deepcopy(fresh), copy.deepcopy(fresh), gen)
-    ckpt = run.resume
-    if ckpt is None:
-        return out
-    try:
-        out.field.load_state_dict(ckpt["field"])
-        out.ema.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
-        gen.set_state(ckpt["generator"])
-        states = ckpt["optimizer"]["state"]
-        count = len(list(out.field.parameters()))
-        if sorted(states) != list(range(count)):
-            raise ValueError("its optimizer state does not fit the field")
-        out.moments = {
-            key: [states[i][key].to(device) for i in range(count)]
-            for key in ("exp_avg", "exp_avg_sq")
-        }
-        steps = {int(states[i]["step"]) for i in range(count)}
-        if len(steps) != 1:
-            raise ValueError("its optimizer steps differ between weights")
-        out.adam_step = steps.pop()
-        out.step, out.spent = int(ckpt["step"]), float(ckpt["seconds"])
-        out.lr_scale = float(ckpt.get("lr_scale", 1.0))
-        rows = ckpt["losses"].reshape(-1, 4).tolist()
-    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
-        raise FlowgifError(
-            f"the checkpoint does not fit its own config, so it cannot be resumed ({reason})"
-        ) from None
-    out.losses = [(int(s), t, v, lr) for s, t, v, lr in rows]
-    return out
+    state = TrainState(run.config, copy.deepcopy(fresh), device)
+    if run.resume is not None:
+        state.resume(run.resume)
+        if len(set(state.opt.steps)) != 1:
+            raise FlowgifError(
+                "the checkpoint does not fit its own config, so it cannot be resumed (its "
+                "optimizer steps differ between weights)"
+            )
+    return state
 
 
 class _Stack:
     """The state of M runs: stacked weights, EMA and Adam moments; per-picture counters."""
 
-    def __init__(self, config: Config, pictures: list[_Picture]) -> None:
+    def __init__(self, config: Config, runs: list[TrainState]) -> None:
         self.tc = config.train
-        self.gens = [p.gen for p in pictures]
-        self.step = [p.step for p in pictures]
-        self.spent = [p.spent for p in pictures]
-        self.adam_step = [p.adam_step for p in pictures]
-        self.lr_scale = [p.lr_scale for p in pictures]
-        self.losses = [p.losses for p in pictures]
-        self.model = StackedField([p.field for p in pictures])
+        self.gens = [r.gen for r in runs]
+        self.step = [r.step for r in runs]
+        self.spent = [r.spent for r in runs]
+        self.adam_step = [r.opt.steps[0] for r in runs]
+        self.lr_scale = [r.lr_scale for r in runs]
+        self.losses = [r.losses for r in runs]
+        self.model = StackedField([r.model for r in runs])
         self.ema = None
         if self.tc.ema > 0:
-            self.ema = StackedField([p.ema for p in pictures]).requires_grad_(False)
+            self.ema = StackedField([r.ema for r in runs]).requires_grad_(False)
         self.params = self.model.tensors()
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         with torch.no_grad():
-            for m, picture in enumerate(pictures):
-                if picture.moments is None:
-                    continue
-                for key, stacked in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
-                    for mine, theirs in zip(
-                        StackedField.parts(stacked, m), picture.moments[key], strict=True
-                    ):
-                        mine.copy_(theirs)
-        self.good = [self.snapshot(m) for m in range(len(pictures))]
+            for m, run in enumerate(runs):
+                for theirs, stacked in ((run.opt.exp_avg, self.exp_avg),
+                                        (run.opt.exp_avg_sq, self.exp_avg_sq)):  # fmt: skip
+                    for mine, moment in zip(StackedField.parts(stacked, m), theirs, strict=True):
+                        if moment is not None:  # None: that weight never stepped
+                            mine.copy_(moment)
+        self.good = [self.snapshot(m) for m in range(len(runs))]
 
     def _tensors(self) -> list[list[torch.Tensor]]:
         """Every stacked tensor a step changes, grouped: weights, moments, EMA."""
         groups = [self.params, self.exp_avg, self.exp_avg_sq]
         return groups + ([self.ema.tensors()] if self.ema is not None else [])
 
-    def snapshot(self, m: int) -> list[torch.Tensor]:
-        """Picture ``m``'s known-good state: copies of its rows of :meth:`_tensors`."""
+    def snapshot(self, m: int) -> tuple[list[torch.Tensor], int]:
+        """Picture ``m``'s known-good state: copies of its rows of :meth:`_tensors`, and its
+        Adam step count."""
         with torch.no_grad():
-            return [t[m].clone() for group in self._tensors() for t in group]
+            return [t[m].clone() for group in self._tensors() for t in group], self.adam_step[m]
 
-    def restore(self, m: int, snap: list[torch.Tensor], adam_step: int) -> None:
+    def restore(self, m: int, snap: tuple[list[torch.Tensor], int]) -> None:
+        rows, self.adam_step[m] = snap
         with torch.no_grad():
-            for t, saved in zip((t for g in self._tensors() for t in g), snap, strict=True):
+            for t, saved in zip((t for g in self._tensors() for t in g), rows, strict=True):
                 t[m].copy_(saved)
-        self.adam_step[m] = adam_step
 
     def payload(self, m: int, lr: float) -> dict:
         """Picture ``m``'s checkpoint, as a solo run writes it (unstacked)."""
@@ -333,10 +295,10 @@ def train_stack(
     torch.manual_seed(tc.seed)
     fresh = build(config).to(device)  # every new run starts where a solo run of the seed does
     outcomes: list[Outcome | None] = [None] * len(runs)
-    pictures: dict[int, _Picture] = {}
+    pictures: dict[int, TrainState] = {}
     for m, run in enumerate(runs):  # a checkpoint that does not fit fails its picture alone
         try:
-            pictures[m] = _picture(run, fresh, device)
+            pictures[m] = _loaded(run, fresh, device)
         except FlowgifError as err:
             outcomes[m] = err
     if pictures:
@@ -350,7 +312,7 @@ def train_stack(
 
 def _train(
     runs: list[RunFolder],
-    pictures: list[_Picture],
+    pictures: list[TrainState],
     device: torch.device,
     progress: Callable[[list[Progress]], None] | None,
     stop: Callable[[], bool] | None,
@@ -379,7 +341,6 @@ def _train(
                 f"fills its budget ({budget_text(tc.steps, tc.minutes)}); the budget counts "
                 "from the run's start: give more steps or minutes to train further"
             )
-    good_step = list(state.adam_step)
     retries, lrs = [0] * count, [tc.lr] * count
     last_loss = [math.nan] * count
     clock = time.perf_counter()
@@ -431,7 +392,7 @@ def _train(
                         f"{MAX_RETRIES} times halving the learning rate did not help; {kept}; "
                         "lower the learning rate"
                     )
-                state.restore(m, state.good[m], good_step[m])
+                state.restore(m, state.good[m])
                 state.lr_scale[m] *= 0.5
             idle = [m for m in range(count) if m not in stepping]
             state.update(stepping, lrs, idle, total)
@@ -442,7 +403,7 @@ def _train(
                 state.losses[m].append((state.step[m], state.spent[m], values[m], lrs[m]))
                 fraction[m] = _fraction(tc.steps, budget, state.step[m], state.spent[m])
                 if state.step[m] % GOOD_EVERY == 0:
-                    state.good[m], good_step[m] = state.snapshot(m), state.adam_step[m]
+                    state.good[m] = state.snapshot(m)
                 if state.step[m] % tc.checkpoint_every == 0 or fraction[m] >= 1.0:
                     save(m)
             for m in active:  # the clock runs on for a picture that rolled back

@@ -24,7 +24,7 @@ from flowgif import __version__
 from flowgif.config import Config, dump_toml
 from flowgif.errors import FlowgifError, Interrupted
 from flowgif.flows import build, wrap
-from flowgif.flows.model import Flow, sample
+from flowgif.flows.model import sample
 from flowgif.objectives import objective as objective_named
 from flowgif.optim import Adam
 from flowgif.recipes import check_ends, for_ends
@@ -47,6 +47,7 @@ __all__ = [
     "RunFolder",
     "Source",
     "TrainResult",
+    "TrainState",
     "budget_spent",
     "budget_text",
     "open_run",
@@ -87,12 +88,19 @@ def lr_factor(config: Config, step: int, fraction: float) -> float:
     return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
 
 
-class _State:
-    """Everything a training run changes: weights, EMA, optimiser, RNG, step, clock, log."""
+class TrainState:
+    """Everything a training run changes: weights, EMA, optimiser, RNG, step, clock, log.
 
-    def __init__(self, config: Config, flow: Flow, device: torch.device) -> None:
+    Args:
+        config: the run's config.
+        module: the weights to train (a flow's ``module``), fresh or to be loaded by
+            :meth:`resume`.
+        device: where its random generator lives.
+    """
+
+    def __init__(self, config: Config, module: nn.Module, device: torch.device) -> None:
         tc = config.train
-        self.model = flow.module
+        self.model = module
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if tc.ema > 0 else None
         self.opt = Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.gen = torch.Generator(device=device).manual_seed(tc.seed)
@@ -100,6 +108,11 @@ class _State:
         self.losses: list[tuple[int, float, float, float]] = []
 
     def resume(self, ckpt: dict) -> None:
+        """Load a checkpoint (schema-checked by the caller) into this state.
+
+        Raises:
+            FlowgifError: its weights or optimiser state do not fit the config.
+        """
         try:
             self.model.load_state_dict(ckpt["field"])
             if self.ema is not None and ckpt.get("ema") is not None:
@@ -202,7 +215,7 @@ def train(
     end = dataclasses.replace(end, density=end.density.to(device))
     torch.manual_seed(tc.seed)
     flow = wrap(build(config).to(device), config, start.density.to(device))
-    state = _State(config, flow, device)
+    state = TrainState(config, flow.module, device)
     if resume is not None:
         state.resume(resume)
     main, fine = objective_named(tc.objective), objective_named("likelihood")
