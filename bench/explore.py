@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from flowgif.config import Config
+from flowgif.fit import train
 from flowgif.flows.model import ContinuousFlow
 from flowgif.flows.model import sample as flow_sample
-from flowgif.ode import SolveStats
+from flowgif.flows.ode import SolveStats
 from flowgif.sources.picture import ImageDensity, load_image
-from flowgif.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT.parent / "shared" / "referee"))

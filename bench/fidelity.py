@@ -48,8 +48,8 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int, s
 
     from flowgif.config import load_config
     from flowgif.evaluate import evaluate
-    from flowgif.run import load_run
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
+    from flowgif.store import load_run
 
     torch.set_num_threads(threads)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in sets)}

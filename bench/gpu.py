@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from flowgif.config import load_config
+from flowgif.device import native_bf16
 from flowgif.evaluate import evaluate
+from flowgif.fit import train_run
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import ContinuousFlow
 from flowgif.objectives.flow_matching import fm_loss
 from flowgif.render import RenderOptions, render
-from flowgif.run import load_run, native_bf16
 from flowgif.sources.picture import ImageDensity, load_image
-from flowgif.train import train_run
+from flowgif.store import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

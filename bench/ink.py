@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from flowgif.ink import ink_of
+from flowgif.sources.ink import ink_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

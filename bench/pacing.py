@@ -32,11 +32,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from flowgif import render as rendering
 from flowgif.draw import Canvas, Palette
-from flowgif.pacing import formed, jumpiness, shape_progress
-from flowgif.run import load_run
-from flowgif.writers import write_gif
+from flowgif.flows.ode import SolveStats
+from flowgif.render import RenderOptions, render
+from flowgif.render.camera import PROBE_PARTICLES, camera, frame_times_for
+from flowgif.render.pacing import formed, jumpiness, shape_progress
+from flowgif.render.writers import write_gif
+from flowgif.store import load_run
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], list[int], np.ndarray]:
@@ -59,19 +61,19 @@ def decode(path: Path) -> tuple[list[np.ndarray], list[int], np.ndarray]:
 def figures(run_path: Path, before: bool) -> dict[str, float]:
     """formed, on ink and step max/median of the default render, now or as it was."""
     run = load_run(run_path)
-    opts = rendering.RenderOptions()
+    opts = RenderOptions()
     noise = [run.flow.starts(opts.particles, torch.Generator().manual_seed(opts.seed))]
-    times, progress = rendering.frame_times_for([run], noise, opts, rendering.SolveStats())
+    times, progress = frame_times_for([run], noise, opts, SolveStats())
     if before:  # equal times, full cosine ease; the camera followed the cloud
         s = np.linspace(0.0, 1.0, opts.frames)
         times = torch.as_tensor(0.5 - 0.5 * np.cos(np.pi * s), dtype=torch.float32)
-    probe = run.flow.paths(noise[0][: rendering.PROBE_PARTICLES], times).numpy()
+    probe = run.flow.paths(noise[0][:PROBE_PARTICLES], times).numpy()
     probe = probe[..., :2].astype(np.float64)
     ink = run.density.probs_np.ravel() > 0
     on_ink = np.array([ink[run.density.cell_index(x)].mean() for x in probe])
     half_ink = np.maximum.accumulate((on_ink - on_ink[0]) / max(on_ink[-1] - on_ink[0], 1e-9))
     canvas = Canvas.around(run.density.size, opts.size)
-    views = rendering.camera(canvas, run.density, probe, True, None if before else progress)
+    views = camera(canvas, run.density, probe, True, None if before else progress)
     scale = np.array([v.scale for v in views])
     t = times.numpy().astype(np.float64)
     return {
@@ -121,7 +123,7 @@ def main() -> None:
             )
             print(lines[-1], flush=True)
             new = Path(tmp) / f"{run.name}.gif"
-            rendering.render(load_run(run), new)
+            render(load_run(run), new)
             f = figures(run, before=False)
             lines.append(
                 f"| {run.name} | now | {f['formed']:.0%} | {f['ink']:.0%} | {f['step']:.2f} | "

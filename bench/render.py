@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from flowgif.render import RenderOptions, render
-from flowgif.run import load_run
+from flowgif.store import load_run
 
 ROWS = [
     ("20k particles, position", "flow.gif", {"particles": 20_000}),

@@ -20,7 +20,7 @@ import torch
 
 from flowgif.config import load_config
 from flowgif.flows.field import VectorField
-from flowgif.ode import AugmentedDynamics, augmented_solve
+from flowgif.flows.ode import AugmentedDynamics, augmented_solve
 from flowgif.sources.energies import energy, log_partition
 from flowgif.sources.noise import normal_log_prob
 

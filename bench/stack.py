@@ -1,12 +1,12 @@
-"""Stacked training (flowgif.stack): picture-steps per second against M, memory per picture,
+"""Stacked training (flowgif.fit.stack): picture-steps per second against M, memory per picture,
 and end to end: many pictures trained to a budget of steps, stacked against solo.
 
-Throughput (default): the real trainer, :func:`flowgif.stack.train_stack`, on M run folders
+Throughput (default): the real trainer, :func:`flowgif.fit.stack.train_stack`, on M run folders
 (pictures cycled from imgs/, words and toy targets), ``--points`` points per picture, the
 default config otherwise; the median time of a stacked step after warm-up, the part of it
 spent drawing the batches (each picture from its own generator), and a solo
-:func:`flowgif.train.train` step on one picture for comparison. MB per picture on CUDA
-(:func:`flowgif.stack.picture_memory`) and the stack size ``--stack auto`` picks there.
+:func:`flowgif.fit.train` step on one picture for comparison. MB per picture on CUDA
+(:func:`flowgif.fit.stack.picture_memory`) and the stack size ``--stack auto`` picks there.
 
 End to end (``--end-to-end N``): N distinct pictures trained for ``--e2e-steps`` steps each,
 stacked (``--stack``, default auto) — the wall time in all — then each picture's kl
@@ -35,12 +35,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from flowgif.config import Config
+from flowgif.device import resolve_device
 from flowgif.evaluate import evaluate
-from flowgif.run import load_run, resolve_device
+from flowgif.fit import open_run, train
+from flowgif.fit.stack import auto_stack, picture_memory, train_stack
+from flowgif.objectives.flow_matching import StackedBatches as Batches
 from flowgif.sources import Source, load_source
 from flowgif.sources.toys import TOYS
-from flowgif.stack import Batches, auto_stack, picture_memory, train_stack
-from flowgif.train import open_run, train
+from flowgif.store import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = [
@@ -235,7 +237,7 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
         f"Medians of {a.repeat} rounds, each a solo run's steps then the stack's; the speed-up "
         "is M x solo step / stacked step within a round.",
         "",
-        f"Solo step (`flowgif.train.train`, one picture): {solo * 1e3:.2f} ms, "
+        f"Solo step (`flowgif.fit.train`, one picture): {solo * 1e3:.2f} ms, "
         f"{1 / solo:,.0f} picture-steps/s, {solo_ops:.0f} operators (torch dispatches; on a "
         "GPU each is about one kernel launch, which bounds a small step there).",
         "",

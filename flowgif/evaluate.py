@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from flowgif.flows.model import ContinuousFlow, sample
-from flowgif.ink import ink_of
-from flowgif.ode import SolveStats
-from flowgif.run import Run
+from flowgif.flows.ode import SolveStats
 from flowgif.sources.energies import ENERGIES, energy, log_partition
+from flowgif.sources.ink import ink_of
 from flowgif.sources.picture import image_hash, load_image
+from flowgif.store import Run
 
 __all__ = ["evaluate", "transport_ratio", "tv_score"]
 

@@ -12,7 +12,7 @@ import torch
 
 from flowgif.errors import FlowgifError
 from flowgif.files import SIGNATURE, atomic_write, check_replaceable
-from flowgif.run import Run
+from flowgif.store import Run
 
 __all__ = ["KINDS", "plot"]
 

@@ -31,7 +31,7 @@ def tiny_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(tiny_png: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder trained for a few dozen flow-matching steps with configs/smoke.toml."""
     from flowgif.config import load_config
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
 
     out = tmp_path_factory.mktemp("runs") / "ell"
     train_run(tiny_png, load_config(ROOT / "configs" / "smoke.toml"), out)

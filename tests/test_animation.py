@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from flowgif.draw import KEEP, Canvas, Palette, make_palette
-from flowgif.pacing import formed, jumpiness, paced_times, shape_progress
-from flowgif.writers import write_gif, write_webp
+from flowgif.render.pacing import formed, jumpiness, paced_times, shape_progress
+from flowgif.render.writers import write_gif, write_webp
 from tests.test_cli import assert_one_line_error, call
 
 
@@ -53,8 +53,8 @@ def test_shape_pacing_forms_the_picture_mid_animation_smoothly() -> None:
 
 
 def test_camera_holds_while_the_cloud_gathers(tiny_run: Path) -> None:
-    from flowgif.render import camera
-    from flowgif.run import load_run
+    from flowgif.render.camera import camera
+    from flowgif.store import load_run
 
     run = load_run(tiny_run)
     grid, paths = straight_paths()
@@ -163,7 +163,7 @@ def test_panels_density_is_the_flows_own(tiny_run: Path) -> None:
     """The log-density carried along the paths equals the flow's log_prob at the end points."""
     import torch
 
-    from flowgif.run import load_run
+    from flowgif.store import load_run
 
     run = load_run(tiny_run)
     z = run.flow.starts(300, torch.Generator().manual_seed(3))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from flowgif.evaluate import evaluate, tv_score
-from flowgif.run import load_run
 from flowgif.sources.picture import ImageDensity, ink_map, load_image
+from flowgif.store import load_run
 from tests.conftest import SHARED
 
 REFEREE = SHARED / "referee" / "score.py"

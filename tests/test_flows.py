@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from flowgif.config import Config, FieldConfig, FlowConfig
+from flowgif.fit import train
 from flowgif.flows import build
 from flowgif.flows.base import DiscreteFlow
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import ContinuousFlow
 from flowgif.sources.toys import toy_density
-from flowgif.train import train
 from tests.test_cli import SMOKE, call
 
 FAMILIES = {

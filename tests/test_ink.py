@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from flowgif.ink import ink_of
+from flowgif.sources.ink import ink_of
 from flowgif.sources.toys import text_image
 from tests.test_cli import SMOKE, call
 
@@ -97,7 +97,7 @@ def test_train_says_which_ink_and_shows_it(tmp_path: Path) -> None:
 
     assert tomllib.loads((out / "config.toml").read_text())["density"]["ink"] == "auto"
     from flowgif.evaluate import _reference_ink
-    from flowgif.run import load_run
+    from flowgif.store import load_run
 
     scored, source = _reference_ink(load_run(out))  # eval scores against what was fitted
     assert source == "image" and np.array_equal(scored, ink_of(img, "auto").ink)
@@ -110,7 +110,7 @@ def test_runs_from_before_the_ink_models_resume_with_darkness(
 
     import torch
 
-    from flowgif.run import checkpoint_config, load_checkpoint
+    from flowgif.store import checkpoint_config, load_checkpoint
 
     run = tmp_path / "old"
     shutil.copytree(tiny_run, run)

@@ -13,12 +13,12 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from flowgif.config import Config, DensityConfig, load_config
+from flowgif.fit import train
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import ContinuousFlow
 from flowgif.sources import load_source
 from flowgif.sources.base import Distribution
 from flowgif.sources.picture import ImageDensity
-from flowgif.train import train
 from tests.test_cli import SMOKE, assert_one_line_error, call
 
 CPU = torch.device("cpu")
@@ -161,8 +161,8 @@ def test_a_blurred_picture_is_a_normalised_density_its_samples_follow() -> None:
 
 def test_a_picture_to_itself_learns_to_stay_put(tmp_path: Path) -> None:
     from flowgif.evaluate import evaluate
-    from flowgif.run import load_run
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
+    from flowgif.store import load_run
 
     # Two soft blobs: a start blurred by half a cell is then nearly the picture itself (a
     # sharp-edged picture this small would lose ~7 % of its mass off the ink to the blur).
@@ -298,7 +298,7 @@ def test_a_run_folder_from_before_the_redesign_loads_renders_and_resumes(tmp_pat
     before objectives and families were named apart (its config says train.method = fm)."""
     import shutil
 
-    from flowgif.run import load_run
+    from flowgif.store import load_run
     from tests.conftest import ROOT
 
     run = tmp_path / "old"

@@ -131,7 +131,7 @@ def test_a_failed_mp4_never_replaces_a_good_one(
     out = tmp_path / "flow.mp4"
     assert call("render", run, "--out", out, *RENDER).exit_code == 0
     good = out.read_bytes()
-    from flowgif.writers import mp4_problem
+    from flowgif.render.writers import mp4_problem
 
     assert mp4_problem(out) == ""
     fake = tmp_path / "ffmpeg"
@@ -255,7 +255,7 @@ def test_divergence_says_nothing_was_saved_and_leaves_no_folder(
 
 def test_stop_before_the_first_step_writes_nothing(tiny_png: Path, tmp_path: Path) -> None:
     from flowgif.config import load_config
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
 
     with pytest.raises(Interrupted) as stopped:
         train_run(tiny_png, load_config(SMOKE), tmp_path / "r", stop=lambda: True)
@@ -269,8 +269,8 @@ def test_interrupt_saves_a_step_boundary_that_resumes_bit_for_bit(
 ) -> None:
     """A signal lands mid-step; the checkpoint must equal an uninterrupted run at that step."""
     from flowgif.config import load_config
-    from flowgif.run import load_checkpoint
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
+    from flowgif.store import load_checkpoint
 
     out = tmp_path / "cut"
     cmd = [sys.executable, "-m", "flowgif", "train", "--img", str(tiny_png), "--config", SMOKE]

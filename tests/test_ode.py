@@ -8,7 +8,7 @@ from torch import nn
 
 from flowgif.config import FieldConfig
 from flowgif.flows.field import VectorField
-from flowgif.ode import (
+from flowgif.flows.ode import (
     AugmentedDynamics,
     SolveStats,
     augmented_solve,

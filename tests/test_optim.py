@@ -1,4 +1,4 @@
-"""flowgif.optim.Adam is torch.optim.Adam's arithmetic and state dict, without torch.optim."""
+"""flowgif.fit.optim.Adam is torch.optim.Adam's arithmetic and state dict, without torch.optim."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowgif.optim import Adam
+from flowgif.fit.optim import Adam
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_training_never_imports_the_compiler() -> None:
     code = (
         "import sys, torch; from pathlib import Path\n"
         "from flowgif.config import load_config\n"
-        "from flowgif.train import train_run\n"
+        "from flowgif.fit import train_run\n"
         "import tempfile\n"
         "out = Path(tempfile.mkdtemp()) / 'run'\n"
         f"train_run(Path({str(ROOT / 'imgs' / 'star.png')!r}), "

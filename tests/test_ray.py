@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from flowgif.run import load_run
+from flowgif.store import load_run
 from tests.test_cli import SMOKE, call
 
 RENDER = "--frames 8 --particles 400 --size 64"

@@ -11,7 +11,7 @@ from PIL import Image, ImageSequence
 
 from flowgif.errors import FlowgifError
 from flowgif.render import RenderOptions, render
-from flowgif.run import load_run
+from flowgif.store import load_run
 
 FAST = {"particles": 2000, "size": 96}
 
@@ -49,7 +49,7 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run: Path, tmp_path: Path)
 
 def test_last_frame_shows_the_picture_upright(tiny_png: Path, tmp_path: Path) -> None:
     from flowgif.config import load_config
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
     from tests.conftest import ROOT
 
     run = tmp_path / "run"
@@ -83,7 +83,7 @@ def test_mp4_and_webp_decode_back(tiny_run: Path, tmp_path: Path) -> None:
 
 def test_image_colours_come_from_the_picture(tmp_path: Path) -> None:
     from flowgif.config import load_config
-    from flowgif.train import train_run
+    from flowgif.fit import train_run
     from tests.conftest import ROOT
 
     img = Image.new("RGBA", (32, 16), (0, 0, 0, 0))

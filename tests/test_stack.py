@@ -1,6 +1,6 @@
-"""Stacked training (flowgif.stack): each picture of a stack is trained as its solo run is.
+"""Stacked training (flowgif.fit.stack): each picture of a stack is trained as its solo run is.
 
-The oracle is the solo trainer, :func:`flowgif.train.train`, with the same seed: each picture
+The oracle is the solo trainer, :func:`flowgif.fit.train`, with the same seed: each picture
 draws its batches from its own generator in a solo run's order, so its numbers can be compared
 one to one. On the CPU they come out bit for bit; the tests allow rounding where the issue does
 (batched matrix products may round differently on other machines).
@@ -23,10 +23,10 @@ from PIL import Image, ImageDraw
 from flowgif.batch import run_batch
 from flowgif.config import Config, load_config
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.run import load_checkpoint
+from flowgif.fit import TrainResult, open_run, train, train_run
+from flowgif.fit.stack import auto_stack, stack_problem, train_stack
 from flowgif.sources import Source
-from flowgif.stack import auto_stack, stack_problem, train_stack
-from flowgif.train import TrainResult, open_run, train, train_run
+from flowgif.store import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"
@@ -340,7 +340,7 @@ def test_each_batch_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) ->
     the batch fills (one per visible GPU), so that no two share one."""
     import queue as queues
 
-    from flowgif import batch
+    from flowgif.batch import local as batch
 
     taken: list[int] = []
     monkeypatch.setattr(torch.cuda, "set_device", taken.append)
@@ -361,12 +361,12 @@ def test_each_batch_worker_takes_its_own_gpu(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_stack_out_of_device_memory_says_to_stack_fewer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flowgif.stack
+    import flowgif.fit.stack
 
     def full(*args: object, **kwargs: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(flowgif.stack, "train_stack", full)
+    monkeypatch.setattr(flowgif.fit.stack, "train_stack", full)
     pics = tmp_path / "pics"
     box(pics / "a.png", (4, 4, 12, 28))
     box(pics / "b.png", (8, 8, 28, 16))

@@ -62,8 +62,8 @@ def test_train_render_eval_on_a_target_and_a_word(tmp_path: Path) -> None:
 
 def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
     from flowgif.config import load_config
+    from flowgif.fit import train
     from flowgif.sources import load_source
-    from flowgif.train import train
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / "smoke.toml").updated(
@@ -119,7 +119,7 @@ def test_every_energy_normalises_trains_and_evaluates(name: str, tmp_path: Path)
 
 def test_energy_targets_get_the_reverse_kl_recipe_unless_a_trainer_is_named() -> None:
     from flowgif.config import Config, DensityConfig
-    from flowgif.recipes import ENERGY_RECIPE, for_ends
+    from flowgif.objectives.recipes import ENERGY_RECIPE, for_ends
     from flowgif.sources import load_source
 
     u1, u2 = (load_source(f"target:{n}", DensityConfig(resolution=32)) for n in ("u1", "u2"))

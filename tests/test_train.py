@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from flowgif.config import Config, load_config
+from flowgif.fit import train
 from flowgif.flows.field import VectorField
-from flowgif.run import load_checkpoint, load_run
 from flowgif.sources.picture import ImageDensity, load_image
-from flowgif.train import train
+from flowgif.store import load_checkpoint, load_run
 from tests.conftest import ROOT
 
 SMOKE = load_config(ROOT / "configs" / "smoke.toml")
@@ -99,8 +99,8 @@ def test_run_folder_is_complete_and_reloads(tiny_run: Path) -> None:
 
 
 def test_a_non_finite_loss_rolls_back_and_halves_the_lr(tiny_png: Path, monkeypatch) -> None:
+    import flowgif.fit.loop as training
     import flowgif.objectives.flow_matching as fm
-    import flowgif.train as training
 
     real, calls = fm.fm_loss, {"n": 0}
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from flowgif.batch.runner import ENGINES
 from flowgif.cli.common import (
     ConfigOpt,
     MinutesOpt,
@@ -27,10 +28,7 @@ from flowgif.cli.common import (
 )
 from flowgif.errors import FlowgifError
 
-
-class Engine(StrEnum):
-    local = "local"
-    ray = "ray"
+Engine = StrEnum("Engine", {name: name for name in ENGINES})  # type: ignore[misc]
 
 
 @app.command(name="batch")
@@ -91,10 +89,9 @@ def batch_(
     Skips what is done, resumes what was cut short, goes on past bad pictures. Exits 1 if any
     picture failed.
     """
-    from flowgif.batch import run_batch, summary
+    from flowgif.batch import EngineOptions, run_batch, summary
     from flowgif.cli.train import _stop_on_signals
     from flowgif.config import load_config
-    from flowgif.engines import RayOptions
 
     if engine is Engine.local and (address or cpus_per_task != 1.0 or gpus_per_task):
         raise FlowgifError("--address, --cpus-per-task and --gpus-per-task need --engine ray")
@@ -107,7 +104,7 @@ def batch_(
         raise FlowgifError(f"--stack must be auto or a number from 1 to 4096, not {stack!r}")
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
     render = _parse_render_args(render_args)
-    ray = RayOptions(address, cpus_per_task, gpus_per_task)
+    options = EngineOptions(jobs, address, cpus_per_task, gpus_per_task)
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}
 
     def report(item: Any) -> None:
@@ -124,12 +121,11 @@ def batch_(
             out,
             cfg,
             render,
-            jobs,
             recursive,
             report,
             stop,
             engine.value,
-            ray,
+            options,
             stack if stack == "auto" else int(stack),
         )
     table = Table(title=f"batch {escape(str(folder))}")
@@ -163,7 +159,7 @@ def gallery(
     out: Annotated[Path, typer.Argument(help="A batch's output folder.")] = Path("runs"),
 ) -> None:
     """Rebuild a batch's gallery page, OUT/index.html, from its run folders."""
-    from flowgif.gallery import write_gallery
+    from flowgif.render.gallery import write_gallery
 
     page = write_gallery(out)
     out_console.print(f"wrote {page}", highlight=False, markup=False)

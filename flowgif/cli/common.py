@@ -203,7 +203,7 @@ def _budget(steps: int | None, minutes: float | None) -> dict[str, Any]:
 
 
 def _run_or_latest(run: Path | None) -> Path:
-    from flowgif.run import find_latest_run
+    from flowgif.store import find_latest_run
 
     return run if run is not None else find_latest_run(Path("runs"))
 
@@ -242,12 +242,10 @@ def _caption(run: Any) -> str:
 
 def _load(run: Path | None, device: Device, threads: int = 0) -> tuple[Path, Any, Any]:
     """The run folder (or the latest), the loaded run and the resolved device."""
-    import torch
+    from flowgif.device import resolve_device, set_threads
+    from flowgif.store import load_run
 
-    from flowgif.run import load_run, resolve_device
-
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     path = _run_or_latest(run)
     dev = resolve_device(device.value)
     return path, load_run(path, dev), dev

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -89,16 +91,14 @@ def morph(
     The budget (--steps or --minutes) is per leg. Every picture is checked before anything is
     trained; the legs are ordinary run folders that render, eval and sample read.
     """
-    import torch
-
     from flowgif.cli.train import _progress_bar, _stop_on_signals
     from flowgif.config import load_config
+    from flowgif.device import resolve_device, set_threads
     from flowgif.errors import Interrupted
     from flowgif.files import check_frames_folder, check_replaceable
-    from flowgif.morph import default_parent, plan, write_manifest
+    from flowgif.fit.morph import default_parent, plan, train_legs
     from flowgif.render import render
-    from flowgif.run import load_run, resolve_device
-    from flowgif.train import budget_text, train_run
+    from flowgif.store import budget_text, load_run
 
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
     cfg = cfg.updated(
@@ -112,43 +112,38 @@ def morph(
     else:
         check_frames_folder(out)
     legs = plan(pictures, cfg, parent)
-    write_manifest(parent, legs)
     budget = budget_text(cfg.train.steps, cfg.train.minutes)
+    at = [0]
+
+    @contextlib.contextmanager
+    def watch(i: int, leg: Any) -> Iterator[Callable | None]:
+        at[0] = i
+        what = f"leg {i}/{len(legs)}: {leg.start.label} -> {leg.end.label}"
+        if leg.state == "done":
+            err_console.print(f"{what}: done, reused ({leg.path})", highlight=False, markup=False)
+            yield None
+            return
+        verb = "resuming" if leg.state == "resume" else "training"
+        err_console.print(
+            f"{what}: {verb} for {budget} -> {leg.path}", highlight=False, markup=False
+        )
+        with _progress_bar() as update:
+            yield update
+
     with _stop_on_signals() as stop:
-        for i, leg in enumerate(legs, 1):
-            what = f"leg {i}/{len(legs)}: {leg.start.label} -> {leg.end.label}"
-            if leg.state == "done":
-                err_console.print(
-                    f"{what}: done, reused ({leg.path})", highlight=False, markup=False
-                )
-                continue
-            verb = "resuming" if leg.state == "resume" else "training"
+        try:
+            train_legs(legs, cfg, stop, watch)
+        except Interrupted as stopped:
+            kept = "saved" if stopped.saved else "kept as it was"
             err_console.print(
-                f"{what}: {verb} for {budget} -> {leg.path}", highlight=False, markup=False
+                f"interrupted in leg {at[0]} (its checkpoint is {kept}); run the same command "
+                "again to continue",
+                highlight=False,
+                markup=False,
             )
-            try:
-                with _progress_bar() as update:
-                    train_run(
-                        leg.end,
-                        cfg,
-                        leg.path,
-                        progress=update,
-                        resume=leg.state == "resume",
-                        stop=stop,
-                        start=leg.start,
-                    )
-            except Interrupted as stopped:
-                kept = "saved" if stopped.saved else "kept as it was"
-                err_console.print(
-                    f"interrupted in leg {i} (its checkpoint is {kept}); run the same command "
-                    "again to continue",
-                    highlight=False,
-                    markup=False,
-                )
-                raise typer.Exit(130) from None
+            raise typer.Exit(130) from None
     dev = resolve_device(device.value)
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     loaded = [load_run(leg.path, dev) for leg in legs]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

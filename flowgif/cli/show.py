@@ -142,7 +142,7 @@ def render(
     Discrete flows show their layers joined by straight lines; several runs play side by side.
     """
     from flowgif.render import render as do_render
-    from flowgif.run import load_run
+    from flowgif.store import load_run
 
     opts = _render_options(locals())
     path, loaded, dev = _load(runs[0] if runs else None, device, threads)
@@ -233,7 +233,7 @@ def eval_(
     """Score a run against its picture: kl, nll, entropy, tv, on_ink, transport; writes
     <run>/eval.json."""
     from flowgif.evaluate import evaluate
-    from flowgif.run import atomic_write_text
+    from flowgif.files import atomic_write_text
 
     path, loaded, dev = _load(run, device, threads)
     res = evaluate(loaded, n_nll, samples, cells, device=dev, n_transport=transport)

@@ -175,102 +175,14 @@ def train(
         _train(locals(), stop)
 
 
-# Options that may change when a run is resumed; every other one is the run's own.
-RESUMABLE = ("train.steps", "train.minutes", "train.device", "train.threads")
-FLAGS = {
-    "train.method": "--method",
-    "train.objective": "--objective",
-    "train.family": "--family",
-    "field.augment": "--augment",
-    "train.batch": "--batch",
-    "train.lr": "--lr",
-    "train.seed": "--seed",
-    "train.device": "--device",
-    "train.threads": "--threads",
-    "density.invert": "--invert",
-    "density.ink_floor": "--ink-floor",
-    "density.ink": "--ink",
-    "density.resolution": "--resolution",
-}
-
-
 def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
-    from flowgif.config import load_config
+    """Plan the run (its config, both ends, its folder: all checked before any folder is
+    made), say what it will do, train it, and report."""
     from flowgif.errors import Interrupted
-    from flowgif.run import check_new_run_dir, checkpoint_config, load_checkpoint, new_run_dir
+    from flowgif.fit import train_run
+    from flowgif.store import budget_text
 
-    img, text, resume, out = a["img"], a["text"], a["resume"], a["out"]
-    target = a["target"].value if a["target"] else None
-    source: dict[str, Any] = {"image": img, "text": text, "target": target}
-    overrides: dict[str, Any] = {
-        "train.method": a["method"].value if a["method"] else None,
-        "train.objective": a["objective"].value if a["objective"] else None,
-        "train.family": a["family"].value if a["family"] else None,
-        "field.augment": a["augment"],
-        "train.batch": a["batch"],
-        "train.lr": a["lr"],
-        "train.seed": a["seed"],
-        "train.device": a["device"].value if a["device"] else None,
-        "train.threads": a["threads"],
-        "density.invert": a["invert"],
-        "density.ink_floor": a["ink_floor"],
-        "density.ink": a["ink"].value if a["ink"] else None,
-        "density.resolution": a["resolution"],
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if resume is not None:
-        if a["config"] is not None:
-            raise FlowgifError(
-                "--config cannot be combined with --resume: a resumed run keeps its own "
-                "config (only --steps, --minutes, --device and --threads may change)"
-            )
-        if out is not None and out != resume:
-            raise FlowgifError("--out cannot be combined with --resume: the run stays in place")
-        ckpt = load_checkpoint(resume / "checkpoint.pt", for_resume=True)
-        cfg = checkpoint_config(ckpt, source=str(resume))
-        for key, value in overrides.items():
-            now = cfg.train.method if key == "train.method" else cfg.get(key)
-            if key not in RESUMABLE and now != value:
-                raise FlowgifError(
-                    f"{FLAGS[key]} cannot change on --resume: {resume} was trained with "
-                    f"{FLAGS[key]} {now}; start a new run to change it"
-                )
-        source = _resumed_source(str(ckpt.get("image", "")), source, resume)
-        start = _resumed_start(ckpt.get("start"), a["start"], resume)
-        out = resume
-    else:
-        if sum(v is not None for v in source.values()) != 1:
-            raise FlowgifError(
-                "give exactly one of --img PATH, --text WORD or --target NAME (or --resume RUN)"
-            )
-        cfg = load_config(_config_path(a["config"]))
-        if out is not None:
-            check_new_run_dir(out)
-        start = a["start"] or "noise"
-    cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
-    from flowgif.recipes import check_ends, for_ends
-    from flowgif.sources import end_spec, load_source, spec
-    from flowgif.train import budget_text, train_run
-
-    # Both ends are loaded and checked before any folder is made.
-    image = source["image"]
-    src = load_source(end_spec(**source), cfg.density)
-    cfg = for_ends(cfg, src)
-    begin = load_source(spec(start), cfg.density, start=True)
-    check_ends(cfg, begin, src)
-    for end in (begin, src):
-        if end.picture is not None and end.picture.info.get("frames", 1) > 1:
-            err_console.print(
-                f"note: {escape(end.label)} is animated ({end.picture.info['frames']} "
-                "frames); using its first frame",
-                highlight=False,
-            )
-    if out is None:
-        name = image.stem if image else (source["target"] or _slug(source["text"]))
-        if not begin.is_noise:
-            name = f"{_stem(begin.label)}-to-{name}"
-        out = new_run_dir(Path("runs"), name)
-
+    cfg, src, begin, out = _plan(a)
     made = getattr(src.density, "ink", None)
     if made is not None:
         err_console.print(f"ink: {made.model} ({made.reason})", highlight=False, markup=False)
@@ -289,24 +201,12 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
                 config=cfg,
                 out=out,
                 progress=update,
-                resume=resume is not None,
+                resume=a["resume"] is not None,
                 stop=stop,
                 start=begin,
             )
     except Interrupted as stopped:
-        if stopped.saved:
-            said = f"checkpoint of step {stopped.step} saved in {out}"
-        elif stopped.checkpoint_step is not None:
-            said = f"the checkpoint of step {stopped.checkpoint_step} in {out} is kept"
-        else:
-            said = "nothing was trained yet, so nothing was saved"
-        then = (
-            f"; continue with `flowgif train --resume {shlex.quote(str(out))}`"
-            if stopped.checkpoint_step is not None
-            else ""
-        )
-        err_console.print(f"interrupted: {said}{then}", highlight=False, markup=False)
-        raise typer.Exit(130) from None
+        _report_interrupted(stopped, out)
     out_console.print(
         f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
         f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
@@ -314,6 +214,114 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         highlight=False,
         markup=False,
     )
+
+
+def _overrides(a: dict[str, Any]) -> dict[str, Any]:
+    """The config settings given as flags."""
+    overrides: dict[str, Any] = {
+        "train.method": a["method"].value if a["method"] else None,
+        "train.objective": a["objective"].value if a["objective"] else None,
+        "train.family": a["family"].value if a["family"] else None,
+        "field.augment": a["augment"],
+        "train.batch": a["batch"],
+        "train.lr": a["lr"],
+        "train.seed": a["seed"],
+        "train.device": a["device"].value if a["device"] else None,
+        "train.threads": a["threads"],
+        "density.invert": a["invert"],
+        "density.ink_floor": a["ink_floor"],
+        "density.ink": a["ink"].value if a["ink"] else None,
+        "density.resolution": a["resolution"],
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _plan(a: dict[str, Any]) -> tuple[Any, Any, Any, Path]:
+    """The run's config, its end and start (loaded and checked together) and its folder."""
+    from flowgif.config import load_config
+    from flowgif.objectives.recipes import check_ends, for_ends
+    from flowgif.sources import end_spec, load_source, spec
+    from flowgif.store import check_new_run_dir, new_run_dir
+
+    target = a["target"].value if a["target"] else None
+    source: dict[str, Any] = {"image": a["img"], "text": a["text"], "target": target}
+    overrides, out = _overrides(a), a["out"]
+    if a["resume"] is not None:
+        cfg, source, start = _resumed(a, source, overrides)
+        out = a["resume"]
+    else:
+        if sum(v is not None for v in source.values()) != 1:
+            raise FlowgifError(
+                "give exactly one of --img PATH, --text WORD or --target NAME (or --resume RUN)"
+            )
+        cfg = load_config(_config_path(a["config"]))
+        if out is not None:
+            check_new_run_dir(out)
+        start = a["start"] or "noise"
+    cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
+    src = load_source(end_spec(**source), cfg.density)
+    cfg = for_ends(cfg, src)
+    begin = load_source(spec(start), cfg.density, start=True)
+    check_ends(cfg, begin, src)
+    for end in (begin, src):
+        if end.picture is not None and end.picture.info.get("frames", 1) > 1:
+            err_console.print(
+                f"note: {escape(end.label)} is animated ({end.picture.info['frames']} "
+                "frames); using its first frame",
+                highlight=False,
+            )
+    if out is None:
+        image = source["image"]
+        name = image.stem if image else (source["target"] or _slug(source["text"]))
+        if not begin.is_noise:
+            name = f"{_stem(begin.label)}-to-{name}"
+        out = new_run_dir(Path("runs"), name)
+    return cfg, src, begin, out
+
+
+def _resumed(
+    a: dict[str, Any], source: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[Any, dict[str, Any], str]:
+    """A resumed run's own config, end and start; refuses what may not change (the one rule
+    of :mod:`flowgif.store.resume`)."""
+    from flowgif.store import CHECKPOINT, changed, checkpoint_config, load_checkpoint
+
+    resume = a["resume"]
+    if a["config"] is not None:
+        raise FlowgifError(
+            "--config cannot be combined with --resume: a resumed run keeps its own "
+            "config (only --steps, --minutes, --device and --threads may change)"
+        )
+    if a["out"] is not None and a["out"] != resume:
+        raise FlowgifError("--out cannot be combined with --resume: the run stays in place")
+    ckpt = load_checkpoint(resume / CHECKPOINT, for_resume=True)
+    cfg = checkpoint_config(ckpt, source=str(resume))
+    method = overrides.get("train.method", cfg.train.method)
+    moved = [("train.method", cfg.train.method, method)] if method != cfg.train.method else []
+    for key, was, now in moved + changed(cfg, cfg.updated(overrides)):
+        raise FlowgifError(
+            f"{key} cannot change on --resume: {resume} was trained with {key} {was}, "
+            f"not {now}; start a new run to change it"
+        )
+    source = _resumed_source(str(ckpt.get("image", "")), source, resume)
+    return cfg, source, _resumed_start(ckpt.get("start"), a["start"], resume)
+
+
+def _report_interrupted(stopped: Any, out: Path) -> None:
+    """Say what a stopped run kept and how to go on; exit 130."""
+    if stopped.saved:
+        said = f"checkpoint of step {stopped.step} saved in {out}"
+    elif stopped.checkpoint_step is not None:
+        said = f"the checkpoint of step {stopped.checkpoint_step} in {out} is kept"
+    else:
+        said = "nothing was trained yet, so nothing was saved"
+    then = (
+        f"; continue with `flowgif train --resume {shlex.quote(str(out))}`"
+        if stopped.checkpoint_step is not None
+        else ""
+    )
+    err_console.print(f"interrupted: {said}{then}", highlight=False, markup=False)
+    raise typer.Exit(130) from None
 
 
 def _resumed_source(label: str, given: dict[str, Any], run: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from flowgif.config import FFJORDConfig, SolveConfig
 from flowgif.flows.base import DiscreteFlow
 from flowgif.flows.field import VectorField
-from flowgif.ode import (
+from flowgif.flows.ode import (
     AugmentedDynamics,
     SolveStats,
     augmented_solve,

@@ -1,6 +1,6 @@
 """M vector fields as one module: every weight carries a leading picture axis.
 
-The building block of stacked training (:mod:`flowgif.stack`: many pictures in one process,
+The building block of stacked training (:mod:`flowgif.fit.stack`: many pictures in one process,
 one model): layer ``k`` of picture ``m`` is ``W[m] h + b[m]``, computed for all pictures at
 once with ``torch.baddbmm``, so a device runs one kernel per layer instead of M. The weights
 keep ``nn.Linear``'s layout, ``(M, out, in)``, so picture ``m``'s slice *is* its field's weight

@@ -22,8 +22,20 @@ from flowgif.config import Config, FMConfig
 from flowgif.flows.model import Flow, augment
 from flowgif.objectives.base import Objective
 from flowgif.sources import Source
+from flowgif.sources.base import Distribution
+from flowgif.sources.picture import ImageDensity, StackedPictures
 
-__all__ = ["FlowMatching", "draw_times", "fm_batch", "fm_loss", "ot_pair", "sample_times", "times"]
+__all__ = [
+    "FlowMatching",
+    "StackedBatches",
+    "draw_times",
+    "fm_batch",
+    "fm_loss",
+    "ot_pair",
+    "sample_times",
+    "straight_path",
+    "times",
+]
 
 
 class FlowMatching(Objective):
@@ -89,10 +101,22 @@ def fm_batch(
     if config.ot:
         x0 = ot_pair(x0, x1, config.ot_batch)
     t = sample_times(len(x1), config, generator, x1.device)
+    noise = None
+    if config.sigma > 0:
+        noise = torch.randn(x1.shape, device=x1.device, generator=generator)
+    xt, target = straight_path(x0, x1, t, noise, config)
+    return t, xt, target
+
+
+def straight_path(
+    x0: Tensor, x1: Tensor, t: Tensor, noise: Tensor | None, config: FMConfig
+) -> tuple[Tensor, Tensor]:
+    """The point ``x_t = (1 - t) x0 + t x1`` (plus ``fm.sigma`` times ``noise``) on each
+    straight path, and its velocity ``x1 - x0``: the regression's input and target."""
     xt = (1 - t) * x0 + t * x1
     if config.sigma > 0:
-        xt = xt + config.sigma * torch.randn(x1.shape, device=x1.device, generator=generator)
-    return t, xt, x1 - x0
+        xt = xt + config.sigma * noise
+    return xt, x1 - x0
 
 
 def fm_loss(
@@ -101,3 +125,73 @@ def fm_loss(
     """Flow-matching loss on a batch of start points ``x0`` and end points ``x1`` ``(N, d)``."""
     t, xt, target = fm_batch(x0, x1, config, generator)
     return (field(t, xt) - target).pow(2).sum(1).mean()
+
+
+class StackedBatches:
+    """Each step's flow-matching batches of M pictures, ``(M, n, ...)``.
+
+    Every picture draws its random numbers from its own generator in a solo step's order (its
+    end's, its start's, the times', the noise's: :meth:`Distribution.draws`); the numbers are
+    then turned into points for all pictures at once, one operation per kind of work rather
+    than per picture (:class:`~flowgif.sources.picture.StackedPictures`), so the per-picture
+    cost of a step on a GPU is its few random-number kernels.
+    """
+
+    def __init__(
+        self, ends: list[Distribution], starts: list[Distribution], config: Config
+    ) -> None:
+        self.ends, self.starts, self.fm, self.n = ends, starts, config.fm, config.train.batch
+        self.together = [_together(ends), _together(starts)]
+
+    def __call__(
+        self, gens: list[torch.Generator], active: set[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Times ``t`` ``(M, n, 1)``, points ``x_t`` and target velocities ``(M, n, 2)``;
+        a picture not in ``active`` draws nothing (its stream stays where it is) and gets
+        filler."""
+        n, fm = self.n, self.fm
+        device = gens[0].device
+        ends, starts, raw_t, noise = [], [], [], []
+        for m, gen in enumerate(gens):
+            if m not in active:
+                ends.append(None)
+                starts.append(None)
+                raw_t.append(torch.zeros(n, 1, device=device))
+                noise.append(torch.zeros(n, 2, device=device))
+                continue
+            ends.append(self.ends[m].draws(n, gen))
+            starts.append(self.starts[m].draws(n, gen))
+            raw_t.append(draw_times(n, fm, gen, device))
+            if fm.sigma > 0:
+                noise.append(torch.randn(n, 2, device=device, generator=gen))
+        x1 = self._place(self.ends, self.together[0], ends, device)
+        x0 = self._place(self.starts, self.together[1], starts, device)
+        if fm.ot:
+            for m in active:
+                x0[m] = ot_pair(x0[m], x1[m], fm.ot_batch)
+        t = times(torch.stack(raw_t), fm)
+        xt, target = straight_path(x0, x1, t, torch.stack(noise) if fm.sigma > 0 else None, fm)
+        return t, xt, target
+
+    def _place(
+        self,
+        dists: list[Distribution],
+        together: StackedPictures | None,
+        draws: list[list[torch.Tensor] | None],
+        device: torch.device,
+    ) -> torch.Tensor:
+        if together is not None:
+            return together.place(draws, self.n)
+        zero = torch.zeros(self.n, 2, device=device)
+        rows = [
+            d.place(mine).to(device) if mine else zero
+            for d, mine in zip(dists, draws, strict=True)
+        ]
+        return torch.stack(rows)
+
+
+def _together(dists: list[Distribution]) -> StackedPictures | None:
+    """The pictures placed as one, when every distribution is a picture."""
+    if all(isinstance(d, ImageDensity) for d in dists):
+        return StackedPictures(dists)  # type: ignore[arg-type]
+    return None

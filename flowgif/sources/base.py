@@ -29,7 +29,7 @@ class Distribution(ABC):
     def draws(self, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
         """The random numbers of ``sample(n, generator)``, in the order it draws them; with
         :meth:`place`, ``sample`` in two halves, so that many distributions can draw from
-        their own generators and be placed together (:mod:`flowgif.stack`)."""
+        their own generators and be placed together (:mod:`flowgif.fit.stack`)."""
         return [self.sample(n, generator)]
 
     def place(self, draws: list[Tensor]) -> Tensor:

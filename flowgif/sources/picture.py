@@ -26,8 +26,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from flowgif.errors import FlowgifError
-from flowgif.ink import Ink, ink_of
 from flowgif.sources.base import Distribution
+from flowgif.sources.ink import Ink, ink_of
 
 __all__ = ["ImageDensity", "StackedPictures", "image_hash", "ink_colors", "ink_map", "load_image"]
 
@@ -92,7 +92,7 @@ def load_image(path: Path) -> Image.Image:
 
 def ink_map(img: Image.Image, invert: bool = False) -> np.ndarray:
     """Ink in ``[0, 1]`` per pixel, ``(H, W)`` float64: darkness x opacity, as the referee
-    scores it (:mod:`flowgif.ink` has the other models)."""
+    scores it (:mod:`flowgif.sources.ink` has the other models)."""
     return ink_of(img, "darkness", invert).ink
 
 
@@ -215,8 +215,9 @@ class ImageDensity(Distribution):
     ) -> ImageDensity:
         """Density of a picture, area-averaged to ``resolution`` pixels on its longer side.
 
-        ``ink_model`` is one of :data:`flowgif.ink.INKS`; the result's ``ink`` attribute keeps
-        the :class:`~flowgif.ink.Ink` it used (the full-resolution map, the model and why).
+        ``ink_model`` is one of :data:`flowgif.sources.ink.INKS`; the result's ``ink``
+        attribute keeps the :class:`~flowgif.sources.ink.Ink` it used (the full-resolution
+        map, the model and why).
         """
         made = ink_of(img, ink_model, invert)
         ink = made.ink

@@ -1,21 +1,25 @@
-"""Run configuration: documented dataclasses that map 1:1 to the TOML files in ``configs/``."""
+"""The config sections: documented dataclasses that map 1:1 to the TOML files in ``configs/``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from flowgif.config.choices import (
+    CHOICES,
+    FIXED_STEP,
+    LIMITS,
+    MEMORY_LIMIT,
+    METHODS,
+    NON_NEGATIVE,
+    POSITIVE,
+)
 from flowgif.errors import FlowgifError
-from flowgif.flows import FAMILIES
-from flowgif.limits import MAX_SEED
-from flowgif.objectives import OBJECTIVES
 
 __all__ = [
+    "SECTIONS",
     "Config",
     "DensityConfig",
     "FFJORDConfig",
@@ -24,9 +28,6 @@ __all__ = [
     "FlowConfig",
     "SolveConfig",
     "TrainConfig",
-    "dump_toml",
-    "load_config",
-    "named_configs",
 ]
 
 
@@ -41,7 +42,7 @@ class DensityConfig:
         ink_floor: ink below this level counts as paper and the rest is stretched to [0, 1]; 0.1
             clears the off-white paper of a photographed page.
         extent: half the longer side of the picture in model units; 2 suits N(0, I).
-        ink: how pixels become ink (:mod:`flowgif.ink`): ``auto`` (darkness on a clean
+        ink: how pixels become ink (:mod:`flowgif.sources.ink`): ``auto`` (darkness on a clean
             picture, ``local`` on a photo or scan), ``darkness``, ``local`` (darker than the
             paper around it) or ``shape`` (every pixel unlike the background).
         start_blur: a picture at the start of a flow is blurred by this many working-grid
@@ -233,100 +234,6 @@ class SolveConfig:
     steps: int = 9
 
 
-DISCRETE = tuple(f for f in FAMILIES if f != "field")  # the discrete flow families
-# ``train.method`` (``--method``): one word for an objective and a family.
-METHODS: dict[str, dict[str, str]] = {
-    "fm": {"train.objective": "fm", "train.family": "field"},
-    "ffjord": {"train.objective": "likelihood", "train.family": "field"},
-    "reverse": {"train.objective": "reverse", "train.family": "field"},
-    **{f: {"train.objective": "likelihood", "train.family": f} for f in DISCRETE},
-}
-FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "density.ink": ("auto", "darkness", "local", "shape"),
-    "field.activation": ("silu", "tanh", "softplus", "gelu", "relu"),
-    "field.arch": ("mlp", "concatsquash"),
-    "train.objective": tuple(OBJECTIVES),
-    "train.family": tuple(FAMILIES),
-    "train.schedule": ("cosine", "constant"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "fp32", "bf16"),
-    "fm.time_sampling": ("uniform", "logit_normal"),
-    "ffjord.divergence": ("exact", "hutchinson"),
-    "ffjord.noise": ("rademacher", "gaussian"),
-    "ffjord.solver": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),
-    "solve.method": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),
-}
-
-# Options that must be positive, or at least zero.
-POSITIVE = {
-    "density.resolution",
-    "density.extent",
-    "field.width",
-    "field.depth",
-    "flow.hidden",
-    "flow.depth",
-    "train.batch",
-    "train.lr",
-    "train.checkpoint_every",
-    "fm.ot_batch",
-    "fm.time_scale",
-    "ffjord.atol",
-    "ffjord.rtol",
-    "solve.atol",
-    "solve.rtol",
-    "solve.eval_tol",
-    "solve.steps",
-}
-NON_NEGATIVE = {
-    "field.time_features",
-    "field.fourier_features",
-    "field.fourier_scale",
-    "field.augment",
-    "flow.layers",
-    "train.steps",
-    "train.minutes",
-    "train.weight_decay",
-    "train.warmup",
-    "train.grad_clip",
-    "train.threads",
-    "fm.sigma",
-    "density.start_blur",
-    "ffjord.kinetic",
-    "ffjord.steps",
-    "ffjord.jacobian",
-}
-
-# Upper limits: values past them cannot work on any machine flowgif targets (memory, time).
-LIMITS: dict[str, float] = {
-    "density.resolution": 4096,
-    "density.extent": 1e3,
-    "density.start_blur": 100,
-    "field.width": 4096,
-    "field.depth": 64,
-    "field.time_features": 1024,
-    "field.fourier_features": 8192,
-    "field.fourier_scale": 1e4,
-    "field.augment": 64,
-    "flow.layers": 1024,
-    "flow.hidden": 4096,
-    "flow.depth": 64,
-    "train.steps": 1e9,
-    "train.minutes": 100_000,
-    "train.batch": 4_194_304,
-    "train.lr": 10.0,
-    "train.warmup": 1e9,
-    "train.seed": MAX_SEED,
-    "train.threads": 1024,
-    "train.checkpoint_every": 1e9,
-    "fm.ot_batch": 8192,
-    "ffjord.steps": 10_000,
-    "solve.steps": 10_000,
-}
-MEMORY_LIMIT = 2e9  # floats of hidden activations per training step (8 GB): batch x width x depth
-
-
 @dataclass
 class Config:
     """Everything needed to reproduce a run; each attribute is one section of the TOML file."""
@@ -459,94 +366,3 @@ def _coerce(dotted: str, value: Any, kind: Any, source: str) -> Any:
             f"{source}: {dotted} must be {kind.__name__}, got {type(value).__name__} {value!r}"
         )
     return kind(value)
-
-
-def named_configs() -> dict[str, str]:
-    """The configs shipped with flowgif (``flowgif/configs/*.toml``): name -> first sentence.
-
-    They are package data, read with :mod:`importlib.resources`, so they resolve from any
-    folder once flowgif is installed.
-    """
-    out = {}
-    for entry in _configs_dir().iterdir():
-        if entry.name.endswith(".toml"):
-            out[entry.name[: -len(".toml")]] = _summary(entry.read_text(encoding="utf-8"))
-    return dict(sorted(out.items()))
-
-
-def _configs_dir() -> Any:
-    from importlib.resources import files
-
-    return files("flowgif") / "configs"
-
-
-def _summary(text: str) -> str:
-    """The first sentence of a config file's leading comment."""
-    lines = []
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    words = " ".join(lines)
-    end = words.find(". ")
-    return words if end < 0 else words[: end + 1]
-
-
-def load_config(path: Path | str | None) -> Config:
-    """Read a TOML config (defaults where a key is absent): a file, or a shipped config's name.
-
-    Args:
-        path: a TOML file, or the name of a shipped config (``fast``, ``default``,
-            ``realnvp`` ... see :func:`named_configs`); a file of that name wins. None: the
-            built-in defaults.
-
-    Raises:
-        FlowgifError: the file is missing, not TOML, or has an unknown key or a wrong type.
-    """
-    if path is None:
-        return Config()
-    path = Path(path)
-    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
-        entry = _configs_dir() / f"{path.name}.toml"
-        if not entry.is_file():
-            names = ", ".join(named_configs())
-            raise FlowgifError(
-                f"no config file or named config '{path}'; the named configs are: {names}"
-            )
-        return _parse(entry.read_text(encoding="utf-8"), f"config '{path.name}'")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FlowgifError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise FlowgifError(f"config {path} is a folder, not a TOML file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FlowgifError(f"cannot read config {path}: {err}") from None
-    return _parse(text, str(path))
-
-
-def _parse(text: str, source: str) -> Config:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise FlowgifError(f"{source} is not valid TOML: {err}") from None
-    return Config.from_dict(data, source=source)
-
-
-def dump_toml(data: dict[str, dict[str, Any]]) -> str:
-    """Write sections of scalars as TOML (all that a Config holds)."""
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = json.dumps(value)  # JSON string escapes are valid TOML basic strings
-            elif isinstance(value, float):
-                text = repr(value)
-            else:
-                text = str(value)
-            lines.append(f"{key} = {text}")
-        lines.append("")
-    return "\n".join(lines)

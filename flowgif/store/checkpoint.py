@@ -1,17 +1,16 @@
-"""Run folders: atomic writes, checkpoints that load with ``weights_only=True``, and loading.
+"""Checkpoints: the format, its schema check, saving atomically and loading untrusted files.
 
 A run folder ``runs/<name>/`` holds ``config.toml``, ``checkpoint.pt`` (weights, EMA weights,
 optimiser and RNG state, config, seed, flowgif version, and both ends: the end's label, hash,
 working ink grid and colours at the top level, the start's under ``start`` when it is not
 N(0, I), so it needs nothing else), ``loss.csv`` and ``samples.png``; ``eval.json`` and
-renders join later.
+renders join later. Checkpoints load with ``torch.load(weights_only=True)``: tensors and plain
+values, never code.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +21,17 @@ from flowgif import __version__
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write, atomic_write_text
-from flowgif.flows import build, wrap
-from flowgif.flows.field import VectorField
-from flowgif.flows.model import Flow
 from flowgif.sources import Source
-from flowgif.sources.base import Distribution
-from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity, ink_colors
 
 __all__ = [
     "CHECKPOINT",
     "FORMAT",
-    "Run",
-    "atomic_write",
-    "check_new_run_dir",
     "checkpoint_config",
     "checkpoint_problem",
     "end_meta",
-    "find_latest_run",
+    "ink_tensor",
     "load_checkpoint",
-    "load_run",
-    "native_bf16",
-    "new_run_dir",
-    "resolve_device",
     "save_checkpoint",
     "write_loss_csv",
 ]
@@ -195,111 +182,6 @@ def checkpoint_config(ckpt: dict[str, Any], source: str = "checkpoint") -> Confi
     return Config.from_dict(data, source=source)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FlowgifError(
-            "train.device cuda asked for, but no CUDA device is available; use auto"
-        )
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 matrix products are native (fast) on ``device``."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, may vanish
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-@dataclass
-class Run:
-    """A trained run, ready to sample, render and evaluate.
-
-    Attributes:
-        path: the run folder.
-        config: the config that trained it.
-        density: the picture's density (rebuilt from the ink grid stored in the checkpoint).
-        model: the trained module with the sampling (EMA) weights, in eval mode: a
-            :class:`~flowgif.flows.field.VectorField` or a
-            :class:`~flowgif.flows.base.DiscreteFlow`.
-        flow: the same behind the :class:`~flowgif.flows.model.Flow` interface, from
-            ``start`` (paths, log_prob ...).
-        meta: the checkpoint's plain values (step, seed, version, image, image hash ...).
-        colors: ``(h, w, 3)`` uint8 ink-weighted colour of each working-grid cell.
-        start: the distribution at t = 0: N(0, I), or a blurred picture density.
-        start_colors: the start picture's colours as ``colors``, or None for N(0, I).
-        start_label: ``noise``, or the start picture's path, ``text:WORD`` or ``target:NAME``.
-    """
-
-    path: Path
-    config: Config
-    density: ImageDensity
-    model: torch.nn.Module
-    meta: dict[str, Any]
-    colors: np.ndarray
-    start: Distribution = dataclasses.field(default_factory=Noise)
-    start_colors: np.ndarray | None = None
-    start_label: str = "noise"
-
-    @property
-    def flow(self) -> Flow:
-        return wrap(self.model, self.config, self.start)
-
-    @property
-    def field(self) -> VectorField:
-        """The vector field of a continuous flow.
-
-        Raises:
-            FlowgifError: the run holds a discrete flow, which has none.
-        """
-        if not isinstance(self.model, VectorField):
-            raise FlowgifError(
-                f"{self.path} holds a {self.config.train.family} flow, a stack of layers with "
-                "no vector field"
-            )
-        return self.model
-
-
-def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
-    """Load the run folder ``path`` (its ``checkpoint.pt``) onto ``device``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FlowgifError(f"run folder not found: {path}")
-    ckpt = load_checkpoint(path / CHECKPOINT)
-    try:
-        config = checkpoint_config(ckpt, source=f"{path / CHECKPOINT}")
-        density = ImageDensity(
-            ckpt["ink"].double().numpy(), tuple(ckpt["size"]), config.density.extent, device
-        )
-        model = build(config).to(device)
-        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["field"])
-        colors = _colors(ckpt, density)
-        start, start_colors, start_label = Noise(device), None, "noise"
-        if "start" in ckpt:
-            s = ckpt["start"]
-            start = ImageDensity(
-                s["ink"].double().numpy(), tuple(s["size"]), s["extent"], device, s["blur"]
-            )
-            start_colors, start_label = _colors(s, start), s["label"]
-    except (KeyError, RuntimeError, TypeError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if len(reason) > 100:
-            reason = reason[:97] + "..."
-        raise FlowgifError(
-            f"{path / CHECKPOINT} is damaged or from another version ({reason})"
-        ) from None
-    model.eval()
-    meta = {k: v for k, v in ckpt.items() if not isinstance(v, (dict, torch.Tensor))}
-    return Run(path, config, density, model, meta, colors, start, start_colors, start_label)
-
-
-def _colors(record: dict[str, Any], density: ImageDensity) -> np.ndarray:
-    return record["colors"].numpy().astype(np.uint8).reshape(*density.grid, 3)
-
-
 def end_meta(source: Source, invert: bool) -> dict[str, Any]:
     """What a checkpoint keeps of a picture-like end: working ink grid, size, colours (and,
     for a start, the frame's half size)."""
@@ -313,42 +195,6 @@ def end_meta(source: Source, invert: bool) -> dict[str, Any]:
         "colors": torch.from_numpy(colors),
         "extent": float(density.half_extent),
     }
-
-
-def new_run_dir(root: Path, name: str) -> Path:
-    """``root/name``, or ``root/name-2``, ``-3`` ... the first that is free (absent or an
-    empty folder), so that nothing already there is overwritten."""
-    path, k = Path(root) / name, 2
-    while path.is_symlink() or (path.exists() and not (path.is_dir() and not any(path.iterdir()))):
-        path, k = Path(root) / f"{name}-{k}", k + 1
-    return path
-
-
-def check_new_run_dir(path: Path) -> None:
-    """Refuse to train a new run into ``path`` unless it is absent or an empty folder.
-
-    Raises:
-        FlowgifError: ``path`` is a file, or a folder with something in it (a run or not).
-    """
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return
-    if not path.is_dir():
-        raise FlowgifError(f"{path} exists and is not a folder; choose another run folder")
-    if any(path.iterdir()):
-        what = "a run" if (path / CHECKPOINT).exists() else "files"
-        raise FlowgifError(f"{path} already holds {what}; choose another run folder, or resume it")
-
-
-def find_latest_run(root: Path = Path("runs")) -> Path:
-    """The most recently trained run folder under ``root``."""
-    ckpts = sorted(Path(root).glob(f"*/{CHECKPOINT}"), key=lambda p: p.stat().st_mtime)
-    if not ckpts:
-        raise FlowgifError(
-            f"no trained run under {root}/; run `flowgif train --img IMAGE` first "
-            "or name a run folder"
-        )
-    return ckpts[-1].parent
 
 
 def ink_tensor(density: ImageDensity) -> torch.Tensor:

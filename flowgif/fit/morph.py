@@ -1,7 +1,7 @@
 """Morphs: one picture's density flowing into the next, A -> B -> C, one trained flow per leg.
 
 Each leg is an ordinary run folder, trained from the leg's start picture to its end picture
-(:func:`flowgif.train.train_run` with ``start``), under one parent folder that also holds
+(:func:`flowgif.fit.folder.train_run` with ``start``), under one parent folder that also holds
 ``morph.json`` (the pictures and their hashes, in order). A rerun with the same pictures and
 config reuses the legs that are finished, resumes one that was cut, and refuses a leg folder
 trained on anything else; the parent holds nothing that flowgif did not write. The legs are
@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
-from flowgif.recipes import check_ends, for_ends
-from flowgif.run import CHECKPOINT, checkpoint_config, load_checkpoint
+from flowgif.fit.folder import train_run
+from flowgif.objectives.recipes import check_ends, for_ends
 from flowgif.sources import Source, as_start, kind_of, load_source, spec
+from flowgif.store import CHECKPOINT, budget_spent, load_checkpoint, resume_problem
 
 __all__ = ["MANIFEST", "Leg", "default_parent", "plan", "train_legs"]
 
@@ -127,23 +129,12 @@ def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
             raise FlowgifError(f"{path} is in the way of a leg; choose another morph.runs folder")
         return "new"
     ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
-    stored = checkpoint_config(ckpt, str(path))
-    mine = config.to_dict()
-    theirs = stored.to_dict()
-    for cfg in (mine, theirs):  # the budget may grow on a rerun; the rest is the leg's own
-        for key in ("steps", "minutes", "device", "threads"):
-            cfg["train"].pop(key)
-    same = (
-        ckpt.get("image_hash") == end.digest
-        and ckpt.get("start", {}).get("hash") == start.digest
-        and mine == theirs
-    )
-    if not same:
+    problem = resume_problem(ckpt, config, end.digest, start.digest)
+    if problem:
         raise FlowgifError(
-            f"{path} was trained on other pictures or settings; choose another morph.runs folder"
+            f"{path} was trained on other pictures or settings ({problem}); choose another "
+            "morph.runs folder"
         )
-    from flowgif.train import budget_spent
-
     return "done" if budget_spent(config, ckpt) else "resume"
 
 
@@ -161,27 +152,34 @@ def write_manifest(parent: Path, legs: list[Leg]) -> None:
 def train_legs(
     legs: list[Leg],
     config: Config,
-    progress: Callable[[Leg], Callable | None] | None = None,
     stop: Callable[[], bool] | None = None,
+    watch: Callable[[int, Leg], AbstractContextManager[Callable | None]] | None = None,
 ) -> None:
     """Train every leg that is not done (resuming one that was cut), in order.
+
+    Args:
+        legs: from :func:`plan`.
+        config: the legs' config.
+        stop: see :func:`flowgif.fit.solo.train`.
+        watch: called with each leg's number (from 1) and the leg, done ones too; the
+            context manager it returns is held while the leg trains and gives its progress
+            callback (or None).
 
     Raises:
         Interrupted: ``stop`` asked; the leg's checkpoint is saved, a rerun continues it.
     """
-    from flowgif.train import train_run
-
     write_manifest(legs[0].path.parent, legs)
-    for leg in legs:
-        if leg.state == "done":
-            continue
-        train_run(
-            leg.end,
-            config,
-            leg.path,
-            progress=progress(leg) if progress else None,
-            resume=leg.state == "resume",
-            stop=stop,
-            start=leg.start,
-        )
-        leg.state = "done"
+    for i, leg in enumerate(legs, 1):
+        with watch(i, leg) if watch else nullcontext() as progress:
+            if leg.state == "done":
+                continue
+            train_run(
+                leg.end,
+                config,
+                leg.path,
+                progress=progress,
+                resume=leg.state == "resume",
+                stop=stop,
+                start=leg.start,
+            )
+            leg.state = "done"

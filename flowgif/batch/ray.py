@@ -1,7 +1,7 @@
 """Where a batch's pictures run: this machine's processes (``local``), or a Ray cluster.
 
 Both hand each stack of pictures (one picture unless ``batch.stack`` says more) to
-:func:`flowgif.batch.process_stack`, which trains or resumes each into its own run folder and
+:func:`flowgif.batch.work.process_stack`, which trains or resumes each into its own run folder and
 never raises for a bad picture, so they share every rule of a batch:
 ``done.json`` last, skip what is done, resume what was cut, redo what changed.
 
@@ -15,33 +15,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flowgif.batch.work import BatchItem, EngineOptions, process_stack
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 
-__all__ = ["ENGINES", "RayOptions", "run_on_ray"]
+__all__ = ["run_on_ray"]
 
-ENGINES = ("local", "ray")
 RETRIES = 3  # times a picture's task is run again when its worker dies
-
-
-@dataclass
-class RayOptions:
-    """How to use Ray.
-
-    Attributes:
-        address: ``None`` (start a cluster here), ``auto`` (the one this machine belongs to)
-            or ``ray://HOST:PORT`` / ``HOST:PORT``.
-        cpus: CPUs each picture's task asks for (and the torch threads it uses).
-        gpus: GPUs each task asks for; a fraction lets several pictures share one device.
-    """
-
-    address: str | None = None
-    cpus: float = 1.0
-    gpus: float = 0.0
 
 
 def _ray() -> Any:
@@ -58,16 +41,14 @@ def run_on_ray(
     chunks: list[list[tuple[Path, Path, str]]],
     config: Config,
     render: dict,
-    options: RayOptions,
-    finish: Callable[[Any], None],
+    options: EngineOptions,
+    finish: Callable[[BatchItem], None],
     stop: Callable[[], bool],
 ) -> None:
     """Run every chunk of ``(picture, run folder, label)`` s (a stack: one picture unless
     ``batch.stack`` says more) as a Ray task; ``finish`` each result as it arrives (in the
     order they finish). ``stop`` cancels what has not finished: a running picture stops at its
     step (a rerun resumes it), the rest are not started."""
-    from flowgif.batch import BatchItem, process_stack
-
     ray = _ray()
     with _connected(ray, options.address):
         threads = max(1, int(options.cpus))

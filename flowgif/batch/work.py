@@ -1,0 +1,324 @@
+"""One stack of a batch's pictures, worked through: skip, resume or redo each, train, render.
+
+:func:`process_stack` is what every engine runs, in this process, a worker process or a Ray
+task, so they share every rule of a batch: ``done.json`` last (it holds the hashes of the
+picture, the effective config and the render options, and a picture whose three hashes match
+is skipped), a run folder continued by the one resume rule, the rest redone; it never raises
+for a bad picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import PngImagePlugin
+
+from flowgif.config import Config, dump_toml
+from flowgif.device import resolve_device, set_threads
+from flowgif.errors import FlowgifError, Interrupted
+from flowgif.files import SIGNATURE, atomic_write, atomic_write_text, sweep_stale
+
+__all__ = ["STOP", "BatchItem", "EngineOptions", "process_stack"]
+
+
+@dataclass
+class EngineOptions:
+    """Where and how wide a batch runs.
+
+    Attributes:
+        jobs: the local engine's worker processes (1: this process).
+        address: the ray engine's cluster: ``None`` (start one here), ``auto`` (the one this
+            machine belongs to) or ``ray://HOST:PORT`` / ``HOST:PORT``.
+        cpus: CPUs each of Ray's tasks asks for (and the torch threads it uses).
+        gpus: GPUs each of Ray's tasks asks for; a fraction lets several share one device.
+    """
+
+    jobs: int = 1
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class BatchItem:
+    """The outcome for one file of the folder.
+
+    Attributes:
+        image: the file's path relative to the batch folder.
+        run: its run folder ("" when it has none).
+        status: one of :data:`STATUSES`.
+        reason: why it failed or was ignored, or a note ("resumed").
+        seconds: time spent on it.
+    """
+
+    image: str
+    run: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def hashes(image: Path, config: Config, render: dict) -> dict[str, str]:
+    from flowgif.sources.picture import image_hash
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return {
+        "image": image_hash(image),
+        "config": digest(dump_toml(config.to_dict())),
+        "render": digest(json.dumps(render, sort_keys=True)),
+    }
+
+
+@dataclass
+class _Job:
+    """A picture that needs training (or only rendering, when ``trained``)."""
+
+    image: Path
+    run: Path
+    label: str
+    keys: dict[str, str]
+    resume: bool
+    trained: bool
+    clock: float
+
+
+def _prepare(
+    image: Path, run: Path, config: Config, render: dict, label: str, stop: Callable[[], bool]
+) -> BatchItem | _Job:
+    """Skip a picture that is done, make way for one to redo, or say how to go on.
+
+    A run folder is continued by the one resume rule (:func:`flowgif.store.resume_problem`):
+    same picture, same settings but for the budget — so a batch whose budget grew extends
+    its runs, as ``train --resume`` does; one whose budget is already spent is rendered again.
+    """
+    from flowgif.store import CHECKPOINT, budget_spent, load_checkpoint, resume_problem
+
+    clock = time.perf_counter()
+    keys = hashes(image, config, render)
+    done = skipped(run, label, keys)
+    if done is not None:
+        return done
+    if stop():
+        return BatchItem(label, str(run), "not started", "the batch was stopped")
+    resume, trained = False, False
+    if (run / CHECKPOINT).is_file():
+        try:
+            ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+            resume = not resume_problem(ckpt, config, keys["image"])
+            trained = resume and budget_spent(config, ckpt)
+        except (FlowgifError, KeyError):
+            resume = False
+    if not resume and run.exists():
+        _clear_run(run)
+    return _Job(image, run, label, keys, resume, trained, clock)
+
+
+def _finish(job: _Job, config: Config, render: dict) -> BatchItem:
+    """Render, evaluate and mark done a trained picture."""
+    from flowgif.evaluate import evaluate
+    from flowgif.render import RenderOptions
+    from flowgif.render import render as do_render
+    from flowgif.store import load_run
+
+    device = resolve_device(config.train.device)
+    loaded = load_run(job.run, device)
+    do_render(loaded, job.run / "flow.gif", RenderOptions(**render), device)
+    write_thumbnail(job.image, job.run / "picture.png")
+    figures = evaluate(loaded, n_nll=2000, n_samples=20_000, device=device, n_transport=500)
+    atomic_write_text(job.run / "eval.json", json.dumps(figures, indent=2) + "\n")
+    record = {
+        "hashes": job.keys,
+        "image": str(job.image),
+        "steps": loaded.meta.get("step"),
+        "seconds": loaded.meta.get("seconds"),
+    }
+    atomic_write_text(job.run / "done.json", json.dumps(record, indent=2))
+    note = "rendered again" if job.trained else "resumed" if job.resume else ""
+    return BatchItem(job.label, str(job.run), "done", note, time.perf_counter() - job.clock)
+
+
+def _failed(label: str, run: Path, clock: float, err: Exception) -> BatchItem:
+    """A picture's failure: a FlowgifError's one line, or where a bug or a resource error
+    struck (which must not stop the other pictures)."""
+    reason = str(err)
+    if not isinstance(err, FlowgifError):
+        where = traceback.extract_tb(err.__traceback__)[-1:]
+        at = f" ({Path(where[0].filename).name}:{where[0].lineno})" if where else ""
+        reason = f"{type(err).__name__}: {err}{at}"
+    return BatchItem(label, str(run), "failed", reason, time.perf_counter() - clock)
+
+
+def _cut(job: _Job, cut: Interrupted) -> BatchItem:
+    note = f"stopped at step {cut.step}"
+    if cut.checkpoint_step is not None:
+        note += f"; a rerun resumes from step {cut.checkpoint_step}"
+    return BatchItem(job.label, str(job.run), "interrupted", note, time.perf_counter() - job.clock)
+
+
+def process_stack(
+    tasks: list[tuple[Path, Path, str]],
+    config: Config,
+    render: dict,
+    threads: int | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[BatchItem]:
+    """Train (or resume) and render ``(picture, run folder, label)`` s; never raises for a bad
+    picture. Two or more that need training train together, stacked
+    (:func:`flowgif.fit.train_stack`); one trains alone (:func:`flowgif.fit.train_run`).
+    One item per task, in order."""
+    stop = stop or worker_stop
+    clock = time.perf_counter()
+    items: dict[int, BatchItem] = {}
+    jobs: dict[int, _Job] = {}
+    if threads:
+        set_threads(threads)
+        config = config.updated({"train.threads": threads})
+    for i, (image, run, label) in enumerate(tasks):
+        try:
+            got = _prepare(image, run, config, render, label, stop)
+        except Exception as err:
+            got = _failed(label, run, clock, err)
+        if isinstance(got, _Job):
+            jobs[i] = got
+        else:
+            items[i] = got
+    to_train = {i: job for i, job in jobs.items() if not job.trained}
+    if len(to_train) == 1:
+        items.update(_train_alone(to_train, config, stop))
+    elif to_train:
+        items.update(_train_stacked(to_train, config, stop))
+    for i, job in jobs.items():
+        if i not in items:  # trained: render it
+            try:
+                items[i] = _finish(job, config, render)
+            except Exception as err:
+                items[i] = _failed(job.label, job.run, job.clock, err)
+    return [items[i] for i in range(len(tasks))]
+
+
+def _train_alone(
+    jobs: dict[int, _Job], config: Config, stop: Callable[[], bool]
+) -> dict[int, BatchItem]:
+    """Train one picture; an item only if it failed or was cut."""
+    from flowgif.fit import train_run
+
+    ((i, job),) = jobs.items()
+    try:
+        train_run(job.image, config, job.run, resume=job.resume, stop=stop)
+    except Interrupted as cut:
+        return {i: _cut(job, cut)}
+    except Exception as err:
+        return {i: _failed(job.label, job.run, job.clock, err)}
+    return {}
+
+
+def _train_stacked(
+    jobs: dict[int, _Job], config: Config, stop: Callable[[], bool]
+) -> dict[int, BatchItem]:
+    """Open each run folder (a picture that cannot be read fails alone), train them stacked,
+    write each one's preview; items only for those that failed or were cut."""
+    import torch
+
+    from flowgif.fit import RunFolder, TrainResult, open_run
+    from flowgif.fit.stack import train_stack
+
+    items: dict[int, BatchItem] = {}
+    runs: dict[int, RunFolder] = {}
+    for i, job in jobs.items():
+        try:
+            runs[i] = open_run(job.image, config, job.run, job.resume)
+        except Exception as err:
+            items[i] = _failed(job.label, job.run, job.clock, err)
+    device = resolve_device(config.train.device)
+    try:
+        outcomes: list = train_stack(list(runs.values()), device, stop=stop)
+    except torch.cuda.OutOfMemoryError:
+        why = f"the device ran out of memory with {len(runs)} pictures stacked"
+        why += "; give a smaller --stack"
+        outcomes = [FlowgifError(why)] * len(runs)
+    except Exception as err:  # the stack as a whole failed: each of its pictures says so
+        outcomes = [err] * len(runs)
+    for (i, run), outcome in zip(runs.items(), outcomes, strict=True):
+        job = jobs[i]
+        if isinstance(outcome, TrainResult):
+            try:
+                run.preview(outcome.model, device)
+                continue
+            except Exception as err:
+                outcome = err
+        run.discard_if_empty()
+        if isinstance(outcome, Interrupted):
+            items[i] = _cut(job, outcome)
+        else:
+            items[i] = _failed(job.label, job.run, job.clock, outcome)
+    return items
+
+
+# What a batch writes into a run folder; only these are cleared before a picture is redone.
+RUN_FILES = (
+    "checkpoint.pt",
+    "config.toml",
+    "loss.csv",
+    "samples.png",
+    "flow.gif",
+    "done.json",
+    "eval.json",
+    "picture.png",
+)
+
+
+def write_thumbnail(image: Path, out: Path, longer: int = 256) -> None:
+    """A copy of the picture, at most ``longer`` pixels on its longer side, for the gallery."""
+    from flowgif.sources.picture import load_image
+
+    img = load_image(image)
+    img.thumbnail((longer, longer))
+    if img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SIGNATURE)
+    atomic_write(out, lambda f: img.save(f, format="PNG", pnginfo=info))
+
+
+def _clear_run(run: Path) -> None:
+    """Make way for a fresh run: remove the files a batch wrote there, and nothing else.
+
+    Raises:
+        FlowgifError: ``run`` is not a folder, or holds files flowgif did not write.
+    """
+    if not run.is_dir():
+        raise FlowgifError(f"{run} exists and is not a folder; move it away")
+    sweep_stale(run)
+    foreign = sorted(p.name for p in run.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise FlowgifError(
+            f"{run} holds files flowgif did not write ({', '.join(foreign[:3])}); move them away"
+        )
+    for name in RUN_FILES:
+        (run / name).unlink(missing_ok=True)
+
+
+def skipped(run: Path, label: str, keys: dict[str, str]) -> BatchItem | None:
+    """The item of a picture whose ``done.json`` holds these hashes, else None (also for a
+    damaged marker: the picture is done again)."""
+    try:
+        if json.loads((run / "done.json").read_text()).get("hashes") == keys:
+            return BatchItem(label, str(run), "skipped", "already done")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+STOP: list[int] = []  # set in a worker process by a signal
+
+
+def worker_stop() -> bool:
+    return bool(STOP)

@@ -1,0 +1,186 @@
+"""A run folder being trained: open it (both ends, the adapted config, what to resume), write
+its checkpoints, and ``train_run``: picture in, run folder out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flowgif import __version__
+from flowgif.config import Config, dump_toml
+from flowgif.device import resolve_device
+from flowgif.draw import write_samples_png
+from flowgif.errors import FlowgifError
+from flowgif.files import atomic_write_text
+from flowgif.fit.loop import Progress, TrainResult
+from flowgif.fit.solo import train
+from flowgif.flows import wrap
+from flowgif.flows.model import sample
+from flowgif.objectives.recipes import check_ends, for_ends
+from flowgif.sources import NOISE, Source, end_spec, load_source
+from flowgif.store import (
+    CHECKPOINT,
+    check_new_run_dir,
+    end_meta,
+    load_checkpoint,
+    resume_problem,
+    save_checkpoint,
+    write_loss_csv,
+)
+
+__all__ = ["RunFolder", "open_run", "train_run"]
+
+
+class RunFolder:
+    """A run folder about to be trained: both ends, the adapted config, the checkpoint to
+    resume (or None), and the writer of its files (:meth:`save`).
+
+    Made by :func:`open_run`; :func:`train_run` trains one, :func:`flowgif.fit.stack.train_stack`
+    many at once.
+    """
+
+    def __init__(
+        self, out: Path, end: Source, start: Source, config: Config, resume: dict | None
+    ) -> None:
+        self.out, self.end, self.start, self.config, self.resume = out, end, start, config, resume
+        self.made = not out.exists()
+        self.meta = {
+            "config": config.to_dict(),
+            "seed": config.train.seed,
+            "image": end.stored_label,
+            "image_hash": end.digest,
+            **end_meta(end, config.density.invert),
+            "flowgif": __version__,
+        }
+        if not start.is_noise:
+            self.meta["start"] = {
+                "label": start.stored_label,
+                "hash": start.digest,
+                **end_meta(start, config.density.invert),
+                "blur": start.density.blur,
+            }
+        self._config_text = dump_toml(config.to_dict())
+        self._saved = False
+
+    def save(self, payload: dict) -> None:
+        """Write one checkpoint: ``checkpoint.pt``, then ``config.toml`` (first time only, so
+        it never runs ahead of a checkpoint) and ``loss.csv``, each atomically."""
+        save_checkpoint(self.out / CHECKPOINT, {**self.meta, **payload})
+        if not self._saved:
+            atomic_write_text(self.out / "config.toml", self._config_text)
+            self._saved = True
+        write_loss_csv(self.out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
+
+    def discard_if_empty(self) -> None:
+        """Remove the folder again if this run made it and never wrote into it."""
+        if self.made and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
+    def preview(self, model: nn.Module, device: torch.device) -> None:
+        """``samples.png``: 50,000 samples of the trained flow over the picture."""
+        flow = wrap(model, self.config, self.start.density.to(device))
+        x = sample(flow, 50_000, self.config.train.seed, device)
+        density = self.end.density
+        write_samples_png(
+            self.out / "samples.png", self.end.picture, density.to_pixels(x), density.probs_np
+        )
+
+
+def open_run(
+    image: Path | Source | None,
+    config: Config,
+    out: Path,
+    resume: bool = False,
+    text: str | None = None,
+    target: str | None = None,
+    start: str | Path | Source | None = None,
+) -> RunFolder:
+    """Load both ends and check the folder (see :func:`train_run` for the arguments).
+
+    Raises:
+        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way, ends that
+            cannot train together.
+    """
+    out = Path(out)
+    end = (
+        image
+        if isinstance(image, Source)
+        else load_source(end_spec(image, text, target), config.density)
+    )
+    config = for_ends(config, end)
+    if not isinstance(start, Source):
+        start = load_source(start if start is not None else NOISE, config.density, start=True)
+    check_ends(config, start, end)
+    state = None
+    if resume:
+        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
+        problem = resume_problem(state, config, end.digest, "" if start.is_noise else start.digest)
+        if problem:
+            raise FlowgifError(f"{out} cannot be resumed: {problem}")
+    else:
+        check_new_run_dir(out)
+    return RunFolder(out, end, start, config, state)
+
+
+def train_run(
+    image: Path | Source | None,
+    config: Config,
+    out: Path,
+    progress: Callable[[Progress], None] | None = None,
+    resume: bool = False,
+    preview: bool = True,
+    text: str | None = None,
+    target: str | None = None,
+    stop: Callable[[], bool] | None = None,
+    start: str | Path | Source | None = None,
+) -> TrainResult:
+    """Train from a start to a picture (or a word, or a toy target); write the run folder.
+
+    The folder's files are written together at each checkpoint (``checkpoint.pt`` first, then
+    ``config.toml`` and ``loss.csv``), each atomically, so a failure (a full disk, a kill)
+    leaves the previous state whole; a new folder that got no checkpoint is removed again.
+    The checkpoint records both ends (the start only when it is not N(0, I)), so the folder
+    needs neither picture to render, sample or evaluate.
+
+    Args:
+        image: the end picture, or a loaded :class:`Source` (or None with ``text`` or
+            ``target``).
+        config: the run configuration (adapted to the end by
+            :func:`flowgif.objectives.recipes.for_ends`, then written to ``out/config.toml``).
+        out: the run folder; created if needed. Without ``resume`` it must not hold a run.
+        progress: called after every step.
+        resume: continue from ``out/checkpoint.pt`` (config and both ends must match).
+        preview: write ``out/samples.png`` (50,000 samples) at the end.
+        text: a word to set in type and fit instead of a picture.
+        target: a toy density (:data:`flowgif.sources.toys.TOYS`) instead of a picture.
+        stop: see :func:`train`.
+        start: where the flow starts (:func:`flowgif.sources.load_source`: ``noise``, the
+            default, a picture's path, ``text:WORD``, ``target:NAME``) or a loaded source.
+
+    Raises:
+        FlowgifError: a bad source, a damaged checkpoint, a run folder in the way, ends that
+            cannot train together.
+        Interrupted: ``stop`` asked (see :func:`train`).
+    """
+    run = open_run(image, config, out, resume, text, target, start)
+    device = resolve_device(run.config.train.device)
+    try:
+        result = train(
+            run.config,
+            run.end,
+            device,
+            progress=progress,
+            checkpoint=run.save,
+            resume=run.resume,
+            start=run.start,
+            stop=stop,
+        )
+    except BaseException:
+        run.discard_if_empty()
+        raise
+    if preview:
+        run.preview(result.model, device)
+    return result

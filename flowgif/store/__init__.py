@@ -1,0 +1,52 @@
+"""Run folders on disk: the checkpoint format and its schema, the one resume rule, loading.
+
+Everything that reads or writes a run folder's files goes through here, so a run trained by any
+command (``train``, ``morph``, ``batch``) is read the same way by every other.
+"""
+
+from __future__ import annotations
+
+from flowgif.store.checkpoint import (
+    CHECKPOINT,
+    FORMAT,
+    checkpoint_config,
+    checkpoint_problem,
+    end_meta,
+    ink_tensor,
+    load_checkpoint,
+    save_checkpoint,
+    write_loss_csv,
+)
+from flowgif.store.folders import check_new_run_dir, find_latest_run, new_run_dir
+from flowgif.store.resume import (
+    RESUMABLE,
+    budget_spent,
+    budget_text,
+    changed,
+    fraction,
+    resume_problem,
+)
+from flowgif.store.run import Run, load_run
+
+__all__ = [
+    "CHECKPOINT",
+    "FORMAT",
+    "RESUMABLE",
+    "Run",
+    "budget_spent",
+    "budget_text",
+    "changed",
+    "check_new_run_dir",
+    "checkpoint_config",
+    "checkpoint_problem",
+    "end_meta",
+    "find_latest_run",
+    "fraction",
+    "ink_tensor",
+    "load_checkpoint",
+    "load_run",
+    "new_run_dir",
+    "resume_problem",
+    "save_checkpoint",
+    "write_loss_csv",
+]
