@@ -313,7 +313,7 @@ def test_pictures_placed_together_are_each_pictures_own_samples(pictures: list[P
     """Sharp and blurred pictures of three sizes, one of them idle: each row is exactly what
     that picture's ``sample`` gives from the same generator state."""
     from flowgif.sources import load_source
-    from flowgif.sources.picture import StackedPictures
+    from flowgif.sources.stacked import StackedPictures
 
     cfg = config()
     dens = [load_source(p, cfg.density).density for p in pictures]

@@ -9,10 +9,9 @@ import queue
 import signal
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
-from flowgif.batch.work import STOP, BatchItem, EngineOptions, process_stack
+from flowgif.batch.work import STOP, BatchItem, Chunk, EngineOptions, chunk_items, process_stack
 from flowgif.config import Config
 from flowgif.device import resolve_device
 
@@ -37,7 +36,7 @@ def _worker_init(devices: Any = None) -> None:
 
 
 def run_local(
-    chunks: list[list[tuple[Path, Path, str]]],
+    chunks: list[Chunk],
     config: Config,
     render: dict,
     options: EngineOptions,
@@ -70,7 +69,7 @@ def run_local(
     with ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(spread,)
     ) as pool:
-        futures: dict[Future[list[BatchItem]], list[tuple[Path, Path, str]]] = {
+        futures: dict[Future[list[BatchItem]], Chunk] = {
             pool.submit(process_stack, chunk, config, render, threads): chunk for chunk in chunks
         }
         forwarded = False
@@ -84,9 +83,7 @@ def run_local(
                     items = future.result()
                 except Exception as err:  # the worker process died (killed, out of memory)
                     why = f"its worker died ({err!r})"
-                    items = [
-                        BatchItem(lab, str(r), "failed", why) for _, r, lab in futures[future]
-                    ]
+                    items = chunk_items(futures[future], "failed", why)
                 for item in items:
                     finish(item)
             if stop() and not forwarded:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from flowgif.batch.work import BatchItem, EngineOptions, process_stack
+from flowgif.batch.work import BatchItem, Chunk, EngineOptions, chunk_items, process_stack
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 
@@ -38,7 +37,7 @@ def _ray() -> Any:
 
 
 def run_on_ray(
-    chunks: list[list[tuple[Path, Path, str]]],
+    chunks: list[Chunk],
     config: Config,
     render: dict,
     options: EngineOptions,
@@ -65,11 +64,11 @@ def run_on_ray(
                     items = ray.get(ref)
                 except ray.exceptions.TaskCancelledError:
                     why = "the batch was stopped"
-                    items = [BatchItem(lab, str(r), "not started", why) for _, r, lab in chunk]
+                    items = chunk_items(chunk, "not started", why)
                 except ray.exceptions.RayError as err:  # retries spent, or the cluster went
                     why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
                     why = f"its Ray task failed: {why}"
-                    items = [BatchItem(lab, str(r), "failed", why) for _, r, lab in chunk]
+                    items = chunk_items(chunk, "failed", why)
                 for item in items:
                     finish(item)
             if stop() and not cancelled:

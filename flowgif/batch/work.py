@@ -24,7 +24,7 @@ from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
 from flowgif.files import SIGNATURE, atomic_write, atomic_write_text, sweep_stale
 
-__all__ = ["STOP", "BatchItem", "EngineOptions", "process_stack"]
+__all__ = ["STOP", "BatchItem", "Chunk", "EngineOptions", "chunk_items", "process_stack"]
 
 
 @dataclass
@@ -62,6 +62,15 @@ class BatchItem:
     status: str
     reason: str = ""
     seconds: float = 0.0
+
+
+Chunk = list[tuple[Path, Path, str]]  # a stack's ``(picture, run folder, label)`` s
+
+
+def chunk_items(chunk: Chunk, status: str, reason: str) -> list[BatchItem]:
+    """One item per picture of ``chunk``, all with ``status`` and ``reason`` (a stack whose
+    worker died or that was never started)."""
+    return [BatchItem(label, str(run), status, reason) for _, run, label in chunk]
 
 
 def hashes(image: Path, config: Config, render: dict) -> dict[str, str]:

@@ -89,8 +89,8 @@ def batch_(
     Skips what is done, resumes what was cut short, goes on past bad pictures. Exits 1 if any
     picture failed.
     """
-    from flowgif.batch import EngineOptions, run_batch, summary
-    from flowgif.cli.train import _stop_on_signals
+    from flowgif.batch import EngineOptions, run_batch
+    from flowgif.cli.progress import stop_on_signals
     from flowgif.config import load_config
 
     if engine is Engine.local and (address or cpus_per_task != 1.0 or gpus_per_task):
@@ -115,7 +115,7 @@ def batch_(
             highlight=False,
         )
 
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         items = run_batch(
             folder,
             out,
@@ -128,6 +128,17 @@ def batch_(
             options,
             stack if stack == "auto" else int(stack),
         )
+    result = _print_report(items, folder, out)
+    if stop():
+        raise typer.Exit(130)
+    if result["failed"]:
+        raise typer.Exit(1)
+
+
+def _print_report(items: list[Any], folder: Path, out: Path) -> dict[str, Any]:
+    """The batch's table and its one-line count; the counts."""
+    from flowgif.batch import summary
+
     table = Table(title=f"batch {escape(str(folder))}")
     for column in ("picture", "status", "run", "note"):
         table.add_column(column, overflow="fold")
@@ -147,10 +158,7 @@ def batch_(
         highlight=False,
         markup=False,
     )
-    if stop():
-        raise typer.Exit(130)
-    if result["failed"]:
-        raise typer.Exit(1)
+    return result
 
 
 @app.command()

@@ -91,7 +91,7 @@ def morph(
     The budget (--steps or --minutes) is per leg. Every picture is checked before anything is
     trained; the legs are ordinary run folders that render, eval and sample read.
     """
-    from flowgif.cli.train import _progress_bar, _stop_on_signals
+    from flowgif.cli.progress import progress_bar, stop_on_signals
     from flowgif.config import load_config
     from flowgif.device import resolve_device, set_threads
     from flowgif.errors import Interrupted
@@ -127,10 +127,10 @@ def morph(
         err_console.print(
             f"{what}: {verb} for {budget} -> {leg.path}", highlight=False, markup=False
         )
-        with _progress_bar() as update:
+        with progress_bar() as update:
             yield update
 
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         try:
             train_legs(legs, cfg, stop, watch)
         except Interrupted as stopped:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +27,7 @@ from flowgif.cli.common import (
     guarded,
     out_console,
 )
+from flowgif.cli.progress import progress_bar, stop_on_signals
 from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_SEED
 from flowgif.sources import kind_of
@@ -171,7 +169,7 @@ def train(
     ] = None,
 ) -> None:
     """Fit a flow to a picture; writes a run folder (config, checkpoint, loss.csv, samples.png)."""
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         _train(locals(), stop)
 
 
@@ -195,7 +193,7 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
         highlight=False,
     )
     try:
-        with _progress_bar() as update:
+        with progress_bar() as update:
             result = train_run(
                 src,
                 config=cfg,
@@ -392,75 +390,3 @@ def configs_() -> None:
 def _slug(text: str) -> str:
     """A folder name for a word: letters, digits, '-' and '_' only."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40] or "text"
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[Callable[[], bool]]:
-    """Ctrl-C or SIGTERM (a scheduler's kill): finish the step, save, stop; exactly resumable.
-
-    The first signal sets a flag that training reads between steps; a second Ctrl-C stops at
-    once, keeping the last checkpoint as it was.
-    """
-    asked: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if asked and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not asked:
-            os.write(2, b"\nstopping after this step (Ctrl-C again to stop at once)\n")
-        asked.append(signum)
-
-    try:
-        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave signals alone
-        yield lambda: False
-        return
-    try:
-        yield lambda: bool(asked)
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-
-
-class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
-    """A rich progress bar on a terminal; silent otherwise (loss.csv has everything)."""
-
-    def __enter__(self) -> Callable[[Any], None]:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = None
-        if not err_console.is_terminal:
-            return lambda p: None
-        self.bar = Progress(
-            TextColumn("step {task.fields[step]}"),
-            BarColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.1f} it/s"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err_console,
-        )
-        self.bar.start()
-        task = self.bar.add_task("train", total=1.0, step=0, loss=float("nan"), rate=0.0)
-
-        def update(p: Any) -> None:
-            self.bar.update(
-                task,
-                completed=p.fraction,
-                step=p.step,
-                loss=p.loss,
-                rate=p.step / max(p.seconds, 1e-9),
-            )
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()

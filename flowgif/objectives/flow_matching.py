@@ -23,7 +23,8 @@ from flowgif.flows.model import Flow, augment
 from flowgif.objectives.base import Objective
 from flowgif.sources import Source
 from flowgif.sources.base import Distribution
-from flowgif.sources.picture import ImageDensity, StackedPictures
+from flowgif.sources.picture import ImageDensity
+from flowgif.sources.stacked import StackedPictures
 
 __all__ = [
     "FlowMatching",

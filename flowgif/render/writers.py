@@ -174,61 +174,14 @@ def write_mp4(
     ffmpeg's exit status and the file's box structure are both checked, so a full disk or a
     killed encoder never replaces a good video with a truncated one.
     """
-    import imageio_ffmpeg  # ships its own ffmpeg binary
-
     width, height = size
     even = (width + width % 2, height + height % 2)  # yuv420p needs even sides: pad, not scale
 
     def write(f: IO[bytes]) -> None:
-        cmd = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-y",
-            "-v",
-            "error",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-s",
-            f"{even[0]}x{even[1]}",
-            "-r",
-            str(fps),
-            "-i",
-            "-",
-            "-an",
-            "-vcodec",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-crf",
-            str(int((1 - quality / 10) * 51)),
-            "-metadata",
-            f"comment={SIGNATURE}",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-            f.name,  # ffmpeg writes by name: the temp file that atomic_write renames
-        ]
+        cmd = _ffmpeg_command(even, fps, quality, f.name)
         with tempfile.TemporaryFile() as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=log)
-            assert proc.stdin is not None
-            try:
-                for frame, n in zip(frames, repeats, strict=True):
-                    rgb = palette.rgb[frame]
-                    if rgb.shape[:2] != (even[1], even[0]):
-                        pad = ((0, even[1] - rgb.shape[0]), (0, even[0] - rgb.shape[1]), (0, 0))
-                        rgb = np.pad(rgb, pad, mode="edge")
-                    data = np.ascontiguousarray(rgb).tobytes()
-                    for _ in range(n):
-                        proc.stdin.write(data)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # ffmpeg stopped early: its status and log say why
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
+            _feed(proc, frames, palette, repeats, even)
             code = proc.wait()
             log.seek(0)
             lines = log.read().decode("utf-8", "replace").strip().splitlines()
@@ -248,6 +201,48 @@ def write_mp4(
         f.seek(0, 2)  # ffmpeg wrote behind this handle's back; flush+fsync still apply
 
     atomic_write(out, write)
+
+
+def _ffmpeg_command(size: tuple[int, int], fps: int, quality: int, name: str) -> list[str]:
+    """ffmpeg reading raw RGB frames of ``size`` on stdin and writing H.264 MP4 to ``name``
+    (by name: the temp file that atomic_write renames), signed in its comment."""
+    import imageio_ffmpeg  # ships its own ffmpeg binary
+
+    crf = str(int((1 - quality / 10) * 51))
+    return [
+        *(imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error"),
+        *("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}"),
+        *("-r", str(fps), "-i", "-", "-an"),
+        *("-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", crf),
+        *("-metadata", f"comment={SIGNATURE}", "-movflags", "+faststart", "-f", "mp4", name),
+    ]
+
+
+def _feed(
+    proc: subprocess.Popen,
+    frames: Iterator[np.ndarray],
+    palette: Palette,
+    repeats: list[int],
+    even: tuple[int, int],
+) -> None:
+    """Each palette frame as RGB, padded to even sides, ``repeats`` times, into ffmpeg."""
+    assert proc.stdin is not None
+    try:
+        for frame, n in zip(frames, repeats, strict=True):
+            rgb = palette.rgb[frame]
+            if rgb.shape[:2] != (even[1], even[0]):
+                pad = ((0, even[1] - rgb.shape[0]), (0, even[0] - rgb.shape[1]), (0, 0))
+                rgb = np.pad(rgb, pad, mode="edge")
+            data = np.ascontiguousarray(rgb).tobytes()
+            for _ in range(n):
+                proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg stopped early: its status and log say why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def mp4_problem(path: Path) -> str:

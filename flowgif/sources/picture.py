@@ -29,7 +29,15 @@ from flowgif.errors import FlowgifError
 from flowgif.sources.base import Distribution
 from flowgif.sources.ink import Ink, ink_of
 
-__all__ = ["ImageDensity", "StackedPictures", "image_hash", "ink_colors", "ink_map", "load_image"]
+__all__ = [
+    "ImageDensity",
+    "blur_points",
+    "image_hash",
+    "ink_colors",
+    "ink_map",
+    "load_image",
+    "place_cells",
+]
 
 FLOOR = 1e-6  # mass of the wide Gaussian floor of a blurred picture (so log p is finite)
 
@@ -293,9 +301,9 @@ class ImageDensity(Distribution):
     def place(self, draws: list[torch.Tensor]) -> torch.Tensor:
         h, w = self.grid
         cells = draws[0]
-        out = _place(self.cdf, h * w, w, self.half, self.cell, cells[..., 0], cells[..., 1:])
+        out = place_cells(self.cdf, h * w, w, self.half, self.cell, cells[..., 0], cells[..., 1:])
         if self.blur > 0:
-            out = _blur(out, self.blur, self.half_extent, *draws[1:])
+            out = blur_points(out, self.blur, self.half_extent, *draws[1:])
         return out
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -364,7 +372,9 @@ class ImageDensity(Distribution):
         return torch.as_tensor(np.stack([x, y], axis=1), dtype=torch.float32)
 
 
-def _place(cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitter: Any) -> Any:
+def place_cells(
+    cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitter: Any
+) -> Any:
     """Points in the cells that uniforms ``u`` pick by the cumulative probabilities ``cdf``,
     at ``jitter`` within each; for one picture (``cdf`` ``(K,)``, numbers) or a stack of them
     (``cdf`` ``(M, K)``, every other number ``(M, 1)``): the same operations either way."""
@@ -378,56 +388,7 @@ def _place(cdf: Any, cells: Any, width: Any, half: Any, cell: Any, u: Any, jitte
     return torch.stack([x, y], dim=-1).float()
 
 
-def _blur(out: Any, blur: Any, wide_half: Any, normals: Any, coin: Any) -> Any:
+def blur_points(out: Any, blur: Any, wide_half: Any, normals: Any, coin: Any) -> Any:
     """A blurred picture's points: Gaussian offsets, and the wide floor for a few."""
     out = out + blur * normals[..., :2]
     return torch.where((coin < FLOOR)[..., None], normals[..., 2:] * 2 * wide_half, out)
-
-
-class StackedPictures:
-    """M pictures' densities placed together: ``place`` takes each picture's own
-    :meth:`ImageDensity.draws` (or None for a picture that draws nothing this time) and gives
-    ``(M, n, 2)`` points, each row exactly what that picture's ``sample`` gives."""
-
-    def __init__(self, densities: list[ImageDensity]) -> None:
-        self.densities = densities
-        device = densities[0].device
-        longest = max(len(d.cdf) for d in densities)
-        self.cdf = torch.full((len(densities), longest), torch.inf, dtype=torch.float64)
-        for m, d in enumerate(densities):
-            self.cdf[m, : len(d.cdf)] = d.cdf.cpu()
-        self.cdf = self.cdf.to(device)
-
-        def column(values: list[float], dtype: torch.dtype = torch.float64) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)[:, None]
-
-        self.cells = column([d.grid[0] * d.grid[1] for d in densities], torch.int64)
-        self.width = column([d.grid[1] for d in densities], torch.int64)
-        self.half = [column([d.half[i] for d in densities]) for i in (0, 1)]
-        self.cell = [column([d.cell[i] for d in densities]) for i in (0, 1)]
-        self.blurred = any(d.blur > 0 for d in densities)
-        self.blur = column([d.blur for d in densities], torch.float32)[..., None]
-        self.wide_half = column([d.half_extent for d in densities], torch.float32)[..., None]
-
-    def place(self, draws: list[list[torch.Tensor] | None], n: int) -> torch.Tensor:
-        """``(M, n, 2)`` points from each picture's ``n`` draws (None: it drew nothing, and
-        its row is filler)."""
-        full = [self._filled(mine, n) for mine in draws]
-        parts = [torch.stack(part) for part in zip(*full, strict=True)]
-        cells = parts[0]
-        out = _place(
-            self.cdf, self.cells, self.width, self.half, self.cell, cells[..., 0], cells[..., 1:]
-        )
-        if self.blurred:
-            out = _blur(out, self.blur, self.wide_half, *parts[1:])
-        return out
-
-    def _filled(self, mine: list[torch.Tensor] | None, n: int) -> list[torch.Tensor]:
-        """One picture's draws in the stack's shape: zeros for one that drew nothing; in a
-        stack with blurred pictures, no offset and no floor for a sharp one."""
-        device = self.cdf.device
-        if mine is None:
-            mine = [torch.zeros(n, 3, dtype=torch.float64, device=device)]
-        if self.blurred and len(mine) == 1:
-            mine = [*mine, torch.zeros(n, 4, device=device), torch.ones(n, device=device)]
-        return mine
