@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -369,6 +370,14 @@ def test_sample_and_plot_never_replace_a_users_file(run: Path, tmp_path: Path) -
     assert_one_line_error(call("plot", run, "--kind", "loss", "--out", picture), "did not write")
     assert_one_line_error(call("sample", run, "--n", 10, "--out", data), "did not write")
     assert picture.read_bytes() == before and data.read_bytes() == np_bytes
-    mine = tmp_path / "s.npy"
-    for _ in range(2):  # its own samples: replaced
-        assert call("sample", run, "--n", 10, "--out", mine).exit_code == 0
+    for _ in range(2):  # its own samples in the run folder: recorded there, so replaced
+        assert call("sample", run, "--n", 10).exit_code == 0
+    mine = tmp_path / "s.npy"  # outside a run folder a .npy proves nothing: --force replaces it
+    assert call("sample", run, "--n", 10, "--out", mine).exit_code == 0
+    assert_one_line_error(call("sample", run, "--n", 10, "--out", mine), "did not write")
+    assert call("sample", run, "--n", 10, "--out", mine, "--force").exit_code == 0
+    user = tmp_path / "coords.npy"  # a user's own (N, 2) float32 array: never taken for ours
+    np.save(user, np.zeros((500, 2), np.float32))
+    kept = user.read_bytes()
+    assert_one_line_error(call("sample", run, "--n", 10, "--out", user), "did not write")
+    assert user.read_bytes() == kept

@@ -14,6 +14,7 @@ reachable at the same path from every node (a shared file system).
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from flowgif.errors import FlowgifError
 __all__ = ["run_on_ray"]
 
 RETRIES = 3  # times a picture's task is run again when its worker dies
+CONNECT_TIMEOUT = 10.0  # seconds an address has to accept a connection (README)
 
 
 def _ray() -> Any:
@@ -77,12 +79,37 @@ def run_on_ray(
                     ray.cancel(ref, force=False)
 
 
+def reach(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Check that ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a connection within
+    ``timeout`` seconds, before Ray's own client retries for minutes; ``None`` and ``auto``
+    are Ray's to find.
+
+    Raises:
+        FlowgifError: a malformed address, or nothing answering there in time.
+    """
+    if address in (None, "auto"):
+        return
+    assert address is not None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FlowgifError(f"batch.address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        why = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise FlowgifError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}); is its "
+            "head running, and the port open?"
+        ) from None
+
+
 @contextlib.contextmanager
 def _connected(ray: Any, address: str | None) -> Iterator[None]:
     """Connect (or start a local cluster) for the duration of one batch."""
     if ray.is_initialized():
         yield
         return
+    reach(address)
     try:
         ray.init(
             address=address,

@@ -12,10 +12,12 @@ from typing import Any
 from flowgif.batch.local import run_local
 from flowgif.batch.ray import run_on_ray
 from flowgif.batch.scan import run_names, scan
-from flowgif.batch.work import BatchItem, EngineOptions, hashes, skipped
+from flowgif.batch.work import BatchItem, EngineOptions, hashes, run_folder, skipped
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
-from flowgif.files import atomic_write_text, check_replaceable
+from flowgif.files import SIGNATURE, atomic_write_text, check_replaceable, printable
+from flowgif.sources.picture import image_hash
+from flowgif.store import safe_name
 
 __all__ = ["ENGINES", "STATUSES", "run_batch", "summary", "write_summary"]
 
@@ -72,18 +74,25 @@ def run_batch(
         )
     check_replaceable(out / "batch.json")
     check_replaceable(out / "index.html")
-    found = scan(folder, recursive, skip=out)
-    if not found.pictures and not found.failed:
-        raise FlowgifError(f"no pictures found in {folder}")
     stop = stop or (lambda: False)
+    found = scan(folder, recursive, skip=out, stop=stop)  # Interrupted when stop asks
+    if not found.pictures and not found.failed:
+        raise FlowgifError(f"no pictures found in {printable(folder)}")
 
     def rel(p: Path) -> str:
-        return str(p.relative_to(folder))
+        return printable(p.relative_to(folder))
 
-    names = run_names(folder, found.pictures)
-    tasks = [(p, out / n, rel(p)) for p, n in zip(found.pictures, names, strict=True)]
+    tasks, notes = [], {}
+    for picture, name in zip(found.pictures, run_names(folder, found.pictures), strict=True):
+        try:
+            run, note = run_folder(out, name, image_hash(picture), config)
+        except OSError:  # a picture that cannot be read: its worker says so
+            run, note = out / safe_name(name), ""
+        tasks.append((picture, run, rel(picture)))
+        if note:
+            notes[rel(picture)] = note
     results: dict[str, BatchItem] = {}
-    extra = [BatchItem(rel(p), "", "failed", why) for p, why in found.failed]
+    extra = [BatchItem(rel(p) or ".", "", "failed", why) for p, why in found.failed]
     extra += [BatchItem(rel(p), "", "ignored", why) for p, why in found.ignored]
 
     def ordered() -> list[BatchItem]:
@@ -96,6 +105,8 @@ def run_batch(
         return done + pending + extra
 
     def finish(item: BatchItem) -> None:
+        if item.image in notes:  # the folders this picture's run went beside
+            item.reason = "; ".join(filter(None, [notes[item.image], item.reason]))
         results[item.image] = item
         if report:
             report(item)
@@ -148,7 +159,8 @@ def summary(items: list[BatchItem]) -> dict[str, Any]:
 def write_summary(out: Path, items: list[BatchItem], gallery: bool = False) -> None:
     """``OUT/batch.json`` (after every picture), and with ``gallery`` the gallery
     ``OUT/index.html`` (once, at the end: it reads every run folder), atomically."""
-    atomic_write_text(Path(out) / "batch.json", json.dumps(summary(items), indent=2) + "\n")
+    record = {"generator": SIGNATURE, **summary(items)}
+    atomic_write_text(Path(out) / "batch.json", json.dumps(record, indent=2) + "\n")
     if gallery:
         from flowgif.render.gallery import write_gallery
 

@@ -3,20 +3,19 @@ the reason it is not one, and a distinct run-folder name per picture."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from flowgif.errors import FlowgifError
+from flowgif.errors import FlowgifError, Interrupted
+from flowgif.files import printable
 
 __all__ = ["PICTURE_SUFFIXES", "Scan", "run_names", "scan"]
 
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
-
-
-RUN_MARKERS = ("checkpoint.pt", "done.json", "batch.json")  # a folder flowgif wrote
 
 
 @dataclass
@@ -28,55 +27,90 @@ class Scan:
     ignored: list[tuple[Path, str]]
 
 
-def scan(folder: Path, recursive: bool = False, skip: Path | None = None) -> Scan:
+def scan(
+    folder: Path,
+    recursive: bool = False,
+    skip: Path | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Scan:
     """Sort the files of ``folder`` (sub-folders too when ``recursive``), in name order.
 
     Pictures are found by content, not suffix; a file whose suffix says picture but that does
     not decode is a failure, other files are ignored with a reason. ``skip`` (the output
-    folder) and folders holding flowgif's own runs are not searched.
+    folder) and folders of flowgif's own output (a run folder's marker, a signed
+    ``batch.json``) are not searched. A recursive scan visits each real folder once, however
+    symbolic links loop (folders are known by device and inode), and ends when ``stop`` asks.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FlowgifError(f"not a folder: {folder}")
+        raise FlowgifError(f"not a folder: {printable(folder)}")
     skip_at = skip.resolve() if skip is not None else None
-    pictures: list[Path] = []
-    failed: list[tuple[Path, str]] = []
-    ignored: list[tuple[Path, str]] = []
+    found = Scan([], [], [])
+    seen: set[tuple[int, int]] = set()
+    stop = stop or (lambda: False)
 
     def visit(where: Path) -> None:
         try:
+            key = (where.stat().st_dev, where.stat().st_ino)
             entries = sorted(where.iterdir(), key=lambda p: p.name)
         except OSError as err:
-            failed.append((where, f"cannot list this folder ({err.strerror or err})"))
+            found.failed.append((where, f"cannot list this folder ({err.strerror or err})"))
             return
+        seen.add(key)
         for path in entries:
+            if stop():
+                raise Interrupted(0, False, None)
             if path.is_dir():
-                if path.resolve() == skip_at:
-                    ignored.append((path, "the output folder"))
-                elif any((path / m).exists() for m in RUN_MARKERS):
-                    ignored.append((path, "a folder of flowgif's own output"))
-                elif path.name.startswith("."):
-                    ignored.append((path, "a hidden folder"))
-                elif not recursive:
-                    ignored.append((path, "a sub-folder; a recursive batch includes it"))
+                why = _skipped_folder(path, skip_at, recursive, seen)
+                if why:
+                    found.ignored.append((path, why))
                 else:
                     visit(path)
-                continue
-            if not path.is_file():
-                ignored.append((path, "not a regular file"))
-            elif path.name.startswith("."):
-                ignored.append((path, "a hidden file"))
             else:
-                reason = _not_a_picture(path)
-                if not reason:
-                    pictures.append(path)
-                elif path.suffix.lower() in PICTURE_SUFFIXES:
-                    failed.append((path, reason))
-                else:
-                    ignored.append((path, "not a picture"))
+                _sort_file(path, found)
 
     visit(folder)
-    return Scan(pictures, failed, ignored)
+    return found
+
+
+def _skipped_folder(
+    path: Path, skip_at: Path | None, recursive: bool, seen: set[tuple[int, int]]
+) -> str:
+    """Why a sub-folder is not searched, or "" to search it."""
+    from flowgif.files import made_by_flowgif
+    from flowgif.store import read_marker
+
+    if path.resolve() == skip_at:
+        return "the output folder"
+    if read_marker(path) is not None or made_by_flowgif(path / "batch.json"):
+        return "a folder of flowgif's own output"
+    if path.name.startswith("."):
+        return "a hidden folder"
+    if not recursive:
+        return "a sub-folder; a recursive batch includes it"
+    try:
+        key = (path.stat().st_dev, path.stat().st_ino)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if key in seen:
+        return "a folder already searched (a symbolic link back into the scan)"
+    return ""
+
+
+def _sort_file(path: Path, found: Scan) -> None:
+    """A file: a picture, a failure (a picture's suffix, not decodable) or ignored."""
+    if not path.is_file():
+        found.ignored.append((path, "not a regular file"))
+    elif path.name.startswith("."):
+        found.ignored.append((path, "a hidden file"))
+    else:
+        reason = _not_a_picture(path)
+        if not reason:
+            found.pictures.append(path)
+        elif path.suffix.lower() in PICTURE_SUFFIXES:
+            found.failed.append((path, reason))
+        else:
+            found.ignored.append((path, "not a picture"))
 
 
 def _not_a_picture(path: Path) -> str:

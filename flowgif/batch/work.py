@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import PngImagePlugin
+from PIL import Image, PngImagePlugin
 
 from flowgif.config import Config, dump_toml
 from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.files import SIGNATURE, atomic_write, atomic_write_text, sweep_stale
+from flowgif.files import SIGNATURE, atomic_write, atomic_write_text, printable
+from flowgif.store.folders import release
 
 __all__ = ["STOP", "BatchItem", "Chunk", "EngineOptions", "chunk_items", "process_stack"]
 
@@ -99,16 +100,62 @@ class _Job:
     clock: float
 
 
+def run_folder(out: Path, name: str, image_hash: str, config: Config) -> tuple[Path, str]:
+    """A picture's run folder in a batch, and a note of the folders passed over.
+
+    The first of ``OUT/name``, ``name-2``, ... that is absent, or that flowgif's marker
+    proves a batch made for this picture (empty yet, or with a checkpoint this config may
+    continue by the one resume rule). Every other folder is kept as it is: a run made by
+    ``train`` or ``morph``, one of another picture or of other settings, one without a marker,
+    a symbolic link — the note says so, and the run goes beside it.
+    """
+    from flowgif.store import CHECKPOINT, load_checkpoint, read_marker, resume_problem, safe_name
+
+    base, passed, k = safe_name(name), [], 1
+    while True:
+        path = out / (base if k == 1 else f"{base}-{k}")
+        k += 1
+        if not path.exists() and not path.is_symlink():
+            break
+        marker = None if path.is_symlink() else read_marker(path)
+        if path.is_symlink():
+            why = "is a symbolic link"
+        elif marker is None:
+            why = "is not a run folder flowgif marked as its own"
+        elif marker["made_by"] != "batch":
+            why = f"was made by flowgif {marker['made_by']}"
+        elif marker.get("picture") != image_hash:
+            why = "holds another picture"
+        elif not (path / CHECKPOINT).exists():
+            break
+        else:
+            try:
+                ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
+                why = (
+                    "was trained with other settings"
+                    if resume_problem(ckpt, config, image_hash)
+                    else ""
+                )
+            except FlowgifError:
+                why = "holds a checkpoint that cannot be resumed"
+            if not why:
+                break
+        passed.append(f"{path.name} {why}")
+    note = f"{'; '.join(passed)}: kept, this run is {path.name}" if passed else ""
+    return path, note
+
+
 def _prepare(
     image: Path, run: Path, config: Config, render: dict, label: str, stop: Callable[[], bool]
 ) -> BatchItem | _Job:
-    """Skip a picture that is done, make way for one to redo, or say how to go on.
+    """Skip a picture that is done, claim a new folder, or say how to go on.
 
-    A run folder is continued by the one resume rule (:func:`flowgif.store.resume_problem`):
-    same picture, same settings but for the budget — so a batch whose budget grew extends
-    its runs, as ``train --resume`` does; one whose budget is already spent is rendered again.
+    ``run`` comes from :func:`run_folder`: absent (claimed here, exclusively), or a folder a
+    batch made for this picture, continued by the one resume rule
+    (:func:`flowgif.store.resume_problem`): a batch whose budget grew extends its runs, as
+    ``train --resume`` does; one whose budget is already spent is rendered again.
     """
-    from flowgif.store import CHECKPOINT, budget_spent, load_checkpoint, resume_problem
+    from flowgif.store import CHECKPOINT, adopt, budget_spent, claim, load_checkpoint
 
     clock = time.perf_counter()
     keys = hashes(image, config, render)
@@ -119,14 +166,10 @@ def _prepare(
         return BatchItem(label, str(run), "not started", "the batch was stopped")
     resume, trained = False, False
     if (run / CHECKPOINT).is_file():
-        try:
-            ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
-            resume = not resume_problem(ckpt, config, keys["image"])
-            trained = resume and budget_spent(config, ckpt)
-        except (FlowgifError, KeyError):
-            resume = False
-    if not resume and run.exists():
-        _clear_run(run)
+        ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+        resume, trained = True, budget_spent(config, ckpt)
+    elif not (claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"])):
+        raise FlowgifError(f"{run} was claimed by another flowgif at the same moment")
     return _Job(image, run, label, keys, resume, trained, clock)
 
 
@@ -142,10 +185,12 @@ def _finish(job: _Job, config: Config, render: dict) -> BatchItem:
     do_render(loaded, job.run / "flow.gif", RenderOptions(**render), device)
     write_thumbnail(job.image, job.run / "picture.png")
     figures = evaluate(loaded, n_nll=2000, n_samples=20_000, device=device, n_transport=500)
-    atomic_write_text(job.run / "eval.json", json.dumps(figures, indent=2) + "\n")
+    signed = {"generator": SIGNATURE, **figures}
+    atomic_write_text(job.run / "eval.json", json.dumps(signed, indent=2) + "\n")
     record = {
+        "generator": SIGNATURE,
         "hashes": job.keys,
-        "image": str(job.image),
+        "image": printable(job.image),
         "steps": loaded.meta.get("step"),
         "seconds": loaded.meta.get("seconds"),
     }
@@ -210,6 +255,8 @@ def process_stack(
                 items[i] = _finish(job, config, render)
             except Exception as err:
                 items[i] = _failed(job.label, job.run, job.clock, err)
+        elif items[i].status != "done":
+            release(job.run)  # claimed here and never written into: no empty folder is left
     return [items[i] for i in range(len(tasks))]
 
 
@@ -221,7 +268,7 @@ def _train_alone(
 
     ((i, job),) = jobs.items()
     try:
-        train_run(job.image, config, job.run, resume=job.resume, stop=stop)
+        train_run(job.image, config, job.run, resume=job.resume, stop=stop, made_by="batch")
     except Interrupted as cut:
         return {i: _cut(job, cut)}
     except Exception as err:
@@ -243,7 +290,7 @@ def _train_stacked(
     runs: dict[int, RunFolder] = {}
     for i, job in jobs.items():
         try:
-            runs[i] = open_run(job.image, config, job.run, job.resume)
+            runs[i] = open_run(job.image, config, job.run, job.resume, made_by="batch")
         except Exception as err:
             items[i] = _failed(job.label, job.run, job.clock, err)
     device = resolve_device(config.train.device)
@@ -271,48 +318,23 @@ def _train_stacked(
     return items
 
 
-# What a batch writes into a run folder; only these are cleared before a picture is redone.
-RUN_FILES = (
-    "checkpoint.pt",
-    "config.toml",
-    "loss.csv",
-    "samples.png",
-    "flow.gif",
-    "done.json",
-    "eval.json",
-    "picture.png",
-)
-
-
 def write_thumbnail(image: Path, out: Path, longer: int = 256) -> None:
     """A copy of the picture, at most ``longer`` pixels on its longer side, for the gallery."""
     from flowgif.sources.picture import load_image
 
     img = load_image(image)
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float grey
+        import numpy as np
+
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0  # a 16-bit picture spans 0-65535
+        img = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
     img.thumbnail((longer, longer))
     if img.mode not in ("RGB", "RGBA", "L", "LA"):
         img = img.convert("RGBA")
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", SIGNATURE)
     atomic_write(out, lambda f: img.save(f, format="PNG", pnginfo=info))
-
-
-def _clear_run(run: Path) -> None:
-    """Make way for a fresh run: remove the files a batch wrote there, and nothing else.
-
-    Raises:
-        FlowgifError: ``run`` is not a folder, or holds files flowgif did not write.
-    """
-    if not run.is_dir():
-        raise FlowgifError(f"{run} exists and is not a folder; move it away")
-    sweep_stale(run)
-    foreign = sorted(p.name for p in run.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        raise FlowgifError(
-            f"{run} holds files flowgif did not write ({', '.join(foreign[:3])}); move them away"
-        )
-    for name in RUN_FILES:
-        (run / name).unlink(missing_ok=True)
 
 
 def skipped(run: Path, label: str, keys: dict[str, str]) -> BatchItem | None:

@@ -179,7 +179,15 @@ def _parse_render_args(text: str) -> dict[str, Any]:
 
     command = typer.main.get_command(app).commands["render"]  # type: ignore[attr-defined]
     try:
-        ctx = command.make_context("render", shlex.split(text), resilient_parsing=False)
+        words = shlex.split(text)
+    except ValueError as err:
+        raise FlowgifError(f"--render-args: {err}") from None
+    if {"--help", "-h"} & set(words):
+        raise FlowgifError(
+            "--render-args takes render's options, not --help: see flowgif render --help"
+        )
+    try:
+        ctx = command.make_context("render", words, resilient_parsing=False)
     except Exception as err:  # typer's (vendored) click raises UsageError subclasses
         message = err.format_message() if hasattr(err, "format_message") else str(err)
         raise FlowgifError(f"--render-args: {message}") from None

@@ -183,21 +183,30 @@ def sample(
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = 0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an existing .npy that flowgif cannot prove it wrote (a .npy carries "
+            "no signature; samples written into a run folder are recorded there).",
+        ),
+    ] = False,
 ) -> None:
     """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
     import numpy as np
 
-    from flowgif.files import atomic_write, check_replaceable
+    from flowgif.files import atomic_write, check_replaceable, record_written
     from flowgif.flows.model import sample as draw_samples
 
     if out is not None and out.suffix != ".npy":
         raise FlowgifError(f"--out must end in .npy, got {out.name}")
     path, loaded, dev = _load(run, device, threads)
     out = out or path / "samples.npy"
-    check_replaceable(out)
+    check_replaceable(out, force)
     x = draw_samples(loaded.flow, n, seed, dev)
     uv = loaded.density.to_pixels(x).astype(np.float32)
     atomic_write(out, lambda f: np.save(f, uv))
+    record_written(out)
     out_console.print(
         f"wrote {out}: {n} samples, shape ({n}, 2), pixel coordinates of the "
         f"{loaded.density.size[0]}x{loaded.density.size[1]} picture",
@@ -233,9 +242,10 @@ def eval_(
     """Score a run against its picture: kl, nll, entropy, tv, on_ink, transport; writes
     <run>/eval.json."""
     from flowgif.evaluate import evaluate
-    from flowgif.files import atomic_write_text
+    from flowgif.files import SIGNATURE, atomic_write_text, check_replaceable
 
     path, loaded, dev = _load(run, device, threads)
+    check_replaceable(path / "eval.json")  # before the work: only a report flowgif signed
     res = evaluate(loaded, n_nll, samples, cells, device=dev, n_transport=transport)
     table = Table(title=f"eval {escape(str(path))}", show_header=True)
     table.add_column("figure")
@@ -243,7 +253,8 @@ def eval_(
     for key, value in res.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
     out_console.print(table)
-    atomic_write_text(path / "eval.json", json.dumps(res, indent=2) + "\n")
+    signed = {"generator": SIGNATURE, **res}
+    atomic_write_text(path / "eval.json", json.dumps(signed, indent=2) + "\n")
 
 
 class PlotKind(StrEnum):
@@ -281,6 +292,8 @@ def plot(
         ts = tuple(float(t) for t in times.split(","))
     except ValueError:
         raise FlowgifError(f"--times must be numbers separated by commas, got {times!r}") from None
+    if not all(0.0 <= t <= 1.0 for t in ts):  # also refuses nan and inf
+        raise FlowgifError(f"--times must be between 0 and 1 (the flow's time), got {times!r}")
     path, loaded, dev = _load(run, device, threads)
     out = out or path / f"{kind.value}.png"
     draw_plot(loaded, kind.value, out, times=ts, device=dev)

@@ -252,10 +252,8 @@ def _plan(a: dict[str, Any]) -> tuple[Any, Any, Any, Path]:
             raise FlowgifError(
                 "give exactly one of --img PATH, --text WORD or --target NAME (or --resume RUN)"
             )
-        cfg = load_config(_config_path(a["config"]))
-        if out is not None:
-            check_new_run_dir(out)
         start = a["start"] or "noise"
+        cfg = load_config(_config_path(_recipe(a["config"], start)))
     cfg = cfg.updated(overrides | _budget(a["steps"], a["minutes"]))
     src = load_source(end_spec(**source), cfg.density)
     cfg = for_ends(cfg, src)
@@ -268,13 +266,31 @@ def _plan(a: dict[str, Any]) -> tuple[Any, Any, Any, Path]:
                 "frames); using its first frame",
                 highlight=False,
             )
-    if out is None:
+    if a["resume"] is not None:
+        return cfg, src, begin, out
+    if out is not None:
+        check_new_run_dir(out, "train", src.digest)  # claimed: no other process shares it
+    else:
         image = source["image"]
         name = image.stem if image else (source["target"] or _slug(source["text"]))
         if not begin.is_noise:
             name = f"{_stem(begin.label)}-to-{name}"
-        out = new_run_dir(Path("runs"), name)
+        out = new_run_dir(Path("runs"), name, "train", src.digest)
     return cfg, src, begin, out
+
+
+def _recipe(config: str | None, start: str) -> str | None:
+    """The config to train with: the one given, or for a flow from a picture (a word, a toy)
+    the ``morph`` recipe, as ``flowgif morph`` uses — said in one line."""
+    if config is not None or kind_of(start) == "noise":
+        return config
+    err_console.print(
+        "recipe: morph (a flow from a picture pairs its points by optimal transport, so they "
+        "travel as little as they can; --config default pairs them independently)",
+        highlight=False,
+        markup=False,
+    )
+    return "morph"
 
 
 def _resumed(
@@ -341,7 +357,7 @@ def _resumed_source(label: str, given: dict[str, Any], run: Path) -> dict[str, A
         where = "" if picture.is_absolute() else " (a path relative to where it was trained)"
         raise FlowgifError(
             f"the picture {run} was trained on, {label}{where}, is not there; give it with "
-            "--img PATH"
+            "--img PATH (it is recognised by its content, wherever it is now)"
         )
     return {"image": picture, "text": None, "target": None}
 
@@ -358,17 +374,15 @@ def _resumed_start(record: Any, given: str | None, run: Path) -> str:
     """Where a resumed run started, from its checkpoint (``--from`` may only repeat it)."""
     label = record["label"] if isinstance(record, dict) else "noise"
     if given is not None:
-        same = (
-            given == label
-            if kind_of(label) != "picture"
-            else (Path(given).absolute() == Path(label))
-        )
-        if not same:
+        # A picture is matched by its hash when the run opens (it may have moved); a word, a
+        # toy or noise by its name.
+        if kind_of(label) != "picture" and given != label:
             raise FlowgifError(f"--from does not match {run}, which started from {label}")
         return given
     if kind_of(label) == "picture" and not Path(label).is_file():
         raise FlowgifError(
-            f"the picture {run} started from, {label}, is not there; give it with --from PATH"
+            f"the picture {run} started from, {label}, is not there; give it with --from PATH "
+            "(it is recognised by its content, wherever it is now)"
         )
     return label
 

@@ -23,15 +23,16 @@ __all__ = [
     "POSITIVE",
 ]
 
-FAMILY_NAMES = ("field", "realnvp", "planar", "radial")  # train.family
-OBJECTIVE_NAMES = ("fm", "likelihood", "reverse")  # train.objective
-DISCRETE = tuple(f for f in FAMILY_NAMES if f != "field")  # the discrete flow families
+FAMILY_NAMES = ("field", "realnvp", "planar", "radial", "exact")  # train.family
+OBJECTIVE_NAMES = ("fm", "likelihood", "reverse", "exact")  # train.objective
+DISCRETE = ("realnvp", "planar", "radial")  # the discrete flow families
 # ``train.method`` (``--method``): one word for an objective and a family.
 METHODS: dict[str, dict[str, str]] = {
     "fm": {"train.objective": "fm", "train.family": "field"},
     "ffjord": {"train.objective": "likelihood", "train.family": "field"},
     "reverse": {"train.objective": "reverse", "train.family": "field"},
     **{f: {"train.objective": "likelihood", "train.family": f} for f in DISCRETE},
+    "exact": {"train.objective": "exact", "train.family": "exact"},
 }
 FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
 

@@ -335,6 +335,11 @@ class Config:
                 f"{source}: field.augment applies to the continuous flows (fm, "
                 f"ffjord, reverse), not to {self.train.family}"
             )
+        if (self.train.objective == "exact") != (self.train.family == "exact"):
+            raise FlowgifError(
+                f"{source}: the exact flow is computed, not trained: train.objective and "
+                'train.family are both "exact" (train.method = "exact") or neither is'
+            )
         if self.train.objective == "fm" and self.train.family != "field":
             raise FlowgifError(
                 f'{source}: flow matching fits a vector field (train.family = "field"), not '

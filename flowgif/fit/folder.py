@@ -26,6 +26,7 @@ from flowgif.store import (
     check_new_run_dir,
     end_meta,
     load_checkpoint,
+    release,
     resume_problem,
     save_checkpoint,
     write_loss_csv,
@@ -46,7 +47,6 @@ class RunFolder:
         self, out: Path, end: Source, start: Source, config: Config, resume: dict | None
     ) -> None:
         self.out, self.end, self.start, self.config, self.resume = out, end, start, config, resume
-        self.made = not out.exists()
         self.meta = {
             "config": config.to_dict(),
             "seed": config.train.seed,
@@ -75,13 +75,12 @@ class RunFolder:
         write_loss_csv(self.out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
 
     def discard_if_empty(self) -> None:
-        """Remove the folder again if this run made it and never wrote into it."""
-        if self.made and self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
+        """Remove the folder again if this process claimed it and never wrote into it."""
+        release(self.out)
 
     def preview(self, model: nn.Module, device: torch.device) -> None:
         """``samples.png``: 50,000 samples of the trained flow over the picture."""
-        flow = wrap(model, self.config, self.start.density.to(device))
+        flow = wrap(model, self.config, self.start.density.to(device), self.end.density.to(device))
         x = sample(flow, 50_000, self.config.train.seed, device)
         density = self.end.density
         write_samples_png(
@@ -97,6 +96,7 @@ def open_run(
     text: str | None = None,
     target: str | None = None,
     start: str | Path | Source | None = None,
+    made_by: str = "train",
 ) -> RunFolder:
     """Load both ends and check the folder (see :func:`train_run` for the arguments).
 
@@ -121,7 +121,7 @@ def open_run(
         if problem:
             raise FlowgifError(f"{out} cannot be resumed: {problem}")
     else:
-        check_new_run_dir(out)
+        check_new_run_dir(out, made_by, end.digest)
     return RunFolder(out, end, start, config, state)
 
 
@@ -136,6 +136,7 @@ def train_run(
     target: str | None = None,
     stop: Callable[[], bool] | None = None,
     start: str | Path | Source | None = None,
+    made_by: str = "train",
 ) -> TrainResult:
     """Train from a start to a picture (or a word, or a toy target); write the run folder.
 
@@ -159,13 +160,15 @@ def train_run(
         stop: see :func:`train`.
         start: where the flow starts (:func:`flowgif.sources.load_source`: ``noise``, the
             default, a picture's path, ``text:WORD``, ``target:NAME``) or a loaded source.
+        made_by: what claims a new folder (``train``, ``batch``, ``morph``), in its marker
+            (:mod:`flowgif.store.folders`).
 
     Raises:
         FlowgifError: a bad source, a damaged checkpoint, a run folder in the way, ends that
             cannot train together.
         Interrupted: ``stop`` asked (see :func:`train`).
     """
-    run = open_run(image, config, out, resume, text, target, start)
+    run = open_run(image, config, out, resume, text, target, start, made_by)
     device = resolve_device(run.config.train.device)
     try:
         result = train(

@@ -19,11 +19,18 @@ from pathlib import Path
 
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
-from flowgif.files import atomic_write_text
+from flowgif.files import SIGNATURE, atomic_write_text, made_by_flowgif
 from flowgif.fit.folder import train_run
 from flowgif.objectives.recipes import check_ends, for_ends
 from flowgif.sources import Source, as_start, kind_of, load_source, spec
-from flowgif.store import CHECKPOINT, budget_spent, load_checkpoint, resume_problem
+from flowgif.store import (
+    CHECKPOINT,
+    MARKER,
+    budget_spent,
+    load_checkpoint,
+    read_marker,
+    resume_problem,
+)
 
 __all__ = ["MANIFEST", "Leg", "default_parent", "plan", "train_legs"]
 
@@ -97,17 +104,18 @@ def plan(specs: list[str], config: Config, parent: Path) -> list[Leg]:
 
 
 def _check_parent(parent: Path, ends: list[Source]) -> None:
-    """The parent is new, empty, or a morph of these same pictures."""
+    """The parent is new, empty, or a morph of these same pictures (its manifest signed by
+    flowgif)."""
     if not parent.exists():
         return
-    if not parent.is_dir():
+    if parent.is_symlink() or not parent.is_dir():
         raise FlowgifError(
             f"{parent} exists and is not a folder; choose another morph.runs folder"
         )
     manifest = parent / MANIFEST
     if not any(parent.iterdir()):
         return
-    if not manifest.is_file():
+    if manifest.is_symlink() or not made_by_flowgif(manifest):
         raise FlowgifError(
             f"{parent} holds files that are not a flowgif morph; choose another morph.runs folder"
         )
@@ -125,9 +133,15 @@ def _check_parent(parent: Path, ends: list[Source]) -> None:
 def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
     """``new``, ``resume`` or ``done`` for a leg folder (refusing one of another leg)."""
     if not (path / CHECKPOINT).exists():
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        marker = read_marker(path)
+        ours = marker is not None and marker["made_by"] == "morph"
+        if path.is_symlink() or (path.exists() and not _only_marker(path, ours)):
             raise FlowgifError(f"{path} is in the way of a leg; choose another morph.runs folder")
         return "new"
+    if read_marker(path) is None:
+        raise FlowgifError(
+            f"{path} is not a leg flowgif marked as its own; choose another morph.runs folder"
+        )
     ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
     problem = resume_problem(ckpt, config, end.digest, start.digest)
     if problem:
@@ -138,10 +152,17 @@ def _leg_state(path: Path, config: Config, start: Source, end: Source) -> str:
     return "done" if budget_spent(config, ckpt) else "resume"
 
 
+def _only_marker(path: Path, ours: bool) -> bool:
+    """An empty folder, or one holding only a morph's marker."""
+    names = [p.name for p in path.iterdir()] if path.is_dir() else ["-"]
+    return not names or (ours and names == [MARKER])
+
+
 def write_manifest(parent: Path, legs: list[Leg]) -> None:
     """``morph.json``: the pictures in order with their hashes, and the legs' folders."""
     ends = [legs[0].start] + [leg.end for leg in legs]
     data = {
+        "generator": SIGNATURE,
         "pictures": [{"label": e.stored_label, "hash": e.digest} for e in ends],
         "legs": [leg.path.name for leg in legs],
     }
@@ -181,5 +202,6 @@ def train_legs(
                 resume=leg.state == "resume",
                 stop=stop,
                 start=leg.start,
+                made_by="morph",
             )
             leg.state = "done"

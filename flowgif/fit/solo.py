@@ -203,10 +203,15 @@ def train(
     check_ends(config, start, end)
     end = dataclasses.replace(end, density=end.density.to(device))
     torch.manual_seed(tc.seed)
-    flow = wrap(build(config).to(device), config, start.density.to(device))
+    flow = wrap(build(config).to(device), config, start.density.to(device), end.density)
     weights = Weights(config, flow.module, device)
     if resume is not None:
         weights.load(resume)
+    if not objective_named(tc.objective).trains:  # computed whole (the exact flow): no step
+        member = Member.resumed(resume)
+        if checkpoint is not None:
+            checkpoint({**weights.payload(tc.lr), **member.payload()})
+        return TrainResult(flow.module.eval(), member.step, member.spent, math.nan, [])
     stepper = SoloStepper(config, flow, end, weights, device)
 
     def save(m: int, payload: dict[str, Any]) -> None:

@@ -2,10 +2,12 @@
 
 :data:`FAMILIES` is the registry (``train.family``): ``field`` (a vector field, the
 continuous flow of an ODE; :mod:`flowgif.flows.field`), ``realnvp`` (affine couplings),
-``planar`` and ``radial`` (Rezende & Mohamed). Each entry names the function that builds the
-family's trainable module from a config; :func:`build` calls it and :func:`wrap` puts the
-module behind the :class:`~flowgif.flows.model.Flow` interface. The registry names modules
-rather than importing them, so reading the names (the CLI's choices) costs no torch import.
+``planar`` and ``radial`` (Rezende & Mohamed), and ``exact`` (no weights: the field flow
+matching trains toward, computed in closed form from the ends; :mod:`flowgif.flows.exact`).
+Each entry names the function that builds the family's module from a config; :func:`build`
+calls it and :func:`wrap` puts the module behind the :class:`~flowgif.flows.model.Flow`
+interface. The registry names modules rather than importing them, so reading the names (the
+CLI's choices) costs no torch import.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ FAMILIES: dict[str, str] = {
     "realnvp": "flowgif.flows.realnvp:build",
     "planar": "flowgif.flows.planar:build",
     "radial": "flowgif.flows.radial:build",
+    "exact": "flowgif.flows.exact:build",
 }
 
 
@@ -36,18 +39,28 @@ def build(config: Config) -> nn.Module:
     return getattr(import_module(module), name)(config)
 
 
-def wrap(module: nn.Module, config: Config, start: Distribution | None = None) -> Flow:
+def wrap(
+    module: nn.Module,
+    config: Config,
+    start: Distribution | None = None,
+    end: Distribution | None = None,
+) -> Flow:
     """The :class:`~flowgif.flows.model.Flow` interface over a module, from ``start``
-    (default N(0, I)).
+    (default N(0, I)); the exact flow (:mod:`flowgif.flows.exact`) is computed from ``end``.
 
     Raises:
         FlowgifError: a discrete flow with a start other than N(0, I).
     """
     from flowgif.errors import FlowgifError
     from flowgif.flows.base import DiscreteFlow
+    from flowgif.flows.exact import ExactField, ExactFlow
     from flowgif.flows.model import ContinuousFlow, LayeredFlow
     from flowgif.sources.noise import Noise
 
+    if isinstance(module, ExactField):
+        if end is None:
+            raise FlowgifError("the exact flow is computed from its end: give it")
+        return ExactFlow(end, start)  # type: ignore[arg-type]
     if isinstance(module, DiscreteFlow):
         if start is not None and not isinstance(start, Noise):
             raise FlowgifError(

@@ -8,7 +8,8 @@
   samples, through the adjoint ODE for the field (FFJORD), through the inverse layers for a
   discrete flow;
 - ``reverse`` (:mod:`~flowgif.objectives.reverse_kl`): reverse KL to an energy known up to
-  a constant, from the flow's own samples.
+  a constant, from the flow's own samples;
+- ``exact``: nothing to fit — the exact flow (:mod:`flowgif.flows.exact`) is computed whole.
 
 A new objective is one module with an :class:`~flowgif.objectives.base.Objective` and one
 line here. Entries name their class rather than import it, so the names cost no torch import.
@@ -29,6 +30,7 @@ OBJECTIVES: dict[str, str] = {
     "fm": "flowgif.objectives.flow_matching:FlowMatching",
     "likelihood": "flowgif.objectives.likelihood:Likelihood",
     "reverse": "flowgif.objectives.reverse_kl:ReverseKL",
+    "exact": "flowgif.objectives.base:Computed",
 }
 
 

@@ -11,7 +11,7 @@ from flowgif.config import Config
 from flowgif.flows.model import Flow
 from flowgif.sources import Source
 
-__all__ = ["Objective"]
+__all__ = ["Computed", "Objective"]
 
 
 class Objective(ABC):
@@ -22,11 +22,13 @@ class Objective(ABC):
         fields_only: only a vector field can be fitted this way (flow matching).
         bf16: its loss may run under bfloat16 autocast (``train.precision``); likelihoods,
             whose solves need error control, never do.
+        trains: it takes steps (False: the flow is computed whole, no step to take).
     """
 
     needs_energy = False
     fields_only = False
     bf16 = False
+    trains = True
 
     @abstractmethod
     def loss(
@@ -34,3 +36,14 @@ class Objective(ABC):
     ) -> tuple[Tensor, Tensor]:
         """This step's loss on ``config.train.batch`` points, and the figure to show (nats,
         without regularisers, for the two likelihood objectives)."""
+
+
+class Computed(Objective):
+    """The exact flow's "objective": nothing to fit, the flow is computed from its ends."""
+
+    trains = False
+
+    def loss(
+        self, flow: Flow, end: Source, config: Config, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError("the exact flow takes no training step")

@@ -26,6 +26,7 @@ from flowgif.files import (
     replace_folder,
     temp_folder,
     write_marker,
+    xmp,
 )
 
 __all__ = [
@@ -155,7 +156,7 @@ def write_webp(
             loop=0,
             quality=80,
             method=4,
-            xmp=f"<x:xmpmeta xmlns:x='adobe:ns:meta/'>{SIGNATURE}</x:xmpmeta>".encode(),
+            xmp=xmp(SIGNATURE).encode(),
         ),
     )
 

@@ -17,7 +17,17 @@ from flowgif.store.checkpoint import (
     save_checkpoint,
     write_loss_csv,
 )
-from flowgif.store.folders import check_new_run_dir, find_latest_run, new_run_dir
+from flowgif.store.folders import (
+    MARKER,
+    adopt,
+    check_new_run_dir,
+    claim,
+    find_latest_run,
+    new_run_dir,
+    read_marker,
+    release,
+    safe_name,
+)
 from flowgif.store.resume import (
     RESUMABLE,
     budget_spent,
@@ -31,14 +41,17 @@ from flowgif.store.run import Run, load_run
 __all__ = [
     "CHECKPOINT",
     "FORMAT",
+    "MARKER",
     "RESUMABLE",
     "Run",
+    "adopt",
     "budget_spent",
     "budget_text",
     "changed",
     "check_new_run_dir",
     "checkpoint_config",
     "checkpoint_problem",
+    "claim",
     "end_meta",
     "find_latest_run",
     "fraction",
@@ -46,7 +59,10 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "new_run_dir",
+    "read_marker",
+    "release",
     "resume_problem",
+    "safe_name",
     "save_checkpoint",
     "write_loss_csv",
 ]

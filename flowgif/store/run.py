@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,10 @@ class Run:
     start_colors: np.ndarray | None = None
     start_label: str = "noise"
 
-    @property
+    @functools.cached_property
     def flow(self) -> Flow:
-        return wrap(self.model, self.config, self.start)
+        """The run's flow (made once: the exact flow caches its grids)."""
+        return wrap(self.model, self.config, self.start, self.density)
 
     @property
     def field(self) -> VectorField:

@@ -1,0 +1,383 @@
+"""The exact flow: the field flow matching trains toward, computed in closed form on a grid.
+
+With ``x_t = (1 - t) x0 + t x1`` (independent pairs) the marginal velocity is
+``v*(t, x) = (E[x1 | x_t = x] - x) / (1 - t)``. With the end given as cells ``c`` of mass
+``m_c`` (a picture, a word, a toy raster) and the start N(0, I),
+
+    E[x1 | x_t = x] = sum_c m_c c N(x; t c, (1-t)^2 I) / sum_c m_c N(x; t c, (1-t)^2 I),
+
+a ratio of two Gaussian blurs of the cells placed at ``t c``, and the denominator is the exact
+density ``p_t``. A picture start (blurred) adds one more convolution: the start's cells placed
+at ``(1 - t) c'``. :class:`Posterior` computes both blurs for every grid node at once, per
+time, sized to ``p_t``'s support (a separable blur as two matrix products; the picture start
+by FFT), and interpolates them at the particles.
+
+:class:`ExactFlow` solves the flow with steps even in ``log(1 - t)`` (the field sharpens near
+``t = 1``) by an exponential integrator, exact for a constant posterior mean and second order
+with a Heun correction: ``x' = E + (x - E)(1 - t') / (1 - t)``. It stops at ``1 - delta``,
+``delta`` a tenth of a cell, where each particle's posterior is one cell: the last step puts it
+there, uniformly within the cell, so its samples have the picture's piecewise-constant law.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowgif.config import Config, FFJORDConfig
+from flowgif.errors import FlowgifError
+from flowgif.flows.model import Flow
+from flowgif.flows.ode import SolveStats
+from flowgif.sources.base import Distribution
+from flowgif.sources.noise import Noise
+from flowgif.sources.picture import ImageDensity
+
+__all__ = ["ExactField", "ExactFlow", "Posterior", "build", "solve_times"]
+
+STEPS = 64  # solver steps, even in log(1 - t)
+NOISE_REACH = 5.5  # the start's support, in standard deviations of N(0, I)
+
+
+class ExactField(nn.Module):
+    """The exact flow's module: no weights. The field is computed from the run's ends (the
+    checkpoint keeps both), so a run folder of the exact flow holds no trained tensor."""
+
+    dim = 2
+    family = "exact"
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        raise FlowgifError("the exact flow's field needs its ends: use ExactFlow.velocity")
+
+
+def build(config: Config) -> ExactField:
+    """The (empty) module of ``train.family = "exact"``."""
+    return ExactField()
+
+
+def solve_times(delta: float, steps: int = STEPS) -> np.ndarray:
+    """``steps + 1`` times from 0 to ``1 - delta``, even in ``log(1 - t)``."""
+    k = np.arange(steps + 1) / steps
+    return 1.0 - delta**k
+
+
+@dataclass
+class _Slice:
+    """The posterior at one time on a grid: node ``(i, j)`` sits at ``lo + (j, i) * step``.
+
+    ``mass`` is ``p_t`` integrated over each node's cell (it sums to 1), ``mean`` the
+    posterior mean times ``mass``, ``(2, G, G)``."""
+
+    t: float
+    lo: Tensor  # (2,) x and y of node (0, 0)
+    step: Tensor  # (2,)
+    mass: Tensor  # (Gy, Gx)
+    mean: Tensor  # (2, Gy, Gx)
+
+    def at(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The posterior mean ``E[x1 | x_t = x]`` ``(N, 2)`` and ``p_t(x)`` ``(N,)``, by
+        bilinear interpolation (points off the grid take its edge)."""
+        gy, gx = self.mass.shape
+        u = ((x - self.lo) / self.step).clamp_min(0)
+        u = torch.stack([u[:, 0].clamp_max(gx - 1.000001), u[:, 1].clamp_max(gy - 1.000001)], 1)
+        i0 = u.floor().long()
+        f = u - i0
+        ix, iy = i0[:, 0], i0[:, 1]
+        w = [(1 - f[:, 0]) * (1 - f[:, 1]), f[:, 0] * (1 - f[:, 1]),
+             (1 - f[:, 0]) * f[:, 1], f[:, 0] * f[:, 1]]  # fmt: skip
+        corners = [(iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)]
+        mass = sum(wk * self.mass[r, c] for wk, (r, c) in zip(w, corners, strict=True))
+        mean = sum(wk * self.mean[:, r, c] for wk, (r, c) in zip(w, corners, strict=True))
+        tiny = torch.finfo(self.mass.dtype).tiny
+        e = (mean / mass.clamp_min(tiny)).T
+        far = mass <= tiny  # beyond the grid's reach: the nearest node's mean
+        if far.any():
+            e[far] = self._nearest_mean(x[far])
+        density = mass / (self.step[0] * self.step[1])
+        return e, density
+
+    def _nearest_mean(self, x: Tensor) -> Tensor:
+        """The posterior mean of the grid node with mass nearest to each point."""
+        flat = self.mass.flatten()
+        keep = torch.nonzero(flat > flat.max() * 1e-12).squeeze(1)
+        gx = self.mass.shape[1]
+        nodes = torch.stack([keep % gx, keep // gx], 1).to(x.dtype) * self.step + self.lo
+        near = torch.cdist(x, nodes).argmin(1)
+        mean = self.mean.reshape(2, -1)[:, keep] / flat[keep]
+        return mean[:, near].T
+
+
+class Posterior:
+    """``E[x1 | x_t]`` and ``p_t`` of the straight path from ``start`` to ``end``, per time.
+
+    Args:
+        end: the end, a piecewise-constant density on cells (a picture, word or toy raster).
+        start: N(0, I) or a (blurred) picture density.
+        grid: nodes along each axis of a time's grid (default: 1.5 x the end's longer side,
+            128 to 384).
+    """
+
+    def __init__(
+        self, end: ImageDensity, start: Distribution | None = None, grid: int = 0
+    ) -> None:
+        self.end = end
+        self.start = start if start is not None else Noise()
+        if not isinstance(self.start, (Noise, ImageDensity)):
+            raise FlowgifError("the exact flow starts from N(0, I) or a picture")
+        size = grid or int(min(384, max(128, 1.5 * max(end.grid))))
+        self.grid = size | 1  # odd: a node at the centre
+        self.device = end.device
+        self.centres, self.masses = _cells(end)
+        if isinstance(self.start, ImageDensity):
+            self.start_centres, self.start_masses = _cells(self.start)
+            cell = self.start.cell
+            self.start_sd = math.sqrt(self.start.blur**2 + (cell[0] ** 2 + cell[1] ** 2) / 24)
+            self.reach = torch.tensor(self.start.half, dtype=torch.float64) + 4 * self.start_sd
+        else:
+            self.reach = torch.full((2,), NOISE_REACH, dtype=torch.float64)
+        self._cache: dict[float, _Slice] = {}
+
+    def at(self, t: float) -> _Slice:
+        """The posterior at time ``t`` in [0, 1) (cached: the solver's times repeat)."""
+        key = round(float(t), 12)
+        if key not in self._cache:
+            if len(self._cache) > 4 * STEPS:
+                self._cache.clear()
+            self._cache[key] = self._compute(key)
+        return self._cache[key]
+
+    def _compute(self, t: float) -> _Slice:
+        g, s = self.grid, 1.0 - t
+        half = torch.tensor(self.end.half, dtype=torch.float64)
+        extent = t * half + s * self.reach + 2 * torch.tensor(self.end.cell, dtype=torch.float64)
+        lo, step = -extent, 2 * extent / (g - 1)
+        # The end's cells, placed at t c, carry their mass and their mass times c.
+        at = t * self.centres
+        mass = _splat(at, self.masses, lo, step, g)
+        moments = [self.masses * self.centres[:, k] for k in (0, 1)]
+        mean = torch.stack([_splat(at, m, lo, step, g) for m in moments])
+        if isinstance(self.start, ImageDensity):  # the start picture, placed at (1 - t) c'
+            kernel_lo = -(g - 1) / 2 * step
+            start = _splat(s * self.start_centres, self.start_masses, kernel_lo, step, g)
+            mass, mean = _convolve(mass, start), torch.stack([_convolve(m, start) for m in mean])
+            sd = s * self.start_sd
+        else:
+            sd = s
+        ay, ax = _blur_matrix(g, float(step[1]), sd), _blur_matrix(g, float(step[0]), sd)
+        mass = ay @ mass @ ax.T
+        mean = torch.stack([ay @ m @ ax.T for m in mean])
+        dtype = torch.float32
+        return _Slice(
+            t,
+            lo.to(self.device, dtype),
+            step.to(self.device, dtype),
+            mass.to(self.device, dtype),
+            mean.to(self.device, dtype),
+        )
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        """``v*(t, x)`` for points ``x`` ``(N, 2)`` at times ``t`` (a number, or ``(N,)`` /
+        ``(N, 1)``; each distinct time its own grid: round the times of a large batch to a
+        table, :meth:`table_velocity`)."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
+        if t.numel() == 1:
+            e, _ = self.at(float(t)).at(x)
+            return (e - x) / (1 - t)
+        out = torch.empty_like(x)
+        for value in torch.unique(t):
+            rows = t == value
+            e, _ = self.at(float(value)).at(x[rows])
+            out[rows] = (e - x[rows]) / (1 - value)
+        return out
+
+    def table_velocity(self, t: Tensor, x: Tensor, times: np.ndarray) -> Tensor:
+        """``v*(t, x)`` with the posterior mean interpolated linearly in ``t`` between the two
+        nearest of ``times`` (the teacher's table)."""
+        t = t.reshape(-1).to(torch.float64)
+        grid = torch.as_tensor(times, dtype=torch.float64, device=t.device)
+        k = torch.searchsorted(grid, t, right=True).clamp(1, len(times) - 1) - 1
+        w = ((t - grid[k]) / (grid[k + 1] - grid[k])).clamp(0, 1).to(x.dtype)[:, None]
+        e = torch.empty_like(x)
+        for j in torch.unique(k).tolist():
+            rows = k == j
+            a, _ = self.at(float(times[j])).at(x[rows])
+            b, _ = self.at(float(times[j + 1])).at(x[rows])
+            e[rows] = (1 - w[rows]) * a + w[rows] * b
+        return (e - x) / (1 - t.to(x.dtype))[:, None]
+
+
+def _cells(d: ImageDensity) -> tuple[Tensor, Tensor]:
+    """The centres ``(K, 2)`` and masses ``(K,)`` of a density's cells that hold mass."""
+    probs = torch.as_tensor(d.probs_np, dtype=torch.float64)
+    rows, cols = torch.nonzero(probs > 0, as_tuple=True)
+    x = -d.half[0] + (cols.double() + 0.5) * d.cell[0]
+    y = d.half[1] - (rows.double() + 0.5) * d.cell[1]
+    return torch.stack([x, y], 1), probs[rows, cols]
+
+
+def _splat(x: Tensor, mass: Tensor, lo: Tensor, step: Tensor, g: int) -> Tensor:
+    """Masses at points ``x`` ``(K, 2)`` shared bilinearly among a ``(g, g)`` grid's nodes."""
+    u = ((x - lo) / step).clamp(0, g - 1.000001)
+    i0 = u.floor().long()
+    f = u - i0
+    out = torch.zeros(g * g, dtype=torch.float64)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
+            out.index_add_(0, (i0[:, 1] + dy) * g + i0[:, 0] + dx, w * mass)
+    return out.reshape(g, g)
+
+
+def _blur_matrix(g: int, step: float, sd: float) -> Tensor:
+    """``(g, g)`` matrix of a 1-D Gaussian blur of ``sd`` on nodes ``step`` apart: each
+    column holds the mass N(0, sd^2) gives each node's cell, so it stays exact (a plain
+    shift) when ``sd`` is far below ``step``."""
+    j = torch.arange(-(g - 1), g, dtype=torch.float64)
+    if sd <= 1e-12:
+        kernel = (j == 0).double()
+    else:
+        z = step / (sd * math.sqrt(2))
+        kernel = 0.5 * (torch.erf((j + 0.5) * z) - torch.erf((j - 0.5) * z))
+    idx = torch.arange(g)
+    return kernel[(idx[:, None] - idx[None, :]) + g - 1]
+
+
+def _convolve(a: Tensor, kernel: Tensor) -> Tensor:
+    """``a`` convolved with a centred ``kernel`` of the same size (zero outside), by FFT."""
+    g = a.shape[0]
+    n = 2 * g
+    f = torch.fft.rfft2(a, s=(n, n)) * torch.fft.rfft2(kernel, s=(n, n))
+    full = torch.fft.irfft2(f, s=(n, n))
+    off = (g - 1) // 2
+    return full[off : off + g, off : off + g].clamp_min(0)
+
+
+class ExactFlow(Flow):
+    """The exact flow from ``start`` to ``end`` behind the :class:`Flow` interface.
+
+    Args:
+        end: the end density.
+        start: N(0, I) or a picture density (default N(0, I)).
+        steps: solver steps, even in ``log(1 - t)``.
+    """
+
+    def __init__(
+        self, end: ImageDensity, start: Distribution | None = None, steps: int = STEPS
+    ) -> None:
+        self.end = end
+        self.start = start if start is not None else Noise()
+        self.module = ExactField()
+        self.dim = 2
+        self.posterior = Posterior(end, self.start)
+        self.delta = 0.1 * min(end.cell)
+        self.times = solve_times(self.delta, steps)
+        self._nearest = _nearest_inked(end)
+
+    def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
+        """Points ``(T, N, 2)`` at ``times``: the solve's steps with dense output (the
+        integrator's own interpolant), the last step into the cells."""
+        wanted = times.detach().double().cpu().numpy()
+        out = torch.empty(len(wanted), *z.shape, dtype=z.dtype, device=z.device)
+        x, grid = z[:, :2].clone(), self.times
+        done = np.zeros(len(wanted), dtype=bool)
+        for k in range(len(grid) - 1):
+            t0, t1 = grid[k], grid[k + 1]
+            e = self._step_mean(x, t0, t1)
+            inside = ~done & (wanted <= t1)
+            for i in np.flatnonzero(inside):
+                out[i] = e + (x - e) * float((1 - wanted[i]) / (1 - t0))
+                done[i] = True
+            x = e + (x - e) * float((1 - t1) / (1 - t0))
+            if stats is not None:
+                stats.nfe += 2
+        if not done.all():
+            end = self._land(x)
+            for i in np.flatnonzero(~done):
+                w = float((wanted[i] - grid[-1]) / (1 - grid[-1]))
+                out[i] = x + min(1.0, max(0.0, w)) * (end - x)
+        return out
+
+    def _step_mean(self, x: Tensor, t0: float, t1: float) -> Tensor:
+        """The posterior mean that carries ``x`` from ``t0`` to ``t1`` (Heun: the mean at the
+        start and at a first-order prediction, averaged)."""
+        e0, _ = self.posterior.at(t0).at(x)
+        guess = e0 + (x - e0) * float((1 - t1) / (1 - t0))
+        e1, _ = self.posterior.at(t1).at(guess)
+        return 0.5 * (e0 + e1)
+
+    def _land(self, x: Tensor) -> Tensor:
+        """The last step: each particle into the cell its posterior mean is in (the nearest
+        cell with mass when that one has none), uniformly within it."""
+        e, _ = self.posterior.at(float(self.times[-1])).at(x)
+        cells = self._nearest[self.end.cell_index(e)]
+        return self._in_cells(cells, x.device, x.dtype)
+
+    def _in_cells(self, cells: np.ndarray, device: torch.device, dtype: torch.dtype) -> Tensor:
+        d = self.end
+        w = d.grid[1]
+        gen = torch.Generator().manual_seed(len(cells))
+        u = torch.rand(len(cells), 2, generator=gen, dtype=torch.float64)
+        col = torch.as_tensor(cells % w, dtype=torch.float64)
+        row = torch.as_tensor(cells // w, dtype=torch.float64)
+        x = -d.half[0] + (col + 0.001 + 0.998 * u[:, 0]) * d.cell[0]
+        y = d.half[1] - (row + 0.001 + 0.998 * u[:, 1]) * d.cell[1]
+        return torch.stack([x, y], 1).to(device, dtype)
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        """``v*(t, x)``, the field flow matching trains toward."""
+        return self.posterior.velocity(t, x)
+
+    def landing(self) -> np.ndarray:
+        """The mass the flow puts in each cell of the end ``(h * w,)``: ``p`` at the last
+        solver time (exact on its grid), gathered by the cell each grid node lands in."""
+        last = self.posterior.at(float(self.times[-1]))
+        gy, gx = last.mass.shape
+        jj, ii = torch.meshgrid(torch.arange(gx), torch.arange(gy), indexing="xy")
+        nodes = torch.stack([jj.flatten(), ii.flatten()], 1).to(last.lo) * last.step + last.lo
+        e, _ = last.at(nodes)
+        cells = self._nearest[self.end.cell_index(e)]
+        weight = last.mass.flatten().double().cpu().numpy()
+        out = np.bincount(cells, weights=weight, minlength=self.end.grid[0] * self.end.grid[1])
+        return out / out.sum()
+
+    def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.paths(z, torch.tensor([0.0, 1.0], device=z.device))[-1]
+        return x, self.log_prob(x)
+
+    def log_prob(
+        self,
+        x: Tensor,
+        stats: SolveStats | None = None,
+        generator: torch.Generator | None = None,
+        tol: float | None = None,
+    ) -> Tensor:
+        """``log q(x)`` of the flow's samples: piecewise constant, each cell's landing mass
+        (:meth:`landing`) over its area."""
+        if not hasattr(self, "_log_q"):
+            q = self.landing() / self.end.cell_area
+            self._log_q = torch.as_tensor(np.log(np.maximum(q, 1e-30)), dtype=torch.float32)
+        inside = (x[:, 0].abs() <= self.end.half[0]) & (x[:, 1].abs() <= self.end.half[1])
+        out = self._log_q[self.end.cell_index(x)].to(x.device)
+        return torch.where(inside, out, torch.full_like(out, math.log(1e-30)))
+
+    def fit_log_prob(
+        self, x1: Tensor, config: FFJORDConfig, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        raise FlowgifError("the exact flow is computed, not trained")
+
+    def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
+        raise FlowgifError("the exact flow is computed, not trained")
+
+
+def _nearest_inked(d: ImageDensity) -> np.ndarray:
+    """For every cell of ``d``, itself when it holds mass, else the nearest cell that does."""
+    from scipy.ndimage import distance_transform_edt
+
+    empty = d.probs_np <= 0
+    if not empty.any():
+        return np.arange(empty.size)
+    _, (rows, cols) = distance_transform_edt(empty, return_indices=True)
+    return (rows * d.grid[1] + cols).ravel()
