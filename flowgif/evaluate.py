@@ -131,8 +131,10 @@ def evaluate(
             "nfe": s_stats.nfe // chunks,
             "nfe_likelihood": ll_stats.nfe // -(-n_nll // 16384),
         }
-    else:
+    elif hasattr(run.model, "layers"):
         cost = {"layers": len(run.model.layers)}
+    else:  # the exact flow: its solver's evaluations of the posterior
+        cost = {"nfe": s_stats.nfe // chunks}
     return {
         **extra,
         "method": run.config.train.method,

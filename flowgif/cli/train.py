@@ -187,11 +187,12 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
     tc = cfg.train
     budget = budget_text(tc.steps, tc.minutes)
     origin = "" if begin.is_noise else f" from {escape(begin.label)}"
-    err_console.print(
-        f"training [bold]{tc.method}[/bold] on {escape(src.label)}{origin} for {budget} -> "
-        f"{escape(str(out))}",
-        highlight=False,
+    what = (
+        f"computing the [bold]exact[/bold] flow to {escape(src.label)}{origin} (no training)"
+        if tc.objective == "exact"
+        else f"training [bold]{tc.method}[/bold] on {escape(src.label)}{origin} for {budget}"
     )
+    err_console.print(f"{what} -> {escape(str(out))}", highlight=False)
     try:
         with progress_bar() as update:
             result = train_run(
@@ -205,10 +206,13 @@ def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
             )
     except Interrupted as stopped:
         _report_interrupted(stopped, out)
+    did = (
+        "the exact flow, computed"
+        if tc.objective == "exact"
+        else f"{result.steps} steps in {result.seconds:.0f} s, loss {result.loss:.4f}"
+    )
     out_console.print(
-        f"done: {result.steps} steps in {result.seconds:.0f} s, loss "
-        f"{result.loss:.4f}; see {out / 'samples.png'}; next: flowgif render "
-        f"{shlex.quote(str(out))}",
+        f"done: {did}; see {out / 'samples.png'}; next: flowgif render {shlex.quote(str(out))}",
         highlight=False,
         markup=False,
     )
@@ -310,6 +314,11 @@ def _resumed(
         raise FlowgifError("--out cannot be combined with --resume: the run stays in place")
     ckpt = load_checkpoint(resume / CHECKPOINT, for_resume=True)
     cfg = checkpoint_config(ckpt, source=str(resume))
+    if cfg.train.objective == "exact":
+        raise FlowgifError(
+            f"{resume} holds the exact flow, computed whole: there is nothing to resume; "
+            "render, sample or evaluate it"
+        )
     method = overrides.get("train.method", cfg.train.method)
     moved = [("train.method", cfg.train.method, method)] if method != cfg.train.method else []
     for key, was, now in moved + changed(cfg, cfg.updated(overrides)):

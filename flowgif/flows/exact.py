@@ -81,9 +81,10 @@ class _Slice:
         """The posterior mean ``E[x1 | x_t = x]`` ``(N, 2)`` and ``p_t(x)`` ``(N,)``, by
         bilinear interpolation (points off the grid take its edge)."""
         gy, gx = self.mass.shape
-        u = ((x - self.lo) / self.step).clamp_min(0)
-        u = torch.stack([u[:, 0].clamp_max(gx - 1.000001), u[:, 1].clamp_max(gy - 1.000001)], 1)
-        i0 = u.floor().long()
+        u = (x - self.lo) / self.step
+        top = torch.tensor([gx - 1, gy - 1], device=x.device, dtype=u.dtype)
+        u = torch.minimum(u.clamp_min(0), top)
+        i0 = torch.minimum(u.floor(), top - 1).long()  # the last node is a cell's far corner
         f = u - i0
         ix, iy = i0[:, 0], i0[:, 1]
         w = [(1 - f[:, 0]) * (1 - f[:, 1]), f[:, 0] * (1 - f[:, 1]),
@@ -100,14 +101,19 @@ class _Slice:
         return e, density
 
     def _nearest_mean(self, x: Tensor) -> Tensor:
-        """The posterior mean of the grid node with mass nearest to each point."""
-        flat = self.mass.flatten()
-        keep = torch.nonzero(flat > flat.max() * 1e-12).squeeze(1)
-        gx = self.mass.shape[1]
-        nodes = torch.stack([keep % gx, keep // gx], 1).to(x.dtype) * self.step + self.lo
-        near = torch.cdist(x, nodes).argmin(1)
-        mean = self.mean.reshape(2, -1)[:, keep] / flat[keep]
-        return mean[:, near].T
+        """The posterior mean at the grid node with mass nearest to each point's node (a
+        point where ``p_t`` underflows: far out in the start's tail)."""
+        if not hasattr(self, "_nearest"):
+            from scipy.ndimage import distance_transform_edt
+
+            empty = (self.mass <= torch.finfo(self.mass.dtype).tiny).cpu().numpy()
+            _, (rows, cols) = distance_transform_edt(empty, return_indices=True)
+            self._nearest = torch.as_tensor(rows * empty.shape[1] + cols, device=x.device)
+        gy, gx = self.mass.shape
+        u = ((x - self.lo) / self.step).round().long()
+        node = u[:, 1].clamp(0, gy - 1) * gx + u[:, 0].clamp(0, gx - 1)
+        near = self._nearest.flatten()[node]
+        return (self.mean.reshape(2, -1)[:, near] / self.mass.flatten()[near]).T
 
 
 class Posterior:
@@ -220,8 +226,8 @@ def _cells(d: ImageDensity) -> tuple[Tensor, Tensor]:
 
 def _splat(x: Tensor, mass: Tensor, lo: Tensor, step: Tensor, g: int) -> Tensor:
     """Masses at points ``x`` ``(K, 2)`` shared bilinearly among a ``(g, g)`` grid's nodes."""
-    u = ((x - lo) / step).clamp(0, g - 1.000001)
-    i0 = u.floor().long()
+    u = ((x - lo) / step).clamp(0, g - 1)
+    i0 = u.floor().clamp_max(g - 2).long()
     f = u - i0
     out = torch.zeros(g * g, dtype=torch.float64)
     for dx in (0, 1):
@@ -288,7 +294,8 @@ class ExactFlow(Flow):
             e = self._step_mean(x, t0, t1)
             inside = ~done & (wanted <= t1)
             for i in np.flatnonzero(inside):
-                out[i] = e + (x - e) * float((1 - wanted[i]) / (1 - t0))
+                w = float((1 - wanted[i]) / (1 - t0))
+                out[i] = x if w >= 1 else e + (x - e) * w
                 done[i] = True
             x = e + (x - e) * float((1 - t1) / (1 - t0))
             if stats is not None:
@@ -331,16 +338,26 @@ class ExactFlow(Flow):
         return self.posterior.velocity(t, x)
 
     def landing(self) -> np.ndarray:
-        """The mass the flow puts in each cell of the end ``(h * w,)``: ``p`` at the last
-        solver time (exact on its grid), gathered by the cell each grid node lands in."""
-        last = self.posterior.at(float(self.times[-1]))
-        gy, gx = last.mass.shape
-        jj, ii = torch.meshgrid(torch.arange(gx), torch.arange(gy), indexing="xy")
-        nodes = torch.stack([jj.flatten(), ii.flatten()], 1).to(last.lo) * last.step + last.lo
-        e, _ = last.at(nodes)
-        cells = self._nearest[self.end.cell_index(e)]
-        weight = last.mass.flatten().double().cpu().numpy()
-        out = np.bincount(cells, weights=weight, minlength=self.end.grid[0] * self.end.grid[1])
+        """The mass the flow puts in each cell of the end, ``(h * w,)``: ``p`` at the last
+        solver time ``1 - delta`` — the end's cells at ``(1 - delta) c``, each blurred by the
+        start scaled by ``delta`` (its standard deviation; N(0, I): 1) — on a grid with one
+        node per cell, gathered by the cell each node's posterior picks. What leaks into a
+        neighbour is the blur's tail past half a cell."""
+        d, t = self.end, float(self.times[-1])
+        h, w = d.grid
+        pad = 4
+        mass = np.zeros((h + 2 * pad, w + 2 * pad))
+        mass[pad:-pad, pad:-pad] = d.probs_np
+        start = self.posterior.start
+        sd = (1 - t) * (self.posterior.start_sd if isinstance(start, ImageDensity) else 1.0)
+        g = torch.as_tensor(mass)
+        ay = _blur_matrix(h + 2 * pad, t * d.cell[1], sd)
+        ax = _blur_matrix(w + 2 * pad, t * d.cell[0], sd)
+        blurred = (ay @ g @ ax.T).numpy()
+        rows, cols = np.indices(blurred.shape)
+        rows, cols = np.clip(rows - pad, 0, h - 1), np.clip(cols - pad, 0, w - 1)
+        cells = self._nearest[(rows * w + cols).ravel()]
+        out = np.bincount(cells, weights=blurred.ravel(), minlength=h * w)
         return out / out.sum()
 
     def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
