@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "fm.time_sampling": ("uniform", "logit_normal"),
+    "fm.target": ("conditional", "exact"),
     "ffjord.divergence": ("exact", "hutchinson"),
     "ffjord.noise": ("rademacher", "gaussian"),
     "ffjord.solver": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),

@@ -175,6 +175,10 @@ class FMConfig:
         time_loc: location of the logit-normal; > 0 spends more steps near the picture.
         time_scale: scale of the logit-normal.
         sigma: standard deviation of the Gaussian tube around each straight path.
+        target: what the field regresses on: ``conditional`` (``x1 - x0`` of each pair) or
+            ``exact`` (the marginal field ``v*(t, x_t)`` itself, computed in closed form by
+            :mod:`flowgif.flows.exact`: the same optimum, without the pairs' variance;
+            independent pairs, no tube, two dimensions).
     """
 
     ot: bool = False
@@ -183,6 +187,7 @@ class FMConfig:
     time_loc: float = 1.0
     time_scale: float = 1.0
     sigma: float = 0.0
+    target: str = "conditional"
 
 
 @dataclass
@@ -339,6 +344,11 @@ class Config:
             raise FlowgifError(
                 f"{source}: the exact flow is computed, not trained: train.objective and "
                 'train.family are both "exact" (train.method = "exact") or neither is'
+            )
+        if self.fm.target == "exact" and (self.fm.ot or self.fm.sigma or self.field.augment):
+            raise FlowgifError(
+                f'{source}: fm.target = "exact" is the field of independent pairs on straight '
+                "paths in two dimensions: it takes no fm.ot, fm.sigma or field.augment"
             )
         if self.train.objective == "fm" and self.train.family != "field":
             raise FlowgifError(

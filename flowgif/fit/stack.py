@@ -64,6 +64,8 @@ def stack_problem(config: Config) -> str:
         return "train.finetune (a likelihood phase) does not train stacked"
     if config.field.augment:
         return "an augmented field (field.augment) does not train stacked"
+    if config.fm.target != "conditional":
+        return "the exact target (fm.target) does not train stacked"
     return stackable(build(config))
 
 

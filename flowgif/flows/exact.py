@@ -36,7 +36,7 @@ from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
 
-__all__ = ["ExactField", "ExactFlow", "Posterior", "build", "solve_times"]
+__all__ = ["ExactField", "ExactFlow", "Posterior", "Table", "build", "solve_times"]
 
 STEPS = 64  # solver steps, even in log(1 - t)
 NOISE_REACH = 5.5  # the start's support, in standard deviations of N(0, I)
@@ -199,20 +199,60 @@ class Posterior:
             out[rows] = (e - x[rows]) / (1 - value)
         return out
 
-    def table_velocity(self, t: Tensor, x: Tensor, times: np.ndarray) -> Tensor:
-        """``v*(t, x)`` with the posterior mean interpolated linearly in ``t`` between the two
-        nearest of ``times`` (the teacher's table)."""
+
+class Table:
+    """The posterior on a fixed table of times, stacked for one vectorised look-up per batch:
+    ``v*(t, x)`` for any times, the posterior mean interpolated linearly in ``t`` between
+    the table's two nearest times (flow matching's exact target, and ``field_error``).
+
+    Args:
+        posterior: the ends.
+        times: increasing times in [0, 1) (default: the solver's, even in ``log(1 - t)``).
+    """
+
+    def __init__(self, posterior: Posterior, times: np.ndarray | None = None) -> None:
+        if times is None:
+            times = solve_times(0.1 * min(posterior.end.cell))
+        slices = [posterior.at(float(t)) for t in times]
+        self.times = torch.as_tensor(times, dtype=torch.float64)
+        self.lo = torch.stack([s.lo for s in slices])  # (T, 2)
+        self.step = torch.stack([s.step for s in slices])
+        self.mass = torch.stack([s.mass for s in slices])  # (T, G, G)
+        self.mean = torch.stack([s.mean for s in slices])  # (T, 2, G, G)
+
+    def to(self, device: torch.device | str) -> Table:
+        for name in ("times", "lo", "step", "mass", "mean"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def _mean(self, k: Tensor, x: Tensor) -> Tensor:
+        """The posterior mean at slice ``k`` of each point ``(N, 2)``."""
+        g = self.mass.shape[-1]
+        u = (x - self.lo[k]) / self.step[k]
+        u = u.clamp(0, g - 1)
+        i0 = u.floor().clamp_max(g - 2).long()
+        f = u - i0
+        ix, iy = i0[:, 0], i0[:, 1]
+        num = torch.zeros_like(x)
+        den = torch.zeros(len(x), device=x.device, dtype=x.dtype)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
+                den += w * self.mass[k, iy + dy, ix + dx]
+                num += w[:, None] * self.mean[k, :, iy + dy, ix + dx]
+        return num / den.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        """``v*(t, x)`` for points ``x`` ``(N, 2)`` at times ``t`` ``(N,)`` or ``(N, 1)``
+        (times past the table's last take its last)."""
         t = t.reshape(-1).to(torch.float64)
-        grid = torch.as_tensor(times, dtype=torch.float64, device=t.device)
-        k = torch.searchsorted(grid, t, right=True).clamp(1, len(times) - 1) - 1
-        w = ((t - grid[k]) / (grid[k + 1] - grid[k])).clamp(0, 1).to(x.dtype)[:, None]
-        e = torch.empty_like(x)
-        for j in torch.unique(k).tolist():
-            rows = k == j
-            a, _ = self.at(float(times[j])).at(x[rows])
-            b, _ = self.at(float(times[j + 1])).at(x[rows])
-            e[rows] = (1 - w[rows]) * a + w[rows] * b
-        return (e - x) / (1 - t.to(x.dtype))[:, None]
+        last = len(self.times) - 1
+        k = (torch.searchsorted(self.times, t, right=True) - 1).clamp(0, last - 1)
+        w = ((t - self.times[k]) / (self.times[k + 1] - self.times[k])).clamp(0, 1)
+        w = w.to(x.dtype)[:, None]
+        e = (1 - w) * self._mean(k, x) + w * self._mean(k + 1, x)
+        s = (1 - t.clamp_max(float(self.times[-1]))).to(x.dtype)[:, None]
+        return (e - x) / s
 
 
 def _cells(d: ImageDensity) -> tuple[Tensor, Tensor]:

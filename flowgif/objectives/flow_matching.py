@@ -15,6 +15,8 @@ so a morph moves each particle nearly as little as optimal transport.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -52,7 +54,8 @@ class FlowMatching(Objective):
         x1 = end.density.sample(n, generator=generator)
         x1, _ = augment(x1, flow.dim - 2, generator)
         x0 = flow.starts(n, generator)
-        loss = fm_loss(flow.module, x0, x1, config.fm, generator)
+        teacher = exact_teacher(end.density, flow.start) if config.fm.target == "exact" else None
+        loss = fm_loss(flow.module, x0, x1, config.fm, generator, teacher)
         return loss, loss.detach()
 
 
@@ -121,11 +124,41 @@ def straight_path(
 
 
 def fm_loss(
-    field: nn.Module, x0: Tensor, x1: Tensor, config: FMConfig, generator: torch.Generator
+    field: nn.Module,
+    x0: Tensor,
+    x1: Tensor,
+    config: FMConfig,
+    generator: torch.Generator,
+    teacher: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Flow-matching loss on a batch of start points ``x0`` and end points ``x1`` ``(N, d)``."""
+    """Flow-matching loss on a batch of start points ``x0`` and end points ``x1`` ``(N, d)``;
+    with a ``teacher`` (``fm.target = "exact"``) the target at ``(t, x_t)`` is its
+    ``v*(t, x_t)`` instead of ``x1 - x0``."""
     t, xt, target = fm_batch(x0, x1, config, generator)
+    if teacher is not None:
+        target = teacher(t, xt)
     return (field(t, xt) - target).pow(2).sum(1).mean()
+
+
+_TEACHERS: dict[tuple[int, int], tuple[object, object, Callable]] = {}
+
+
+def exact_teacher(end: Distribution, start: Distribution) -> Callable[[Tensor, Tensor], Tensor]:
+    """``v*(t, x)`` of the straight path from ``start`` to ``end`` (:mod:`flowgif.flows.exact`),
+    tabled once per pair of ends (a few seconds) and kept for the run's steps."""
+    from flowgif.errors import FlowgifError
+    from flowgif.flows.exact import Posterior, Table
+
+    key = (id(end), id(start))
+    if key not in _TEACHERS:
+        if not isinstance(end, ImageDensity):
+            raise FlowgifError(
+                'fm.target = "exact" needs an end on cells (a picture, word or toy)'
+            )
+        table = Table(Posterior(end, start)).to(end.device)
+        _TEACHERS.clear()  # one run at a time: the table is large
+        _TEACHERS[key] = (end, start, lambda t, x: table.velocity(t, x).detach())
+    return _TEACHERS[key][2]
 
 
 class StackedBatches:
