@@ -32,7 +32,9 @@ METHODS: dict[str, dict[str, str]] = {
     "ffjord": {"train.objective": "likelihood", "train.family": "field"},
     "reverse": {"train.objective": "reverse", "train.family": "field"},
     **{f: {"train.objective": "likelihood", "train.family": f} for f in DISCRETE},
-    "exact": {"train.objective": "exact", "train.family": "exact"},
+    # The exact flow is cheap: it works at 512 px, where the density's own cells no longer
+    # blur thin strokes (bench/EXACT.md); --resolution still wins.
+    "exact": {"train.objective": "exact", "train.family": "exact", "density.resolution": 512},
 }
 FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
 
@@ -46,7 +48,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "fm.time_sampling": ("uniform", "logit_normal"),
-    "fm.target": ("conditional", "exact"),
+    "fm.target": ("auto", "conditional", "exact"),
     "ffjord.divergence": ("exact", "hutchinson"),
     "ffjord.noise": ("rademacher", "gaussian"),
     "ffjord.solver": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),

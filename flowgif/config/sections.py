@@ -175,10 +175,12 @@ class FMConfig:
         time_loc: location of the logit-normal; > 0 spends more steps near the picture.
         time_scale: scale of the logit-normal.
         sigma: standard deviation of the Gaussian tube around each straight path.
-        target: what the field regresses on: ``conditional`` (``x1 - x0`` of each pair) or
+        target: what the field regresses on: ``conditional`` (``x1 - x0`` of each pair),
             ``exact`` (the marginal field ``v*(t, x_t)`` itself, computed in closed form by
-            :mod:`flowgif.flows.exact`: the same optimum, without the pairs' variance;
-            independent pairs, no tube, two dimensions).
+            :mod:`flowgif.flows.exact`: the same optimum, without the pairs' variance; for
+            independent pairs on straight paths in two dimensions, to an end on cells), or
+            ``auto`` (exact where it applies, conditional elsewhere: with ``ot`` or ``sigma``,
+            an augmented field, an energy, a stack; bench/EXACT.md).
     """
 
     ot: bool = False
@@ -187,7 +189,7 @@ class FMConfig:
     time_loc: float = 1.0
     time_scale: float = 1.0
     sigma: float = 0.0
-    target: str = "conditional"
+    target: str = "auto"
 
 
 @dataclass

@@ -22,6 +22,7 @@ there, uniformly within the cell, so its samples have the picture's piecewise-co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from flowgif.sources.picture import ImageDensity
 
 __all__ = ["ExactField", "ExactFlow", "Posterior", "Table", "build", "solve_times"]
 
-STEPS = 64  # solver steps, even in log(1 - t)
+STEPS = 48  # solver steps, even in log(1 - t) (bench/EXACT.md: 32 to 64 measured)
 NOISE_REACH = 5.5  # the start's support, in standard deviations of N(0, I)
 
 
@@ -374,8 +375,29 @@ class ExactFlow(Flow):
         return torch.stack([x, y], 1).to(device, dtype)
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
-        """``v*(t, x)``, the field flow matching trains toward."""
-        return self.posterior.velocity(t, x)
+        """``v*(t, x)``, the field flow matching trains toward (at ``1 - delta`` past it)."""
+        t = torch.as_tensor(t, dtype=x.dtype).clamp(max=float(self.times[-1]))
+        return self.posterior.velocity(t, x[:, :2])
+
+    @property
+    def field(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``v*(t, x)`` as a field is called (``--panels``' arrows, ``plot --kind field``)."""
+        return self.velocity
+
+    def paths_with_log_prob(
+        self, z: Tensor, times: Tensor, stats: SolveStats | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Paths ``(T, N, 2)`` and the exact ``log p_t`` at each point ``(T, N)``: the
+        posterior's own density (the blur's denominator); at ``t = 1`` the landing law's."""
+        paths = self.paths(z, times, stats)
+        logp = torch.empty(paths.shape[:2], dtype=paths.dtype, device=paths.device)
+        for i, t in enumerate(times.tolist()):
+            if t >= float(self.times[-1]):
+                logp[i] = self.log_prob(paths[i])
+            else:
+                _, density = self.posterior.at(t).at(paths[i])
+                logp[i] = torch.log(density.clamp_min(1e-30))
+        return paths, logp
 
     def landing(self) -> np.ndarray:
         """The mass the flow puts in each cell of the end, ``(h * w,)``: ``p`` at the last

@@ -38,6 +38,7 @@ __all__ = [
     "sample_times",
     "straight_path",
     "times",
+    "uses_exact_target",
 ]
 
 
@@ -54,7 +55,9 @@ class FlowMatching(Objective):
         x1 = end.density.sample(n, generator=generator)
         x1, _ = augment(x1, flow.dim - 2, generator)
         x0 = flow.starts(n, generator)
-        teacher = exact_teacher(end.density, flow.start) if config.fm.target == "exact" else None
+        teacher = None
+        if uses_exact_target(config, flow, end):
+            teacher = exact_teacher(end.density, flow.start)
         loss = fm_loss(flow.module, x0, x1, config.fm, generator, teacher)
         return loss, loss.detach()
 
@@ -138,6 +141,35 @@ def fm_loss(
     if teacher is not None:
         target = teacher(t, xt)
     return (field(t, xt) - target).pow(2).sum(1).mean()
+
+
+def uses_exact_target(config: Config, flow: Flow, end: Source) -> bool:
+    """Whether this run regresses on the exact field: ``fm.target`` ``exact``, or ``auto``
+    where the exact field applies (independent pairs on straight paths, no tube, two
+    dimensions, an end on cells, from N(0, I) or a picture).
+
+    Raises:
+        FlowgifError: ``exact`` asked where it does not apply.
+    """
+    from flowgif.errors import FlowgifError
+    from flowgif.sources.noise import Noise
+
+    fm = config.fm
+    if fm.target == "conditional":
+        return False
+    fits = (
+        not fm.ot
+        and fm.sigma == 0
+        and flow.dim == 2
+        and isinstance(end.density, ImageDensity)
+        and isinstance(flow.start, (Noise, ImageDensity))
+    )
+    if fm.target == "exact" and not fits:
+        raise FlowgifError(
+            'fm.target = "exact" is the field of independent pairs on straight paths in two '
+            "dimensions, to a picture, word or toy: use conditional here"
+        )
+    return fits
 
 
 _TEACHERS: dict[tuple[int, int], tuple[object, object, Callable]] = {}

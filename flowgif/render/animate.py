@@ -23,6 +23,7 @@ import torch
 from flowgif.draw import Canvas, Palette, draw_frame
 from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder, check_replaceable, temp_name
+from flowgif.flows.exact import ExactFlow
 from flowgif.flows.model import ContinuousFlow
 from flowgif.flows.ode import SolveStats
 from flowgif.render.camera import camera, frame_for, frame_times_for
@@ -146,11 +147,13 @@ def _check(runs: list[Run], out: Path, kind: str, o: RenderOptions) -> None:
     else:
         check_replaceable(out)  # never over a file flowgif did not write (a source picture)
     if o.panels and (
-        len(runs) != 1 or not isinstance(runs[0].flow, ContinuousFlow) or runs[0].flow.dim != 2
+        len(runs) != 1
+        or not isinstance(runs[0].flow, (ContinuousFlow, ExactFlow))
+        or runs[0].flow.dim != 2
     ):
         raise FlowgifError(
             "render.panels shows one continuous two-dimensional flow (a vector field and its "
-            "density): give one run of fm, ffjord or reverse without field.augment"
+            "density): give one run of fm, ffjord, reverse or exact without field.augment"
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.flows import build, wrap
+from flowgif.flows.exact import ExactField
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import Flow
 from flowgif.sources.base import Distribution
@@ -60,12 +62,14 @@ class Run:
         return wrap(self.model, self.config, self.start, self.density)
 
     @property
-    def field(self) -> VectorField:
-        """The vector field of a continuous flow.
+    def field(self) -> VectorField | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The vector field of a continuous flow (the exact flow's ``v*``).
 
         Raises:
             FlowgifError: the run holds a discrete flow, which has none.
         """
+        if isinstance(self.model, ExactField):
+            return self.flow.field  # type: ignore[attr-defined]
         if not isinstance(self.model, VectorField):
             raise FlowgifError(
                 f"{self.path} holds a {self.config.train.family} flow, a stack of layers with "
