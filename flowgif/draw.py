@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from flowgif.files import SIGNATURE, atomic_write
+from flowgif.files import atomic_write
+from flowgif.owned import SIGNATURE
 
 __all__ = ["KEEP", "TEXT", "Canvas", "Palette", "draw_frame", "make_palette", "write_samples_png"]
 

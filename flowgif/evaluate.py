@@ -173,7 +173,8 @@ def _beside_exact(
     distribution of ``(t, x_t)`` (independent pairs, the config's times), and the exact
     flow's own ``tv`` and ``on_ink``. Empty for flows that have no such comparison (discrete
     flows, augmented fields, energies, the exact flow itself)."""
-    from flowgif.flows.exact import ExactFlow, Posterior, Table
+    from flowgif.flows.exact import ExactFlow
+    from flowgif.flows.posterior import Posterior, Table
     from flowgif.objectives.flow_matching import sample_times
     from flowgif.sources.noise import Noise
     from flowgif.sources.picture import ImageDensity

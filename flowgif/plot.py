@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.files import SIGNATURE, atomic_write, check_replaceable
+from flowgif.files import atomic_write
+from flowgif.owned import SIGNATURE, check_replaceable
 from flowgif.store import Run
 
 __all__ = ["KINDS", "plot"]

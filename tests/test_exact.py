@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from flowgif.errors import FlowgifError
-from flowgif.flows.exact import ExactFlow, Posterior
+from flowgif.flows.exact import ExactFlow
+from flowgif.flows.posterior import Posterior
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity, load_image
 from tests.conftest import ROOT, SHARED

@@ -15,7 +15,8 @@ from flowgif.batch.scan import run_names, scan
 from flowgif.batch.work import BatchItem, EngineOptions, hashes, run_folder, skipped
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
-from flowgif.files import SIGNATURE, atomic_write_text, check_replaceable, printable
+from flowgif.files import atomic_write_text, printable
+from flowgif.owned import SIGNATURE, check_replaceable
 from flowgif.sources.picture import image_hash
 from flowgif.store import safe_name
 

@@ -77,7 +77,7 @@ def _skipped_folder(
     path: Path, skip_at: Path | None, recursive: bool, seen: set[tuple[int, int]]
 ) -> str:
     """Why a sub-folder is not searched, or "" to search it."""
-    from flowgif.files import made_by_flowgif
+    from flowgif.owned import made_by_flowgif
     from flowgif.store import read_marker
 
     if path.resolve() == skip_at:

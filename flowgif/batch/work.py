@@ -22,7 +22,8 @@ from PIL import Image, PngImagePlugin
 from flowgif.config import Config, dump_toml
 from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
-from flowgif.files import SIGNATURE, atomic_write, atomic_write_text, printable
+from flowgif.files import atomic_write, atomic_write_text, printable
+from flowgif.owned import SIGNATURE
 from flowgif.store.folders import release
 
 __all__ = ["STOP", "BatchItem", "Chunk", "EngineOptions", "chunk_items", "process_stack"]

@@ -95,8 +95,9 @@ def morph(
     from flowgif.config import load_config
     from flowgif.device import resolve_device, set_threads
     from flowgif.errors import Interrupted
-    from flowgif.files import check_frames_folder, check_replaceable
+    from flowgif.files import check_frames_folder
     from flowgif.fit.morph import default_parent, plan, train_legs
+    from flowgif.owned import check_replaceable
     from flowgif.render import render
     from flowgif.store import budget_text, load_run
 

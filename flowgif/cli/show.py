@@ -195,8 +195,9 @@ def sample(
     """Write (N, 2) samples in the picture's pixel coordinates (x = column, y = row, 0 on top)."""
     import numpy as np
 
-    from flowgif.files import atomic_write, check_replaceable, record_written
+    from flowgif.files import atomic_write
     from flowgif.flows.model import sample as draw_samples
+    from flowgif.owned import check_replaceable, record_written
 
     if out is not None and out.suffix != ".npy":
         raise FlowgifError(f"--out must end in .npy, got {out.name}")
@@ -242,7 +243,8 @@ def eval_(
     """Score a run against its picture: kl, nll, entropy, tv, on_ink, transport; writes
     <run>/eval.json."""
     from flowgif.evaluate import evaluate
-    from flowgif.files import SIGNATURE, atomic_write_text, check_replaceable
+    from flowgif.files import atomic_write_text
+    from flowgif.owned import SIGNATURE, check_replaceable
 
     path, loaded, dev = _load(run, device, threads)
     check_replaceable(path / "eval.json")  # before the work: only a report flowgif signed

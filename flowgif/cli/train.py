@@ -1,4 +1,9 @@
-"""``flowgif train``: fit a flow, with a progress bar, checkpoints on Ctrl-C and SIGTERM."""
+"""``flowgif train``: fit a flow, with a progress bar, checkpoints on Ctrl-C and SIGTERM.
+
+(Over 400 lines for a reason: the command's twenty options are declared here, each with its
+help text; the planning it does — config, both ends, the run folder — is split into small
+functions below.)
+"""
 
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
-from flowgif.files import SIGNATURE, atomic_write_text, made_by_flowgif
+from flowgif.files import atomic_write_text
 from flowgif.fit.folder import train_run
 from flowgif.objectives.recipes import check_ends, for_ends
+from flowgif.owned import SIGNATURE, made_by_flowgif
 from flowgif.sources import Source, as_start, kind_of, load_source, spec
 from flowgif.store import (
     CHECKPOINT,

@@ -179,7 +179,7 @@ def exact_teacher(end: Distribution, start: Distribution) -> Callable[[Tensor, T
     """``v*(t, x)`` of the straight path from ``start`` to ``end`` (:mod:`flowgif.flows.exact`),
     tabled once per pair of ends (a few seconds) and kept for the run's steps."""
     from flowgif.errors import FlowgifError
-    from flowgif.flows.exact import Posterior, Table
+    from flowgif.flows.posterior import Posterior, Table
 
     key = (id(end), id(start))
     if key not in _TEACHERS:

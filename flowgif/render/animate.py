@@ -22,10 +22,11 @@ import torch
 
 from flowgif.draw import Canvas, Palette, draw_frame
 from flowgif.errors import FlowgifError
-from flowgif.files import check_frames_folder, check_replaceable, temp_name
+from flowgif.files import check_frames_folder, temp_name
 from flowgif.flows.exact import ExactFlow
 from flowgif.flows.model import ContinuousFlow
 from flowgif.flows.ode import SolveStats
+from flowgif.owned import check_replaceable
 from flowgif.render.camera import camera, frame_for, frame_times_for
 from flowgif.render.colors import particle_colors
 from flowgif.render.compose import compose, header, to_model

@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import quote
 
 from flowgif.errors import FlowgifError
-from flowgif.files import SIGNATURE, atomic_write_text, check_replaceable
+from flowgif.files import atomic_write_text
+from flowgif.owned import SIGNATURE, check_replaceable
 
 __all__ = ["PAGE", "write_gallery"]
 

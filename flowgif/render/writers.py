@@ -19,15 +19,14 @@ from flowgif.draw import KEEP, Palette
 from flowgif.errors import FlowgifError
 from flowgif.files import (
     FRAMES_MARKER,
-    SIGNATURE,
     atomic_write,
     check_frames_folder,
     os_reason,
     replace_folder,
     temp_folder,
     write_marker,
-    xmp,
 )
+from flowgif.owned import SIGNATURE, xmp
 
 __all__ = [
     "mp4_problem",

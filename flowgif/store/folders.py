@@ -16,7 +16,8 @@ import secrets
 from pathlib import Path
 
 from flowgif.errors import FlowgifError
-from flowgif.files import MARKER, MARKER_FORMAT, os_reason, read_marker, temp_name
+from flowgif.files import os_reason, temp_name
+from flowgif.owned import MARKER, MARKER_FORMAT, read_marker
 from flowgif.store.checkpoint import CHECKPOINT
 
 __all__ = [

@@ -1,0 +1,192 @@
+"""What flowgif can prove it wrote, and so may replace: signatures, run-folder markers, ledgers.
+
+A name proves nothing. An output carries flowgif's signature as a whole field (a GIF comment,
+a WebP XMP packet, a PNG ``Software`` text, an MP4 comment, a JSON report's or the gallery's
+``generator``); a run folder carries a marker only flowgif writes (:data:`MARKER`, created
+exclusively by :func:`flowgif.store.folders.claim`); a file that cannot carry a signature
+(samples, ``.npy``) is recorded by the hash of its bytes in its run folder's ledger. Anything
+else is the user's, and :func:`check_replaceable` refuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from flowgif.errors import FlowgifError
+from flowgif.files import atomic_write_text
+
+__all__ = [
+    "LEDGER",
+    "MARKER",
+    "MARKER_FORMAT",
+    "SIGNATURE",
+    "check_replaceable",
+    "made_by_flowgif",
+    "mp4_comment",
+    "read_marker",
+    "record_written",
+    "recorded",
+    "xmp",
+]
+
+
+SIGNATURE = "made with flowgif"  # in the GIF comment, WebP XMP, PNG Software, MP4 comment
+
+
+def made_by_flowgif(path: Path) -> bool:
+    """Whether the file at ``path`` carries flowgif's signature as a whole field: a GIF
+    comment, WebP XMP packet, PNG ``Software`` text or MP4 ``comment`` equal to
+    :data:`SIGNATURE` (or :func:`xmp` of it), a JSON object whose ``generator`` is
+    :data:`SIGNATURE`, an HTML page whose ``generator`` meta tag is. A signature inside a
+    longer text, or a file of another format under the suffix, is not flowgif's. Samples
+    (``.npy``) carry no signature: they are never taken for flowgif's."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".gif", ".webp", ".png"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                fmt = img.format
+                found = [img.info.get("comment"), img.info.get("xmp"), img.info.get("Software")]
+            wanted = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}[suffix]
+            return fmt == wanted and any(_text(v) in (SIGNATURE, xmp(SIGNATURE)) for v in found)
+        if suffix == ".mp4":
+            return mp4_comment(path) == SIGNATURE
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and data.get("generator") == SIGNATURE
+        if suffix == ".html":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                head = f.read(4096)
+            return f'<meta name="generator" content="{SIGNATURE}">' in head
+    except Exception:  # unreadable or another format under that suffix: not flowgif's
+        return False
+    return False
+
+
+def mp4_comment(path: Path) -> str | None:
+    """The ``comment`` tag of an MP4 (``moov/udta/meta/ilst/\xa9cmt/data``, as ffmpeg writes
+    it), or None."""
+    with open(path, "rb") as f:
+        data = f.read(8 << 20)  # faststart: moov comes first
+
+    def boxes(start: int, end: int) -> dict[bytes, tuple[int, int]]:
+        found, pos = {}, start
+        while pos + 8 <= end:
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            kind = data[pos + 4 : pos + 8]
+            if size < 8 or pos + size > end:
+                break
+            found.setdefault(kind, (pos + 8, pos + size))
+            pos += size
+        return found
+
+    where = boxes(0, len(data)).get(b"moov")
+    for kind in (b"udta", b"meta", b"ilst", b"\xa9cmt", b"data"):
+        if where is None:
+            return None
+        start, end = where
+        if kind == b"ilst":  # meta is a full box: 4 bytes of version and flags first
+            start += 4
+        where = boxes(start, end).get(kind)
+    if where is None or where[1] - where[0] < 8:
+        return None
+    return data[where[0] + 8 : where[1]].decode("utf-8", "replace")
+
+
+def xmp(text: str) -> str:
+    """The XMP packet a WebP carries ``text`` in."""
+    return f"<x:xmpmeta xmlns:x='adobe:ns:meta/'>{text}</x:xmpmeta>"
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
+
+
+MARKER = ".flowgif-run"
+
+
+MARKER_FORMAT = "flowgif-run/1"
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of a folder flowgif made, or None (no marker, a symlink, not flowgif's
+    format)."""
+    path = Path(folder) / MARKER
+    try:
+        if Path(folder).is_symlink() or path.is_symlink():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != MARKER_FORMAT:
+        return None
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("made_by"), str):
+        return None
+    return data
+
+
+LEDGER = ".flowgif-files"  # in a run folder: the files flowgif wrote there that carry no signature
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _ledger(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / LEDGER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_written(path: Path) -> None:
+    """Record a file without a signature (samples, ``.npy``) that flowgif just wrote into a run
+    folder, by the hash of its bytes, so that it can later prove the file is its own."""
+    path = Path(path)
+    if read_marker(path.parent) is None:
+        return
+    ledger = {**_ledger(path.parent), path.name: _digest(path)}
+    atomic_write_text(path.parent / LEDGER, json.dumps(ledger, indent=2) + "\n")
+
+
+def recorded(path: Path) -> bool:
+    """Whether ``path`` is, byte for byte, a file flowgif recorded writing into its run folder."""
+    path = Path(path)
+    if path.is_symlink() or read_marker(path.parent) is None:
+        return False
+    known = _ledger(path.parent).get(path.name)
+    return known is not None and known == _digest(path)
+
+
+def check_replaceable(path: Path, force: bool = False) -> None:
+    """Refuse to replace an existing file at ``path`` that flowgif did not write: only a file
+    carrying flowgif's whole signature (:func:`made_by_flowgif`), or one its run folder's
+    ledger records byte for byte (:func:`recorded`), is replaced (a file name, or a folder
+    holding a checkpoint, proves nothing); ``force`` replaces any file (never a symlink).
+
+    Raises:
+        FlowgifError: ``path`` is a folder, or a file flowgif did not write.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir():
+        raise FlowgifError(f"cannot write {path}: it is a folder")
+    if force and not path.is_symlink():
+        return
+    if path.is_symlink() or not (made_by_flowgif(path) or recorded(path)):
+        raise FlowgifError(
+            f"{path} exists and flowgif did not write it; choose another name or move it away"
+        )
