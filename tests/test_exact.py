@@ -135,3 +135,23 @@ def test_the_exact_target_teaches_the_field_closer_than_the_pairs(tiny_png: Path
     assert figures["exact"]["exact_tv"] < min(f["tv"] for f in figures.values())
     with pytest.raises(FlowgifError, match=r"fm\.ot"):
         smoke.updated({"fm.target": "exact", "fm.ot": True})
+
+
+def test_a_morph_and_a_batch_of_the_exact_flow(tmp_path: Path) -> None:
+    """--method exact on morph (a picture start, carried onto the end) and on batch."""
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name, rect in (("a.png", (2, 2, 10, 20)), ("b.png", (4, 10, 28, 18))):
+        img = Image.new("L", (32, 24), 255)
+        img.paste(0, rect)
+        img.save(pics / name)
+    done = call("morph", pics / "a.png", pics / "b.png", "--method", "exact", "--runs",
+                tmp_path / "m", "--frames", 4, "--particles", 300, "--size", 48)  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "computing the exact flow" in done.output
+    batch = call("batch", pics, "--out", tmp_path / "out", "--method", "exact",
+                 "--render-args", "--frames 3 --particles 200 --size 48")  # fmt: skip
+    assert batch.exit_code == 0, batch.output
+    assert (tmp_path / "out" / "a" / "flow.gif").is_file()

@@ -15,6 +15,7 @@ from rich.text import Text
 from flowgif.batch.runner import ENGINES
 from flowgif.cli.common import (
     ConfigOpt,
+    MethodOpt,
     MinutesOpt,
     StepsOpt,
     _budget,
@@ -39,6 +40,7 @@ def batch_(
     ],
     out: Annotated[Path, typer.Option(help="Where the run folders go.")] = Path("runs"),
     config: ConfigOpt = None,
+    method: MethodOpt = None,
     steps: StepsOpt = None,
     minutes: MinutesOpt = None,
     render_args: Annotated[
@@ -103,6 +105,8 @@ def batch_(
     if stack != "auto" and not (stack.isdigit() and 1 <= int(stack) <= 4096):
         raise FlowgifError(f"--stack must be auto or a number from 1 to 4096, not {stack!r}")
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
+    if method is not None:
+        cfg = cfg.updated({"train.method": method.value})
     render = _parse_render_args(render_args)
     options = EngineOptions(jobs, address, cpus_per_task, gpus_per_task)
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow"}

@@ -33,6 +33,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 Method = StrEnum("Method", {name: name for name in METHODS})
+MethodOpt = Annotated[
+    Method | None,
+    typer.Option(
+        help="Objective and family in one word (as for train): fm, ffjord, realnvp, planar, "
+        "radial, or exact (the exact flow, computed in seconds: no training).",
+        show_default=False,
+    ),
+]
 Objective = StrEnum("Objective", {name: name for name in CHOICES["train.objective"]})
 Family = StrEnum("Family", {name: name for name in CHOICES["train.family"]})
 

@@ -19,6 +19,7 @@ from flowgif.cli.common import (
     DeviceOpt,
     FpsOpt,
     Loop,
+    MethodOpt,
     MinutesOpt,
     ParticlesOpt,
     SeedOpt,
@@ -62,6 +63,7 @@ def morph(
         ),
     ] = None,
     config: ConfigOpt = "morph",
+    method: MethodOpt = None,
     steps: StepsOpt = None,
     minutes: MinutesOpt = None,
     frames: Annotated[int, typer.Option(min=2, max=MAX_FRAMES, help="Frames of each leg.")] = 100,
@@ -102,6 +104,8 @@ def morph(
     from flowgif.store import budget_text, load_run
 
     cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
+    if method is not None:
+        cfg = cfg.updated({"train.method": method.value})
     cfg = cfg.updated(
         {"train.device": device.value} | ({"train.threads": threads} if threads else {})
     )
@@ -125,9 +129,10 @@ def morph(
             yield None
             return
         verb = "resuming" if leg.state == "resume" else "training"
-        err_console.print(
-            f"{what}: {verb} for {budget} -> {leg.path}", highlight=False, markup=False
-        )
+        doing = f"{verb} for {budget}"
+        if cfg.train.objective == "exact":
+            doing = "computing the exact flow (no training)"
+        err_console.print(f"{what}: {doing} -> {leg.path}", highlight=False, markup=False)
         with progress_bar() as update:
             yield update
 

@@ -137,7 +137,8 @@ class Posterior:
         if isinstance(self.start, ImageDensity):  # the start picture, placed at (1 - t) c'
             kernel_lo = -(g - 1) / 2 * step
             start = _splat(s * self.start_centres, self.start_masses, kernel_lo, step, g)
-            mass, mean = _convolve(mass, start), torch.stack([_convolve(m, start) for m in mean])
+            mass = _convolve(mass, start).clamp_min(0)  # the FFT's rounding, not a mass
+            mean = torch.stack([_convolve(m, start) for m in mean])  # moments may be negative
             sd = s * self.start_sd
         else:
             sd = s
@@ -267,7 +268,7 @@ def _convolve(a: Tensor, kernel: Tensor) -> Tensor:
     f = torch.fft.rfft2(a, s=(n, n)) * torch.fft.rfft2(kernel, s=(n, n))
     full = torch.fft.irfft2(f, s=(n, n))
     off = (g - 1) // 2
-    return full[off : off + g, off : off + g].clamp_min(0)
+    return full[off : off + g, off : off + g]
 
 
 NOISE_REACH = 5.5  # the start's support, in standard deviations of N(0, I)

@@ -4,7 +4,8 @@ Chosen here, by the caller, never by a source: a source only says what it is.
 
 - An energy end (``target:u1``-``u4``) has no samples, so it is fitted by reverse KL. A
   continuous field gets :data:`ENERGY_RECIPE` (``configs/energy.toml``) unless the config
-  already asks for reverse KL; a discrete flow keeps its family.
+  already asks for reverse KL; a discrete flow keeps its family; the exact flow is computed
+  from the energy rasterised on its window.
 - A toy end lives on its own square window: ``density.extent`` becomes that window.
 """
 
@@ -38,7 +39,7 @@ ENERGY_RECIPE: dict[str, Any] = {
 
 def for_ends(config: Config, end: Source) -> Config:
     """``config`` adapted to the end it fits (module docstring); the same when applied twice."""
-    if end.energy is not None and config.train.objective != "reverse":
+    if end.energy is not None and config.train.objective not in ("reverse", "exact"):
         if config.train.family == "field":
             config = config.updated(ENERGY_RECIPE)
         else:
@@ -63,7 +64,7 @@ def check_ends(config: Config, start: Source, end: Source) -> None:
             f"reverse KL fits an energy known up to a constant (target:u1 to target:u4), not "
             f"{end.label}"
         )
-    if config.train.family != "field" and not start.is_noise:
+    if config.train.family not in ("field", "exact") and not start.is_noise:
         raise FlowgifError(
             f"a {config.train.family} flow carries N(0, I), its base, through its layers: it "
             f"cannot start from {start.label}; use the continuous flow (fm or ffjord)"
