@@ -40,3 +40,13 @@ def test_config_imports_no_wing() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_the_command_line_answers_without_torch_or_ray() -> None:
+    """``flowgif --help`` imports neither torch nor Ray: every command imports them inside."""
+    code = (
+        "import sys, flowgif.cli\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

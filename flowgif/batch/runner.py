@@ -17,8 +17,6 @@ from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text, printable
 from flowgif.owned import SIGNATURE, check_replaceable
-from flowgif.sources.picture import image_hash
-from flowgif.store import safe_name
 
 __all__ = ["ENGINES", "STATUSES", "run_batch", "summary", "write_summary"]
 
@@ -82,6 +80,9 @@ def run_batch(
 
     def rel(p: Path) -> str:
         return printable(p.relative_to(folder))
+
+    from flowgif.sources.picture import image_hash  # torch: only when a batch runs
+    from flowgif.store import safe_name
 
     tasks, notes = [], {}
     for picture, name in zip(found.pictures, run_names(folder, found.pictures), strict=True):

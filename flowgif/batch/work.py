@@ -24,7 +24,6 @@ from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
 from flowgif.files import atomic_write, atomic_write_text, printable
 from flowgif.owned import SIGNATURE
-from flowgif.store.folders import release
 
 __all__ = ["STOP", "BatchItem", "Chunk", "EngineOptions", "chunk_items", "process_stack"]
 
@@ -257,6 +256,8 @@ def process_stack(
             except Exception as err:
                 items[i] = _failed(job.label, job.run, job.clock, err)
         elif items[i].status != "done":
+            from flowgif.store import release  # torch: only once a stack is under way
+
             release(job.run)  # claimed here and never written into: no empty folder is left
     return [items[i] for i in range(len(tasks))]
 
