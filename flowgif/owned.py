@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
@@ -25,6 +27,7 @@ __all__ = [
     "SIGNATURE",
     "check_replaceable",
     "made_by_flowgif",
+    "mp4_boxes",
     "mp4_comment",
     "read_marker",
     "record_written",
@@ -68,34 +71,53 @@ def made_by_flowgif(path: Path) -> bool:
     return False
 
 
+def mp4_boxes(f: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The boxes of an MP4 file between byte ``start`` and ``end``: ``(kind, where its body
+    starts, where it ends)``, 64-bit and to-the-end sizes included.
+
+    Raises:
+        ValueError: a partial header, or a box that runs past ``end`` (at the box it names).
+    """
+    pos = start
+    while pos < end:
+        f.seek(pos)
+        head = f.read(16)
+        if len(head) < 8:
+            raise ValueError(f"a partial box header at byte {pos}")
+        size, kind, body = int.from_bytes(head[:4], "big"), head[4:8], pos + 8
+        if size == 1:
+            if len(head) < 16:
+                raise ValueError(f"a partial box header at byte {pos}")
+            size, body = int.from_bytes(head[8:16], "big"), pos + 16
+        elif size == 0:
+            size = end - pos  # the last box runs to the end
+        if size < body - pos or pos + size > end:
+            raise ValueError(f"box {kind!r} at byte {pos} runs past the end of the file")
+        yield kind, body, pos + size
+        pos += size
+
+
 def mp4_comment(path: Path) -> str | None:
     """The ``comment`` tag of an MP4 (``moov/udta/meta/ilst/\xa9cmt/data``, as ffmpeg writes
     it), or None."""
-    with open(path, "rb") as f:
-        data = f.read(8 << 20)  # faststart: moov comes first
-
-    def boxes(start: int, end: int) -> dict[bytes, tuple[int, int]]:
-        found, pos = {}, start
-        while pos + 8 <= end:
-            size = int.from_bytes(data[pos : pos + 4], "big")
-            kind = data[pos + 4 : pos + 8]
-            if size < 8 or pos + size > end:
-                break
-            found.setdefault(kind, (pos + 8, pos + size))
-            pos += size
-        return found
-
-    where = boxes(0, len(data)).get(b"moov")
-    for kind in (b"udta", b"meta", b"ilst", b"\xa9cmt", b"data"):
-        if where is None:
-            return None
-        start, end = where
-        if kind == b"ilst":  # meta is a full box: 4 bytes of version and flags first
-            start += 4
-        where = boxes(start, end).get(kind)
-    if where is None or where[1] - where[0] < 8:
+    try:
+        with open(path, "rb") as f:
+            where = (0, os.fstat(f.fileno()).st_size)
+            for kind in (b"moov", b"udta", b"meta", b"ilst", b"\xa9cmt", b"data"):
+                start, end = where
+                if kind == b"ilst":  # meta is a full box: 4 bytes of version and flags first
+                    start += 4
+                found = [(b, e) for k, b, e in mp4_boxes(f, start, end) if k == kind]
+                if not found:
+                    return None
+                where = found[0]
+            start, end = where
+            if end - start < 8:
+                return None
+            f.seek(start + 8)  # the data box: 4 bytes of type, 4 of locale, then the text
+            return f.read(end - start - 8).decode("utf-8", "replace")
+    except ValueError:
         return None
-    return data[where[0] + 8 : where[1]].decode("utf-8", "replace")
 
 
 def xmp(text: str) -> str:

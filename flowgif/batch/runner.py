@@ -65,6 +65,8 @@ def run_batch(
     from flowgif.render import RenderOptions
 
     RenderOptions(**render)  # a bad option fails here, before any work
+    if engine not in ENGINES:
+        raise FlowgifError(f"batch.engine {engine!r} is not one of: {', '.join(ENGINES)}")
     folder, out = Path(folder), Path(out)
     if recursive and out.resolve() == folder.resolve():
         raise FlowgifError(
@@ -81,18 +83,19 @@ def run_batch(
     def rel(p: Path) -> str:
         return printable(p.relative_to(folder))
 
-    from flowgif.sources.picture import image_hash  # torch: only when a batch runs
-    from flowgif.store import safe_name
+    from flowgif.store import safe_name  # torch: only when a batch runs
 
-    tasks, notes = [], {}
+    tasks, notes, keys = [], {}, {}
     for picture, name in zip(found.pictures, run_names(folder, found.pictures), strict=True):
+        label = rel(picture)
         try:
-            run, note = run_folder(out, name, image_hash(picture), config)
+            keys[label] = hashes(picture, config, render)
+            run, note = run_folder(out, name, keys[label], config)
         except OSError:  # a picture that cannot be read: its worker says so
             run, note = out / safe_name(name), ""
-        tasks.append((picture, run, rel(picture)))
+        tasks.append((picture, run, label))
         if note:
-            notes[rel(picture)] = note
+            notes[label] = note
     results: dict[str, BatchItem] = {}
     extra = [BatchItem(rel(p) or ".", "", "failed", why) for p, why in found.failed]
     extra += [BatchItem(rel(p), "", "ignored", why) for p, why in found.ignored]
@@ -117,15 +120,10 @@ def run_batch(
     for item in extra:
         if item.status == "failed" and report:
             report(item)
-    if engine not in ENGINES:
-        raise FlowgifError(f"batch.engine {engine!r} is not one of: {', '.join(ENGINES)}")
     todo = []
     for task in tasks:  # what is done already is reported now, so that stacks fill up
-        image, run, label = task
-        try:
-            item = skipped(run, label, hashes(image, config, render))
-        except OSError:
-            item = None  # a picture that cannot be read: its worker says so
+        _, run, label = task
+        item = skipped(run, label, keys[label]) if label in keys else None
         if item is not None:
             finish(item)
         else:

@@ -100,12 +100,13 @@ class _Job:
     clock: float
 
 
-def run_folder(out: Path, name: str, image_hash: str, config: Config) -> tuple[Path, str]:
+def run_folder(out: Path, name: str, keys: dict[str, str], config: Config) -> tuple[Path, str]:
     """A picture's run folder in a batch, and a note of the folders passed over.
 
     The first of ``OUT/name``, ``name-2``, ... that is absent, or that flowgif's marker
-    proves a batch made for this picture (empty yet, or with a checkpoint this config may
-    continue by the one resume rule). Every other folder is kept as it is: a run made by
+    proves a batch made for this picture (``keys``: :func:`hashes`) — done with these very
+    settings, empty yet, or with a checkpoint this config may continue by the one resume
+    rule. Every other folder is kept as it is: a run made by
     ``train`` or ``morph``, one of another picture or of other settings, one without a marker,
     a symbolic link — the note says so, and the run goes beside it.
     """
@@ -124,16 +125,16 @@ def run_folder(out: Path, name: str, image_hash: str, config: Config) -> tuple[P
             why = "is not a run folder flowgif marked as its own"
         elif marker["made_by"] != "batch":
             why = f"was made by flowgif {marker['made_by']}"
-        elif marker.get("picture") != image_hash:
+        elif marker.get("picture") != keys["image"]:
             why = "holds another picture"
-        elif not (path / CHECKPOINT).exists():
+        elif skipped(path, "", keys) is not None or not (path / CHECKPOINT).exists():
             break
         else:
             try:
                 ckpt = load_checkpoint(path / CHECKPOINT, for_resume=True)
                 why = (
                     "was trained with other settings"
-                    if resume_problem(ckpt, config, image_hash)
+                    if resume_problem(ckpt, config, keys["image"])
                     else ""
                 )
             except FlowgifError:

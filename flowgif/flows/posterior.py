@@ -49,18 +49,9 @@ class _Slice:
     def at(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The posterior mean ``E[x1 | x_t = x]`` ``(N, 2)`` and ``p_t(x)`` ``(N,)``, by
         bilinear interpolation (points off the grid take its edge)."""
-        gy, gx = self.mass.shape
-        u = (x - self.lo) / self.step
-        top = torch.tensor([gx - 1, gy - 1], device=x.device, dtype=u.dtype)
-        u = torch.minimum(u.clamp_min(0), top)
-        i0 = torch.minimum(u.floor(), top - 1).long()  # the last node is a cell's far corner
-        f = u - i0
-        ix, iy = i0[:, 0], i0[:, 1]
-        w = [(1 - f[:, 0]) * (1 - f[:, 1]), f[:, 0] * (1 - f[:, 1]),
-             (1 - f[:, 0]) * f[:, 1], f[:, 0] * f[:, 1]]  # fmt: skip
-        corners = [(iy, ix), (iy, ix + 1), (iy + 1, ix), (iy + 1, ix + 1)]
-        mass = sum(wk * self.mass[r, c] for wk, (r, c) in zip(w, corners, strict=True))
-        mean = sum(wk * self.mean[:, r, c] for wk, (r, c) in zip(w, corners, strict=True))
+        corners = _corners(x, self.lo, self.step, self.mass.shape)
+        mass = sum(w * self.mass[r, c] for (r, c), w in corners)
+        mean = sum(w * self.mean[:, r, c] for (r, c), w in corners)
         tiny = torch.finfo(self.mass.dtype).tiny
         e = (mean / mass.clamp_min(tiny)).T
         far = mass <= tiny  # beyond the grid's reach: the nearest node's mean
@@ -156,8 +147,8 @@ class Posterior:
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
         """``v*(t, x)`` for points ``x`` ``(N, 2)`` at times ``t`` (a number, or ``(N,)`` /
-        ``(N, 1)``; each distinct time its own grid: round the times of a large batch to a
-        table, :meth:`table_velocity`)."""
+        ``(N, 1)``; each distinct time its own grid: for a batch of many times, a
+        :class:`Table`)."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
         if t.numel() == 1:
             e, _ = self.at(float(t)).at(x)
@@ -197,20 +188,10 @@ class Table:
 
     def _mean(self, k: Tensor, x: Tensor) -> Tensor:
         """The posterior mean at slice ``k`` of each point ``(N, 2)``."""
-        g = self.mass.shape[-1]
-        u = (x - self.lo[k]) / self.step[k]
-        u = u.clamp(0, g - 1)
-        i0 = u.floor().clamp_max(g - 2).long()
-        f = u - i0
-        ix, iy = i0[:, 0], i0[:, 1]
-        num = torch.zeros_like(x)
-        den = torch.zeros(len(x), device=x.device, dtype=x.dtype)
-        for dx in (0, 1):
-            for dy in (0, 1):
-                w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
-                den += w * self.mass[k, iy + dy, ix + dx]
-                num += w[:, None] * self.mean[k, :, iy + dy, ix + dx]
-        return num / den.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
+        corners = _corners(x, self.lo[k], self.step[k], self.mass.shape[1:])
+        mass = sum(w * self.mass[k, r, c] for (r, c), w in corners)
+        mean = sum(w[:, None] * self.mean[k, :, r, c] for (r, c), w in corners)
+        return mean / mass.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
         """``v*(t, x)`` for points ``x`` ``(N, 2)`` at times ``t`` ``(N,)`` or ``(N, 1)``
@@ -223,6 +204,27 @@ class Table:
         e = (1 - w) * self._mean(k, x) + w * self._mean(k + 1, x)
         s = (1 - t.clamp_max(float(self.times[-1]))).to(x.dtype)[:, None]
         return (e - x) / s
+
+
+def _corners(
+    x: Tensor, lo: Tensor, step: Tensor, shape: tuple[int, ...]
+) -> list[tuple[tuple[Tensor, Tensor], Tensor]]:
+    """Bilinear interpolation on a grid of ``shape`` ``(Gy, Gx)`` with node ``(0, 0)`` at ``lo``
+    and ``step`` apart (one grid, or one per point): the four corner nodes ``(row, col)`` of
+    each point and their weights; points off the grid take its edge."""
+    gy, gx = shape
+    top = torch.tensor([gx - 1, gy - 1], device=x.device, dtype=x.dtype)
+    u = torch.minimum(((x - lo) / step).clamp_min(0), top)
+    i0 = torch.minimum(u.floor(), top - 1).long()  # the last node is a cell's far corner
+    f = u - i0
+    ix, iy = i0[:, 0], i0[:, 1]
+    fx, fy = f[:, 0], f[:, 1]
+    return [
+        ((iy, ix), (1 - fx) * (1 - fy)),
+        ((iy, ix + 1), fx * (1 - fy)),
+        ((iy + 1, ix), (1 - fx) * fy),
+        ((iy + 1, ix + 1), fx * fy),
+    ]
 
 
 def _cells(d: ImageDensity) -> tuple[Tensor, Tensor]:

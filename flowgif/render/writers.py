@@ -26,7 +26,7 @@ from flowgif.files import (
     temp_folder,
     write_marker,
 )
-from flowgif.owned import SIGNATURE, xmp
+from flowgif.owned import SIGNATURE, mp4_boxes, xmp
 
 __all__ = [
     "mp4_problem",
@@ -248,25 +248,11 @@ def _feed(
 def mp4_problem(path: Path) -> str:
     """Why ``path`` is not a complete MP4 (top-level boxes up to the end, ``moov`` and
     ``mdat`` present), or "" if it is one."""
-    total = path.stat().st_size
-    seen, pos = set(), 0
-    with open(path, "rb") as f:
-        while pos < total:
-            f.seek(pos)
-            head = f.read(16)
-            if len(head) < 8:
-                return f"a partial box header at byte {pos}"
-            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
-            if size == 1:
-                if len(head) < 16:
-                    return f"a partial box header at byte {pos}"
-                size = int.from_bytes(head[8:16], "big")
-            elif size == 0:
-                size = total - pos  # the last box runs to the end
-            if size < 8 or pos + size > total:
-                return f"box {kind!r} at byte {pos} runs past the end of the file"
-            seen.add(kind)
-            pos += size
+    try:
+        with open(path, "rb") as f:
+            seen = {kind for kind, _, _ in mp4_boxes(f, 0, path.stat().st_size)}
+    except ValueError as err:
+        return str(err)
     missing = [k.decode() for k in (b"ftyp", b"moov", b"mdat") if k not in seen]
     return f"no {', '.join(missing)} box" if missing else ""
 

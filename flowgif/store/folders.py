@@ -16,7 +16,7 @@ import secrets
 from pathlib import Path
 
 from flowgif.errors import FlowgifError
-from flowgif.files import os_reason, temp_name
+from flowgif.files import os_reason, printable, temp_name
 from flowgif.owned import MARKER, MARKER_FORMAT, read_marker
 from flowgif.store.checkpoint import CHECKPOINT
 
@@ -47,7 +47,7 @@ def safe_name(name: str) -> str:
     control character as ``_``, and a name over :data:`MAX_NAME_BYTES` bytes cut with a
     short hash of the whole, so that distinct long names stay distinct."""
     raw = name.encode("utf-8", "surrogateescape")
-    text = raw.decode("utf-8", "backslashreplace").replace("\\x", "_x")
+    text = printable(name).replace("\\x", "_x")
     text = "".join("_" if (c < " " or c == "\x7f" or c in "/\\") else c for c in text)
     text = text.strip() or "picture"
     data = text.encode("utf-8")
