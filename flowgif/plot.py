@@ -178,6 +178,10 @@ def _loss(plt: Any, run: Run, **_: object) -> Any:
         raise FlowgifError(f"no loss.csv in {run.path}")
     with path.open() as f:
         rows = list(csv.DictReader(f))
+    if not rows:
+        exact = run.config.train.objective == "exact"
+        why = "the exact flow is computed, not trained" if exact else "none were logged"
+        raise FlowgifError(f"{run.path} has no training steps to plot: {why}")
     step = np.array([float(r["step"]) for r in rows])
     loss = np.array([float(r["loss"]) for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.5))
