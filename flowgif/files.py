@@ -169,14 +169,35 @@ def temp_folder(target: Path) -> Path:
     return tmp
 
 
+def _digest(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _is_frames_folder(folder: Path) -> bool:
-    """Empty, or holding only what flowgif writes into a frames folder (marker present)."""
-    names = [p.name for p in folder.iterdir() if not _STALE.search(p.name)]
-    if not names:
+    """Empty, or holding only frames flowgif wrote there, each byte for byte as its marker
+    (:data:`FRAMES_MARKER`) records it: a frame edited since, one added, a folder named like
+    a frame, anything else, and a marker without the frames' hashes, prove nothing."""
+    entries = [p for p in folder.iterdir() if not _STALE.search(p.name)]
+    if not entries:
         return True
-    return FRAMES_MARKER in names and all(
-        n == FRAMES_MARKER or FRAME_NAME.fullmatch(n) for n in names
-    )
+    try:
+        record = json.loads((folder / FRAMES_MARKER).read_text(encoding="utf-8"))
+        files = record["files"]
+        if not isinstance(files, dict):
+            return False
+        for entry in entries:
+            if entry.name == FRAMES_MARKER:
+                continue
+            if entry.is_symlink() or not entry.is_file() or not FRAME_NAME.fullmatch(entry.name):
+                return False
+            if files.get(entry.name) != _digest(entry):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return not (folder / FRAMES_MARKER).is_symlink()
 
 
 def check_frames_folder(out: Path) -> None:
@@ -204,8 +225,9 @@ def check_frames_folder(out: Path) -> None:
         )
     if not _is_frames_folder(out):
         raise FlowgifError(
-            f"{out} is a folder with other files in it: flowgif writes PNG frames only into "
-            "a new or empty folder, or over frames it wrote there before; give a new folder"
+            f"{out} holds files flowgif did not write there (or changed since): flowgif "
+            "writes PNG frames only into a new or empty folder, or over its own unchanged "
+            "frames; give a new folder"
         )
 
 
@@ -236,8 +258,11 @@ def replace_folder(tmp: Path, out: Path) -> None:
 
 
 def write_marker(folder: Path, frames: int) -> None:
-    """The file that says ``folder`` holds frames flowgif wrote (and may replace)."""
-    (folder / FRAMES_MARKER).write_text(json.dumps({"frames": frames}) + "\n", encoding="utf-8")
+    """The file that says ``folder`` holds frames flowgif wrote, with each frame's hash, so
+    that a later render replaces exactly those frames and nothing a person put there since."""
+    files = {p.name: _digest(p) for p in sorted(folder.iterdir()) if FRAME_NAME.fullmatch(p.name)}
+    record = {"frames": frames, "files": files}
+    (folder / FRAMES_MARKER).write_text(json.dumps(record) + "\n", encoding="utf-8")
 
 
 def printable(name: object) -> str:

@@ -24,8 +24,10 @@ __all__ = [
     "LEDGER",
     "MARKER",
     "MARKER_FORMAT",
+    "HTML_SIGNATURE",
     "SIGNATURE",
     "check_replaceable",
+    "html_head",
     "made_by_flowgif",
     "mp4_boxes",
     "mp4_comment",
@@ -37,35 +39,51 @@ __all__ = [
 
 
 SIGNATURE = "made with flowgif"  # in the GIF comment, WebP XMP, PNG Software, MP4 comment
+HTML_SIGNATURE = (  # how every HTML page flowgif writes begins, byte for byte
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+    f'<meta name="generator" content="{SIGNATURE}">'
+)
+
+
+# The field each format carries the signature in, and its exact text there: one field per
+# format, so that a signature in another field (a PNG ``comment``), or wrapped in something
+# (a GIF comment holding an XMP packet), proves nothing.
+_FIELDS = {".gif": ("GIF", "comment"), ".webp": ("WEBP", "xmp"), ".png": ("PNG", "Software")}
+
+
+def html_head(title: str) -> str:
+    """The first lines of every HTML page flowgif writes: a page is flowgif's only when it
+    begins with exactly :data:`HTML_SIGNATURE` (a quote of it anywhere else proves nothing)."""
+    return f"{HTML_SIGNATURE}\n<title>{title}</title>"
 
 
 def made_by_flowgif(path: Path) -> bool:
     """Whether the file at ``path`` carries flowgif's signature as a whole field: a GIF
-    comment, WebP XMP packet, PNG ``Software`` text or MP4 ``comment`` equal to
-    :data:`SIGNATURE` (or :func:`xmp` of it), a JSON object whose ``generator`` is
-    :data:`SIGNATURE`, an HTML page whose ``generator`` meta tag is. A signature inside a
-    longer text, or a file of another format under the suffix, is not flowgif's. Samples
-    (``.npy``) carry no signature: they are never taken for flowgif's."""
+    comment, WebP XMP packet (:func:`xmp`), PNG ``Software`` text or MP4 ``comment`` equal to
+    :data:`SIGNATURE`, a JSON object whose ``generator`` is :data:`SIGNATURE`, an HTML page
+    that begins with :data:`HTML_SIGNATURE`. A signature in another field, inside a longer
+    text, or a file of another format under the suffix, is not flowgif's. Samples (``.npy``)
+    carry no signature: they are never taken for flowgif's."""
     path = Path(path)
     suffix = path.suffix.lower()
     try:
-        if suffix in (".gif", ".webp", ".png"):
+        if suffix in _FIELDS:
             from PIL import Image
 
+            fmt, field = _FIELDS[suffix]
             with Image.open(path) as img:
-                fmt = img.format
-                found = [img.info.get("comment"), img.info.get("xmp"), img.info.get("Software")]
-            wanted = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}[suffix]
-            return fmt == wanted and any(_text(v) in (SIGNATURE, xmp(SIGNATURE)) for v in found)
+                found, kind = img.info.get(field), img.format
+            wanted = xmp(SIGNATURE) if suffix == ".webp" else SIGNATURE
+            return kind == fmt and found is not None and _text(found) == wanted
         if suffix == ".mp4":
             return mp4_comment(path) == SIGNATURE
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and data.get("generator") == SIGNATURE
         if suffix == ".html":
-            with open(path, encoding="utf-8", errors="replace") as f:
-                head = f.read(4096)
-            return f'<meta name="generator" content="{SIGNATURE}">' in head
+            with open(path, "rb") as f:
+                head = f.read(len(HTML_SIGNATURE.encode()) + 1)
+            return head == (HTML_SIGNATURE + "\n").encode()
     except Exception:  # unreadable or another format under that suffix: not flowgif's
         return False
     return False

@@ -82,7 +82,7 @@ def test_frames_folder_new_empty_and_rewritten(run: Path, tmp_path: Path) -> Non
     assert again.exit_code == 0, again.output
     assert len(list(empty.glob("frame_*.png"))) == 2  # replaced whole, no stale frame 4
     (empty / "my edit.png").write_bytes(b"x")  # the user adds something: now it is theirs
-    assert_one_line_error(call("render", run, "--out", empty, *RENDER), "other files")
+    assert_one_line_error(call("render", run, "--out", empty, *RENDER), "did not write")
     assert (empty / "my edit.png").read_bytes() == b"x"
     assert not [p for p in tmp_path.iterdir() if TAG in p.name]
 

@@ -156,7 +156,7 @@ def _prepare(
     (:func:`flowgif.store.resume_problem`): a batch whose budget grew extends its runs, as
     ``train --resume`` does; one whose budget is already spent is rendered again.
     """
-    from flowgif.store import CHECKPOINT, adopt, budget_spent, claim, load_checkpoint
+    from flowgif.store import CHECKPOINT, adopt, budget_spent, claim, hold, load_checkpoint
 
     clock = time.perf_counter()
     keys = hashes(image, config, render)
@@ -167,6 +167,7 @@ def _prepare(
         return BatchItem(label, str(run), "not started", "the batch was stopped")
     resume, trained = False, False
     if (run / CHECKPOINT).is_file():
+        hold(run)  # another batch still working on it: this one says so and leaves it
         ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
         resume, trained = True, budget_spent(config, ckpt)
     elif not (claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"])):
@@ -260,6 +261,11 @@ def process_stack(
             from flowgif.store import release  # torch: only once a stack is under way
 
             release(job.run)  # claimed here and never written into: no empty folder is left
+    if jobs:
+        from flowgif.store import let_go
+
+        for job in jobs.values():
+            let_go(job.run)
     return [items[i] for i in range(len(tasks))]
 
 

@@ -180,12 +180,23 @@ def train(
 
 def _train(a: dict[str, Any], stop: Callable[[], bool]) -> None:
     """Plan the run (its config, both ends, its folder: all checked before any folder is
-    made), say what it will do, train it, and report."""
+    made), then run it (:func:`_run`)."""
+    cfg, src, begin, out = _plan(a)
+    try:
+        _run(a, stop, cfg, src, begin, out)
+    except BaseException:
+        from flowgif.store import release
+
+        release(out)  # a start that failed leaves no empty folder behind
+        raise
+
+
+def _run(a: dict[str, Any], stop: Callable[[], bool], cfg: Any, src: Any, begin: Any, out: Path) -> None:
+    """Say what the run will do, train it, and report."""
     from flowgif.errors import Interrupted
     from flowgif.fit import train_run
     from flowgif.store import budget_text
 
-    cfg, src, begin, out = _plan(a)
     made = getattr(src.density, "ink", None)
     if made is not None:
         err_console.print(f"ink: {made.model} ({made.reason})", highlight=False, markup=False)
@@ -277,6 +288,9 @@ def _plan(a: dict[str, Any]) -> tuple[Any, Any, Any, Path]:
             )
     if a["resume"] is not None:
         return cfg, src, begin, out
+    from flowgif.device import resolve_device
+
+    resolve_device(cfg.train.device)  # a device that is not there: before any folder is made
     if out is not None:
         check_new_run_dir(out, "train", src.digest)  # claimed: no other process shares it
     else:
@@ -307,9 +321,16 @@ def _resumed(
 ) -> tuple[Any, dict[str, Any], str]:
     """A resumed run's own config, end and start; refuses what may not change (the one rule
     of :mod:`flowgif.store.resume`)."""
-    from flowgif.store import CHECKPOINT, changed, checkpoint_config, load_checkpoint
+    from flowgif.store import (
+        CHECKPOINT,
+        changed,
+        check_marked,
+        checkpoint_config,
+        load_checkpoint,
+    )
 
     resume = a["resume"]
+    check_marked(resume)
     if a["config"] is not None:
         raise FlowgifError(
             "--config cannot be combined with --resume: a resumed run keeps its own "

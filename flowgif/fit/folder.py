@@ -3,6 +3,7 @@ its checkpoints, and ``train_run``: picture in, run folder out."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +22,13 @@ from flowgif.flows import wrap
 from flowgif.flows.model import sample
 from flowgif.objectives.recipes import check_ends, for_ends
 from flowgif.sources import NOISE, Source, end_spec, load_source
+from flowgif.owned import check_replaceable, record_written
 from flowgif.store import (
     CHECKPOINT,
+    check_marked,
     check_new_run_dir,
+    hold,
+    loss_csv_text,
     end_meta,
     load_checkpoint,
     release,
@@ -71,8 +76,34 @@ class RunFolder:
         save_checkpoint(self.out / CHECKPOINT, {**self.meta, **payload})
         if not self._saved:
             atomic_write_text(self.out / "config.toml", self._config_text)
+            record_written(self.out / "config.toml")
             self._saved = True
         write_loss_csv(self.out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
+        record_written(self.out / "loss.csv")
+
+    def check_own_files(self) -> None:
+        """Before a resumed run writes anything: each file it will replace (``config.toml``,
+        ``loss.csv``, ``samples.png``) must be provably flowgif's — recorded in the folder's
+        ledger, signed, or byte for byte what the checkpoint's own record writes.
+
+        Raises:
+            FlowgifError: one of them is not (a person's annotated config, their own plot).
+        """
+        state = self.resume or {}
+        made = {
+            "config.toml": dump_toml(state["config"]) if "config" in state else None,
+            "loss.csv": loss_csv_text([tuple(r) for r in state["losses"].tolist()])
+            if isinstance(state.get("losses"), torch.Tensor)
+            else None,
+            "samples.png": None,
+        }
+        for name, text in made.items():
+            path = self.out / name
+            if text is not None and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    if path.read_bytes() == text.encode("utf-8"):
+                        continue
+            check_replaceable(path)
 
     def discard_if_empty(self) -> None:
         """Remove the folder again if this process claimed it and never wrote into it."""
@@ -83,6 +114,7 @@ class RunFolder:
         flow = wrap(model, self.config, self.start.density.to(device), self.end.density.to(device))
         x = sample(flow, 50_000, self.config.train.seed, device)
         density = self.end.density
+        check_replaceable(self.out / "samples.png")
         write_samples_png(
             self.out / "samples.png", self.end.picture, density.to_pixels(x), density.probs_np
         )
@@ -116,13 +148,18 @@ def open_run(
     check_ends(config, start, end)
     state = None
     if resume:
+        check_marked(out)
+        hold(out)
         state = load_checkpoint(out / CHECKPOINT, for_resume=True)
         problem = resume_problem(state, config, end.digest, "" if start.is_noise else start.digest)
         if problem:
             raise FlowgifError(f"{out} cannot be resumed: {problem}")
     else:
         check_new_run_dir(out, made_by, end.digest)
-    return RunFolder(out, end, start, config, state)
+    run = RunFolder(out, end, start, config, state)
+    if resume:
+        run.check_own_files()
+    return run
 
 
 def train_run(
@@ -168,9 +205,10 @@ def train_run(
             cannot train together.
         Interrupted: ``stop`` asked (see :func:`train`).
     """
+    resolve_device(config.train.device)  # a device that is not there: before any folder
     run = open_run(image, config, out, resume, text, target, start, made_by)
-    device = resolve_device(run.config.train.device)
     try:
+        device = resolve_device(run.config.train.device)
         result = train(
             run.config,
             run.end,

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
-from flowgif.owned import SIGNATURE, check_replaceable
+from flowgif.owned import check_replaceable, html_head
 
 __all__ = ["PAGE", "write_gallery"]
 
@@ -79,11 +79,8 @@ def write_gallery(out: Path, items: list[Any] | None = None) -> Path:
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if s)
     text = "\n".join(
         [
-            "<!doctype html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f'<meta name="generator" content="{SIGNATURE}">',
+            html_head(f"flowgif gallery: {html.escape(out.resolve().name)}"),
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>flowgif gallery: {html.escape(out.resolve().name)}</title>",
             f"<style>{STYLE}</style></head><body>",
             f"<h1>{html.escape(out.resolve().name)}</h1>",
             f'<div class="bar">{html.escape(summary)} · sort by'

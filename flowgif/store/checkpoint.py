@@ -33,6 +33,7 @@ __all__ = [
     "ink_tensor",
     "load_checkpoint",
     "save_checkpoint",
+    "loss_csv_text",
     "write_loss_csv",
 ]
 
@@ -40,11 +41,16 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = "flowgif-checkpoint/1"
 
 
-def write_loss_csv(path: Path, rows: list[tuple[int, float, float, float]]) -> None:
-    """``step,seconds,loss,lr`` per logged step."""
+def loss_csv_text(rows: list[tuple[int, float, float, float]]) -> str:
+    """``step,seconds,loss,lr`` per logged step, as ``loss.csv`` holds it."""
     lines = ["step,seconds,loss,lr"]
     lines += [f"{int(s)},{t:.3f},{v:.6g},{lr:.6g}" for s, t, v, lr in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_loss_csv(path: Path, rows: list[tuple[int, float, float, float]]) -> None:
+    """``loss.csv`` (:func:`loss_csv_text`), atomically."""
+    atomic_write_text(path, loss_csv_text(rows))
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -120,10 +126,16 @@ def checkpoint_problem(ckpt: dict[str, Any], for_resume: bool = False) -> str:
     colors = ckpt.get("colors")
     if not (isinstance(colors, torch.Tensor) and colors.numel() == 3 * ink.numel()):
         return "the colour grid is missing or does not match the ink grid"
+    if not torch.isfinite(colors.float()).all():
+        return "the colour grid has non-finite values"
     if not _is_state(ckpt.get("field")):
         return "no weights"
     if ckpt.get("ema") is not None and not _is_state(ckpt["ema"]):
         return "the averaged weights are malformed"
+    for key in ("field", "ema"):
+        weights = ckpt.get(key) or {}
+        if any(w.is_floating_point() and not torch.isfinite(w).all() for w in weights.values()):
+            return f"the {'averaged ' if key == 'ema' else ''}weights hold NaN or infinite values"
     for key in ("image", "image_hash"):
         if key in ckpt and not isinstance(ckpt[key], str):
             return f"{key} must be text"

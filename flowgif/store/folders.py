@@ -23,9 +23,12 @@ from flowgif.store.checkpoint import CHECKPOINT
 __all__ = [
     "MARKER",
     "adopt",
+    "check_marked",
     "check_new_run_dir",
     "claim",
     "find_latest_run",
+    "hold",
+    "let_go",
     "new_run_dir",
     "read_marker",
     "release",
@@ -89,6 +92,7 @@ def claim(folder: Path, made_by: str, picture: str = "") -> bool:
     except OSError as err:
         raise FlowgifError(f"cannot write to {folder}: {os_reason(err)}") from None
     _CLAIMED.add(ident)
+    hold(folder)
     return True
 
 
@@ -107,6 +111,7 @@ def adopt(folder: Path, made_by: str, picture: str) -> bool:
         return False
     if any(p.name != MARKER for p in folder.iterdir()):
         return False
+    hold(folder)  # the process that claimed it may still be starting: then it is in use
     _CLAIMED.add(marker["id"])
     return True
 
@@ -120,6 +125,7 @@ def release(folder: Path) -> None:
     if any(p.name != MARKER for p in folder.iterdir()):
         return
     (folder / MARKER).unlink(missing_ok=True)
+    let_go(folder)
     folder.rmdir()
 
 
@@ -154,6 +160,60 @@ def check_new_run_dir(path: Path, made_by: str = "train", picture: str = "") -> 
         what = "a run" if (path / CHECKPOINT).exists() else "files"
         raise FlowgifError(f"{path} already holds {what}; choose another run folder, or resume it")
     raise FlowgifError(f"{path} was claimed by another flowgif at the same moment; choose another")
+
+
+def check_marked(folder: Path, doing: str = "resume") -> None:
+    """Refuse to write into ``folder`` unless flowgif's marker proves it made it (a
+    ``checkpoint.pt`` copied beside a person's own files proves nothing).
+
+    Raises:
+        FlowgifError: no marker (or a symlink, or not flowgif's format).
+    """
+    if read_marker(folder) is None:
+        raise FlowgifError(
+            f"cannot {doing} {printable(folder)}: it is not a run folder flowgif made (it has "
+            f"no {MARKER} marker), so flowgif will not write into it; copy its checkpoint.pt "
+            "into a new folder of its own to go on from it"
+        )
+
+
+_HELD: dict[str, int] = {}  # run folders this process holds: their markers' open files
+
+
+def hold(folder: Path) -> None:
+    """Hold ``folder`` for this process alone while it works in it: an exclusive lock on its
+    marker, which the system lets go when the process ends however it ends (so it is never
+    stale). Holding a folder twice is a no-op.
+
+    Raises:
+        FlowgifError: another process holds it (two batches into one folder, a resume of a
+            run still training), or it has no marker.
+    """
+    import fcntl
+
+    key = str(Path(folder).resolve())
+    if key in _HELD:
+        return
+    try:
+        fd = os.open(Path(folder) / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        raise FlowgifError(f"{printable(folder)} is not a run folder flowgif made") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FlowgifError(
+            f"{printable(folder)} is in use by another flowgif process; run this again once "
+            "it has finished"
+        ) from None
+    _HELD[key] = fd
+
+
+def let_go(folder: Path) -> None:
+    """Stop holding ``folder`` (:func:`hold`)."""
+    fd = _HELD.pop(str(Path(folder).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:

@@ -1,0 +1,163 @@
+"""Work is never lost: a resumed folder must be flowgif's and its files provably so, a frames
+folder is replaced only frame for frame as written, signatures are read as one whole field, and
+two processes never work in one run folder (every refusal leaves the user's bytes as they were)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from flowgif.owned import HTML_SIGNATURE, SIGNATURE, made_by_flowgif, xmp
+from flowgif.store import MARKER, hold, let_go
+from tests.conftest import ROOT
+from tests.test_cli import SMOKE, assert_one_line_error, call
+from tests.test_ownership import sums
+
+RENDER = ("--frames", 3, "--particles", 200, "--size", 48)
+
+
+def _trained(tiny_png: Path, where: Path, steps: int = 12) -> Path:
+    run = where / "run"
+    result = call("train", "--img", tiny_png, "--config", SMOKE, "--steps", steps, "--out", run)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_resume_refuses_a_folder_without_flowgifs_marker(tiny_png: Path, tmp_path: Path) -> None:
+    run = _trained(tiny_png, tmp_path)
+    mine = tmp_path / "my copy"
+    mine.mkdir()
+    shutil.copy(run / "checkpoint.pt", mine / "checkpoint.pt")  # a person's folder
+    (mine / "config.toml").write_text("# my notes on this run\n[train]\nsteps = 12\n")
+    (mine / "loss.csv").write_text("my,own,table\n")
+    Image.new("L", (8, 8), 0).save(mine / "samples.png")
+    before = sums(mine)
+    result = call("train", "--resume", mine, "--steps", 20)
+    assert_one_line_error(result, "not a run folder flowgif made")
+    assert sums(mine) == before
+
+
+def test_resume_refuses_a_persons_file_in_a_marked_folder(tiny_png: Path, tmp_path: Path) -> None:
+    run = _trained(tiny_png, tmp_path)
+    for name, write in (
+        ("samples.png", lambda p: Image.new("L", (8, 8), 0).save(p)),
+        ("config.toml", lambda p: p.write_text(p.read_text() + "# tried lr 1e-3: worse\n")),
+        ("loss.csv", lambda p: p.write_text("step,seconds,loss,lr\n0,0,0,0\n")),
+    ):
+        saved = (run / name).read_bytes()
+        write(run / name)
+        before = sums(run)
+        assert_one_line_error(call("train", "--resume", run, "--steps", 20), "did not write")
+        assert sums(run) == before, name
+        (run / name).write_bytes(saved)
+    result = call("train", "--resume", run, "--steps", 16)  # its own files: resumed
+    assert result.exit_code == 0, result.output
+    assert "16 steps" in result.output
+
+
+def test_a_frames_folder_is_replaced_only_frame_for_frame(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    assert call("render", tiny_run, "--out", out, *RENDER).exit_code == 0
+    for change in ("edit", "add", "folder"):
+        shutil.rmtree(out)
+        assert call("render", tiny_run, "--out", out, *RENDER).exit_code == 0
+        if change == "edit":
+            Image.new("P", (48, 48), 3).save(out / "frame_0001.png")  # a frame they edited
+        elif change == "add":
+            shutil.copy(out / "frame_0000.png", out / "frame_0100.png")  # one they added
+        else:
+            (out / "frame_0007.png").mkdir()  # a folder named like a frame, with contents
+            (out / "frame_0007.png" / "notes.txt").write_text("mine")
+        before = sums(out)
+        assert_one_line_error(call("render", tiny_run, "--out", out, *RENDER), "did not write")
+        assert sums(out) == before, change
+    shutil.rmtree(out)
+    assert call("render", tiny_run, "--out", out, *RENDER).exit_code == 0
+    assert call("render", tiny_run, "--out", out, "--frames", 2, "--particles", 200).exit_code == 0
+    assert sorted(p.name for p in out.glob("frame_*")) == ["frame_0000.png", "frame_0001.png"]
+
+
+def test_signatures_count_only_as_the_whole_field_of_their_format(tmp_path: Path) -> None:
+    page = tmp_path / "index.html"
+    page.write_text(f"<html><!-- {HTML_SIGNATURE} --><body>mine</body></html>\n")
+    assert not made_by_flowgif(page)
+    page.write_text(f"<!doctype html>\n<html><head>\n{HTML_SIGNATURE}\n</head></html>\n")
+    assert not made_by_flowgif(page)
+    page.write_text(f"{HTML_SIGNATURE}\n<title>x</title>\n")
+    assert made_by_flowgif(page)
+
+    png = tmp_path / "a.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", SIGNATURE)  # the signature, in a field flowgif does not use
+    Image.new("L", (4, 4)).save(png, pnginfo=info)
+    assert not made_by_flowgif(png)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SIGNATURE)
+    Image.new("L", (4, 4)).save(png, pnginfo=info)
+    assert made_by_flowgif(png)
+
+    gif = tmp_path / "a.gif"
+    Image.new("P", (4, 4)).save(gif, comment=xmp(SIGNATURE))  # wrapped: not flowgif's field
+    assert not made_by_flowgif(gif)
+    Image.new("P", (4, 4)).save(gif, comment=SIGNATURE)
+    assert made_by_flowgif(gif)
+
+
+def test_a_gallery_never_replaces_a_page_that_quotes_the_signature(tmp_path: Path) -> None:
+    from flowgif.render.gallery import write_gallery
+
+    (tmp_path / "batch.json").write_text(json.dumps({"generator": SIGNATURE, "items": []}))
+    page = tmp_path / "index.html"
+    page.write_text(f"<!-- {HTML_SIGNATURE} -->\n<p>my page</p>\n")
+    before = page.read_bytes()
+    assert_one_line_error(call("gallery", tmp_path), "did not write")
+    assert page.read_bytes() == before
+    page.unlink()
+    write_gallery(tmp_path)
+    write_gallery(tmp_path)  # its own page: replaced
+    assert page.read_text().startswith(HTML_SIGNATURE)
+
+
+def test_a_run_folder_in_use_is_refused_by_another_process(tiny_png: Path, tmp_path: Path) -> None:
+    run = _trained(tiny_png, tmp_path)
+    let_go(run)  # this process trained it: it lets go, as a finished command does
+    # Another process holds the folder (as a batch or a run still training does).
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flowgif.store import hold; hold(sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(run),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = sums(run)
+        assert_one_line_error(call("train", "--resume", run, "--steps", 20), "in use")
+        assert sums(run) == before
+    finally:
+        holder.communicate("")
+    hold(run)  # the holder is gone: its lock went with it
+    let_go(run)
+    assert (run / MARKER).is_file()
+
+
+def test_a_failed_start_leaves_no_folder(tiny_png: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for _ in range(2):
+        result = call("train", "--img", tiny_png, "--config", SMOKE, "--device", "cuda")
+        assert_one_line_error(result, "no CUDA device")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
