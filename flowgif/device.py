@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import TYPE_CHECKING
 
 from flowgif.errors import FlowgifError
@@ -9,7 +11,7 @@ from flowgif.errors import FlowgifError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["native_bf16", "resolve_device", "set_threads"]
+__all__ = ["idle_cores", "native_bf16", "pick_threads", "resolve_device", "set_threads"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,10 +37,82 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def set_threads(threads: int | None, device: torch.device | None = None) -> None:
-    """Use ``threads`` CPU threads for torch (0 or None: leave torch's default); a no-op for
-    work on a GPU."""
-    if threads and (device is None or device.type == "cpu"):
-        import torch
+def _cpu_times() -> dict[int, tuple[int, int]]:
+    """Per CPU, ``(idle, total)`` jiffies since boot, from ``/proc/stat`` (empty elsewhere)."""
+    times: dict[int, tuple[int, int]] = {}
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *fields = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                values = [int(v) for v in fields[:8]]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+                times[int(name[3:])] = (idle, sum(values))
+    except (OSError, ValueError, IndexError):
+        return {}
+    return times
 
-        torch.set_num_threads(threads)
+
+def _usable() -> set[int]:
+    """The CPUs this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
+def _quota() -> float:
+    """The CPUs a cgroup (v2) quota allows this process, or infinity."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            limit, period = f.read().split()[:2]
+        return float("inf") if limit == "max" else max(1.0, int(limit) / int(period))
+    except (OSError, ValueError):
+        return float("inf")
+
+
+def idle_cores(window: float = 0.1) -> float:
+    """How many of the CPUs this process may use were idle over the last ``window`` seconds
+    (a sum of idle fractions: 1.0 is one whole core free). Without ``/proc/stat``: all."""
+    usable = _usable()
+    before = _cpu_times()
+    if not before:
+        return float(len(usable))
+    time.sleep(window)
+    after = _cpu_times()
+    free = 0.0
+    for cpu in usable:
+        if cpu in before and cpu in after:
+            idle = after[cpu][0] - before[cpu][0]
+            total = after[cpu][1] - before[cpu][1]
+            free += idle / total if total > 0 else 1.0
+    return min(free, _quota())
+
+
+def pick_threads(idle: float | None = None) -> int:
+    """The CPU threads torch should use here and now: the cores that are idle (at least one).
+
+    Why not torch's default (every core): its OpenMP threads split each operation evenly and
+    meet at a barrier, so one thread that shares its core with another process holds up all
+    the others — on a 2-core machine with one busy neighbour a render took 4x as long with 2
+    threads as with 1 (bench/THREADS.md). Idle cores are measured (``/proc/stat`` over 0.1 s,
+    within this process's affinity and cgroup quota); ``OMP_NUM_THREADS``, when set, is the
+    user's choice and wins."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    free = idle_cores() if idle is None else idle
+    return max(1, int(free + 0.25))  # a core three quarters free counts; a half-busy one not
+
+
+def set_threads(threads: int | None, device: torch.device | None = None) -> int:
+    """Use ``threads`` CPU threads for torch (0 or None: :func:`pick_threads`); a no-op for
+    work on a GPU. Returns the count set (0 on a GPU)."""
+    if device is not None and device.type != "cpu":
+        return 0
+    import torch
+
+    count = threads or pick_threads()
+    torch.set_num_threads(count)
+    return count

@@ -4,15 +4,22 @@ targets (memory, time), so they are refused at once with the limit named."""
 __all__ = [
     "MAX_FRAMES",
     "MAX_HOLD",
+    "MAX_NLL",
     "MAX_PARTICLES",
     "MAX_PATH_POINTS",
     "MAX_SAMPLES",
     "MAX_SEED",
+    "MAX_TRANSPORT",
 ]
 
 MAX_FRAMES = 10_000  # frames of one animation
 MAX_PARTICLES = 5_000_000  # particles of one animation
 MAX_PATH_POINTS = 250_000_000  # frames x particles held in memory (2 GB of float32 pairs)
 MAX_HOLD = 60.0  # seconds a render holds its first or last frame
-MAX_SAMPLES = 50_000_000  # samples drawn at once (400 MB of float32 pairs; the solve holds more)
+# Samples one command draws: 5,000,000 take minutes and under 1 GB here (a trained run's
+# adaptive solve: 200,000 in 22 s on 2 cores, bench/THREADS.md); 50,000,000 took 10 minutes
+# and 7.3 GB without finishing.
+MAX_SAMPLES = 5_000_000
+MAX_TRANSPORT = 5_000  # eval's exact assignment: cubic in time, n^2 in memory (5,000: 200 MB)
+MAX_NLL = 1_000_000  # eval's likelihood solves (20,000 take seconds; each point a solve)
 MAX_SEED = 2**63 - 1  # torch's generators take seeds up to here

@@ -21,10 +21,10 @@ from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
 
 __all__ = [
+    "HTML_SIGNATURE",
     "LEDGER",
     "MARKER",
     "MARKER_FORMAT",
-    "HTML_SIGNATURE",
     "SIGNATURE",
     "check_replaceable",
     "html_head",

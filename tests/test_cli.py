@@ -24,11 +24,30 @@ def call(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(result, pattern: str) -> None:
-    assert result.exit_code != 0
-    text = result.output.strip()
-    assert "Traceback" not in text
-    assert pattern.lower() in text.lower(), text
+def assert_one_line_error(result, pattern: str, code: int = 1) -> None:
+    """What the README promises of bad input: exit ``code`` (1; 2 where the parser itself
+    refuses), exactly one line on stderr, starting ``error:`` and naming ``pattern``, nothing
+    on stdout, and no exception but the exit itself."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert pattern.lower() in lines[0].lower(), lines[0]
+
+
+def assert_error_after_start(result, pattern: str) -> None:
+    """A run that started (it said what it would do) and then failed (a full disk, training
+    that diverged): exit 1, nothing on stdout, no exception but the exit, and its last line on
+    stderr — the only one that starts ``error:`` — naming ``pattern``."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr
+    assert pattern.lower() in lines[-1].lower(), lines[-1]
 
 
 def test_version_and_help() -> None:
@@ -110,10 +129,14 @@ def test_bad_pictures_get_one_line(case: str, tmp_path: Path) -> None:
 
 
 def test_bad_options_are_refused_at_parse_time(tiny_png: Path) -> None:
-    assert_one_line_error(call("train", "--img", tiny_png, "--method", "magic"), "magic")
-    assert_one_line_error(call("train", "--img", tiny_png, "--steps", "-3"), "steps")
-    assert_one_line_error(call("render", "--frames", "0"), "frames")
-    assert_one_line_error(call("render", "--particles", "0"), "particles")
+    said = "'--method': Value error, 'magic' is not one of 'fm'"
+    assert_one_line_error(call("train", "--img", tiny_png, "--method", "magic"), said, 2)
+    said = "'--steps': Input should be greater than or equal to 1"
+    assert_one_line_error(call("train", "--img", tiny_png, "--steps", "-3"), said, 2)
+    said = "'--frames': Input should be greater than or equal to 2"
+    assert_one_line_error(call("render", "--frames", "0"), said, 2)
+    said = "'--particles': Input should be greater than or equal to 1"
+    assert_one_line_error(call("render", "--particles", "0"), said, 2)
 
 
 def test_options_that_do_not_fit_the_target_leave_no_folder(

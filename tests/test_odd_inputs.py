@@ -135,24 +135,28 @@ def test_batch_stops_on_sigterm_and_reports_every_picture(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "args, said",
+    "args, said, code",
     [
-        (("render", "--hold", "1e9"), "hold"),
-        (("render", "--hold", "inf"), "hold"),
-        (("render", "--seed", "99999999999999999999"), "seed"),
-        (("render", "--frames", "100000"), "frames"),
-        (("render", "--frames", "9000", "--particles", "4000000"), "points"),
-        (("sample", "--n", "10000000000"), "n"),
-        (("train", "--batch", "100000000000"), "batch"),
-        (("train", "--seed", "-1"), "seed"),
+        (("render", "--hold", "1e9"), "'--hold': Input should be less than or equal to 60", 2),
+        (("render", "--hold", "inf"), "'--hold': Input should be less than or equal to 60", 2),
+        (("render", "--seed", "99999999999999999999"), "'--seed'", 2),
+        (("render", "--frames", "100000"), "'--frames': Input should be less than or equal", 2),
+        (
+            ("render", "--frames", "9000", "--particles", "4000000"),
+            "points (--frames x --particles)",
+            1,
+        ),
+        (("sample", "--n", "10000000000"), "'--n': Input should be less than or equal to", 2),
+        (("train", "--batch", "100000000000"), "'--batch': Input should be less than", 2),
+        (("train", "--seed", "-1"), "'--seed': Input should be greater than or equal to 0", 2),
     ],
 )
 def test_absurd_values_are_refused_in_one_line(
-    tiny_run: Path, tiny_png: Path, tmp_path: Path, args: tuple[str, ...], said: str
+    tiny_run: Path, tiny_png: Path, tmp_path: Path, args: tuple[str, ...], said: str, code: int
 ) -> None:
     target = ("--img", tiny_png, "--out", tmp_path / "r") if args[0] == "train" else (tiny_run,)
     result = call(args[0], *target, *args[1:])
-    assert_one_line_error(result, said)
+    assert_one_line_error(result, said, code)
     assert not (tmp_path / "r").exists()
 
 

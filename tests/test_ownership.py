@@ -204,9 +204,7 @@ def test_a_recursive_scan_visits_each_real_folder_once(tmp_path: Path) -> None:
     box(pics / "sub" / "b.png")
     (pics / "sub" / "loop").symlink_to("..")
     (pics / "sub" / "again").symlink_to(pics / "sub")
-    clock = time.perf_counter()
-    found = scan(pics, recursive=True)
-    assert time.perf_counter() - clock < 30
+    found = scan(pics, recursive=True)  # a loop followed would never return
     assert sorted(p.relative_to(pics).as_posix() for p in found.pictures) == ["a.png", "sub/b.png"]
     ignored = {p.relative_to(pics).as_posix(): why for p, why in found.ignored}
     assert "already searched" in ignored["sub/loop"]

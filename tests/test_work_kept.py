@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image, PngImagePlugin
 
 from flowgif.owned import HTML_SIGNATURE, SIGNATURE, made_by_flowgif, xmp
@@ -161,3 +162,107 @@ def test_a_failed_start_leaves_no_folder(tiny_png: Path, tmp_path: Path, monkeyp
         result = call("train", "--img", tiny_png, "--config", SMOKE, "--device", "cuda")
         assert_one_line_error(result, "no CUDA device")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_batch_makes_again_an_output_deleted_from_a_done_run(tmp_path: Path) -> None:
+    from flowgif.batch import run_batch
+    from flowgif.config import load_config
+    from tests.test_ownership import box
+
+    pics, out = tmp_path / "pics", tmp_path / "out"
+    box(pics / "a.png")
+    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
+    (item,) = run_batch(pics, out, cfg, render)
+    run = Path(item.run)
+    let_go(run)
+    for name in ("flow.gif", "picture.png", "eval.json"):
+        (run / name).unlink()
+        (again,) = run_batch(pics, out, cfg, render)
+        assert (again.status, again.reason, again.run) == ("done", "rendered again", str(run))
+        assert (run / name).is_file()
+    (last,) = run_batch(pics, out, cfg, render)
+    assert last.status == "skipped"
+
+
+def test_a_batch_keeps_a_done_picture_when_a_clashing_name_arrives(tmp_path: Path) -> None:
+    from flowgif.batch import run_batch
+    from flowgif.config import load_config
+    from tests.test_ownership import box
+
+    pics, out = tmp_path / "pics", tmp_path / "out"
+    box(pics / "sub" / "a.png")
+    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
+    (first,) = run_batch(pics, out, cfg, render, recursive=True)
+    kept = sums(Path(first.run))
+    box(pics / "sub" / "a.bmp", (1, 1, 20, 14))  # another picture, the same stem
+    items = {i.image: i for i in run_batch(pics, out, cfg, render, recursive=True)}
+    assert items["sub/a.png"].status == "skipped" and items["sub/a.png"].run == first.run
+    assert items["sub/a.bmp"].status == "done" and items["sub/a.bmp"].run != first.run
+    assert sums(Path(first.run)) == kept
+
+
+def test_a_batch_leaves_a_run_folder_another_process_works_in(tmp_path: Path) -> None:
+    from flowgif.batch import run_batch
+    from flowgif.config import load_config
+    from tests.test_ownership import box
+
+    pics, out = tmp_path / "pics", tmp_path / "out"
+    box(pics / "a.png")
+    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
+    (item,) = run_batch(pics, out, cfg, render)
+    run = Path(item.run)
+    let_go(run)
+    (run / "flow.gif").unlink()  # so that a rerun has work to do in it
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from flowgif.store import hold; hold(sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(run),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = sums(run)
+        (busy,) = run_batch(pics, out, cfg, render)
+        assert busy.status == "failed" and "in use by another flowgif" in busy.reason
+        assert sums(run) == before
+    finally:
+        holder.communicate("")
+    (after,) = run_batch(pics, out, cfg, render)
+    assert after.status == "done" and (run / "flow.gif").is_file()
+
+
+def test_a_run_folder_works_with_its_picture_moved_away(tiny_png: Path, tmp_path: Path) -> None:
+    """The checkpoint holds both ends: render, sample and eval need no picture on disk."""
+    picture = tmp_path / "gone.png"
+    shutil.copy(tiny_png, picture)
+    run = tmp_path / "run"
+    result = call("train", "--img", picture, "--config", SMOKE, "--steps", 10, "--out", run)
+    assert result.exit_code == 0, result.output
+    picture.unlink()
+    assert call("render", run, "--out", tmp_path / "a.gif", *RENDER).exit_code == 0
+    assert call("sample", run, "--n", 200, "--out", tmp_path / "s.npy").exit_code == 0
+    done = call("eval", run, "--n-nll", 200, "--samples", 500, "--transport", 50)
+    assert done.exit_code == 0, done.output
+    assert json.loads((run / "eval.json").read_text())["ink_source"] == "grid"
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA out of memory. Tried")])
+def test_running_out_of_memory_is_one_line(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    from flowgif.flows import model
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(model, "sample", full)
+    result = call("sample", tiny_run, "--n", 100, "--out", tmp_path / "s.npy")
+    assert_one_line_error(result, "out of memory")
+    assert not (tmp_path / "s.npy").exists()

@@ -7,6 +7,8 @@ import contextlib
 import os
 import queue
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -18,9 +20,36 @@ from flowgif.device import resolve_device
 __all__ = ["run_local"]
 
 
-def _worker_init(devices: Any = None) -> None:
-    """In each worker: a signal asks the running picture to stop after its step; on a
-    machine with several GPUs, the worker takes one of them (from the queue ``devices``)."""
+BUSY: list[int] = []  # in a worker: non-empty while it works on a stack
+ORPHAN_GRACE = 120.0  # seconds an orphaned worker may take to checkpoint its picture
+
+
+def _watch_parent(parent: int) -> None:
+    """In each worker: when the batch's process is gone (killed, even by SIGKILL), stop the
+    running picture at its step (its checkpoint saved) and end the worker, instead of
+    waiting for work that will never come."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    STOP.append(signal.SIGTERM)
+    deadline = time.monotonic() + ORPHAN_GRACE
+    while BUSY and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os._exit(1)
+
+
+def _work(chunk: Chunk, config: Config, render: dict, threads: int | None) -> list[BatchItem]:
+    """A worker's stack (:func:`process_stack`), marked busy for :func:`_watch_parent`."""
+    BUSY.append(1)
+    try:
+        return process_stack(chunk, config, render, threads)
+    finally:
+        BUSY.clear()
+
+
+def _worker_init(devices: Any = None, parent: int | None = None) -> None:
+    """In each worker: a signal asks the running picture to stop after its step; the worker
+    ends with the batch's process (:func:`_watch_parent`); on a machine with several GPUs,
+    the worker takes one of them (from the queue ``devices``)."""
     if devices is not None:
         with contextlib.suppress(queue.Empty):
             device = devices.get_nowait()
@@ -33,6 +62,8 @@ def _worker_init(devices: Any = None) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def run_local(
@@ -67,10 +98,13 @@ def run_local(
     for device in devices:
         spread.put(device)
     with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(spread,)
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(spread, os.getpid()),
     ) as pool:
         futures: dict[Future[list[BatchItem]], Chunk] = {
-            pool.submit(process_stack, chunk, config, render, threads): chunk for chunk in chunks
+            pool.submit(_work, chunk, config, render, threads): chunk for chunk in chunks
         }
         forwarded = False
         running = set(futures)

@@ -94,13 +94,46 @@ def reach(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise FlowgifError(f"batch.address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            why = _grpc_answer(conn, timeout)
     except OSError as err:
         why = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise FlowgifError(
             f"cannot reach the Ray cluster at {address} within {timeout:g} s ({why}); is its "
             "head running, and the port open?"
         ) from None
+    if why:
+        raise FlowgifError(
+            f"{address} answers, but not as a Ray cluster does ({why}); give the address of "
+            "a Ray head (its GCS port, 6379 by default, or ray://HOST:10001)"
+        )
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # a SETTINGS frame, no settings
+
+
+def _grpc_answer(conn: socket.socket, timeout: float) -> str:
+    """What is wrong with the peer as a Ray head, or "": Ray's GCS and client servers speak
+    gRPC, so an HTTP/2 server answers a client's preface with a SETTINGS frame. Anything
+    else (silence, a close, other bytes) is not Ray, and Ray's own client would wait on it
+    for minutes."""
+    conn.settimeout(timeout)
+    head = b""
+    try:
+        conn.sendall(HTTP2_PREFACE + EMPTY_SETTINGS)
+        while len(head) < 9:
+            part = conn.recv(9 - len(head))
+            if not part:
+                return "it closed the connection"
+            head += part
+    except TimeoutError:
+        return f"it said nothing within {timeout:g} s"
+    except ConnectionError:
+        return "it closed the connection"
+    if head[3] != 0x04:  # the frame type: SETTINGS
+        return "it does not speak gRPC"
+    return ""
 
 
 @contextlib.contextmanager

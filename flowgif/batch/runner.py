@@ -12,7 +12,14 @@ from typing import Any
 from flowgif.batch.local import run_local
 from flowgif.batch.ray import run_on_ray
 from flowgif.batch.scan import run_names, scan
-from flowgif.batch.work import BatchItem, EngineOptions, hashes, run_folder, skipped
+from flowgif.batch.work import (
+    BatchItem,
+    EngineOptions,
+    done_folders,
+    hashes,
+    run_folder,
+    skipped,
+)
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text, printable
@@ -86,11 +93,18 @@ def run_batch(
     from flowgif.store import safe_name  # torch: only when a batch runs
 
     tasks, notes, keys = [], {}, {}
+    done, taken = done_folders(out), set()
     for picture, name in zip(found.pictures, run_names(folder, found.pictures), strict=True):
         label = rel(picture)
         try:
             keys[label] = hashes(picture, config, render)
             run, note = run_folder(out, name, keys[label], config)
+            if skipped(run, label, keys[label]) is None:  # done before under another name?
+                for where in done.get(keys[label]["image"], []):
+                    if where not in taken and skipped(where, label, keys[label]) is not None:
+                        run, note = where, ""
+                        break
+            taken.add(run)
         except OSError:  # a picture that cannot be read: its worker says so
             run, note = out / safe_name(name), ""
         tasks.append((picture, run, label))

@@ -23,9 +23,18 @@ from flowgif.config import Config, dump_toml
 from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
 from flowgif.files import atomic_write, atomic_write_text, printable
-from flowgif.owned import SIGNATURE
+from flowgif.owned import SIGNATURE, check_replaceable
 
-__all__ = ["STOP", "BatchItem", "Chunk", "EngineOptions", "chunk_items", "process_stack"]
+__all__ = [
+    "OUTPUTS",
+    "STOP",
+    "BatchItem",
+    "Chunk",
+    "EngineOptions",
+    "chunk_items",
+    "done_folders",
+    "process_stack",
+]
 
 
 @dataclass
@@ -183,6 +192,11 @@ def _finish(job: _Job, config: Config, render: dict) -> BatchItem:
     from flowgif.store import load_run
 
     device = resolve_device(config.train.device)
+    for name in (
+        *OUTPUTS,
+        "done.json",
+    ):  # a person's file there since: this picture fails, the file stays
+        check_replaceable(job.run / name)
     loaded = load_run(job.run, device)
     do_render(loaded, job.run / "flow.gif", RenderOptions(**render), device)
     write_thumbnail(job.image, job.run / "picture.png")
@@ -346,15 +360,42 @@ def write_thumbnail(image: Path, out: Path, longer: int = 256) -> None:
     atomic_write(out, lambda f: img.save(f, format="PNG", pnginfo=info))
 
 
+OUTPUTS = ("flow.gif", "picture.png", "eval.json")  # what a done picture's folder holds
+
+
 def skipped(run: Path, label: str, keys: dict[str, str]) -> BatchItem | None:
-    """The item of a picture whose ``done.json`` holds these hashes, else None (also for a
-    damaged marker: the picture is done again)."""
+    """The item of a picture whose ``done.json`` holds these hashes and whose outputs
+    (:data:`OUTPUTS`) are all there, else None: a damaged marker, or an output deleted
+    since, and the picture is done again (an output alone is made again from its
+    checkpoint, not trained again)."""
     try:
-        if json.loads((run / "done.json").read_text()).get("hashes") == keys:
-            return BatchItem(label, str(run), "skipped", "already done")
+        if json.loads((run / "done.json").read_text()).get("hashes") != keys:
+            return None
     except (OSError, ValueError, AttributeError):
-        pass
-    return None
+        return None
+    if not all((run / name).is_file() for name in OUTPUTS):
+        return None
+    return BatchItem(label, str(run), "skipped", "already done")
+
+
+def done_folders(out: Path) -> dict[str, list[Path]]:
+    """The folders of ``out`` that a batch made and finished, by the hash of their picture
+    (a picture keeps its done folder even when its run name changes: a picture of the same
+    name added later, a recursive batch's new clash)."""
+    from flowgif.store import read_marker
+
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = sorted(Path(out).iterdir())
+    except OSError:
+        return found
+    for path in entries:
+        if path.is_symlink() or not (path / "done.json").is_file():
+            continue
+        marker = read_marker(path)
+        if marker is not None and marker["made_by"] == "batch":
+            found.setdefault(str(marker.get("picture")), []).append(path)
+    return found
 
 
 STOP: list[int] = []  # set in a worker process by a signal

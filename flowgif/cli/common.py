@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from flowgif import __version__
 from flowgif.config import CHOICES, METHODS
@@ -20,7 +21,42 @@ from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_PARTICLES, MAX_SEED
 from flowgif.sources.toys import ENERGIES, TOYS
 
+
+class _OneLineErrors(TyperGroup):
+    """The app's command group: a usage error (an unknown option, a value out of range) is
+    one line on stderr and exit 2, as POSIX tools do, wherever the app is called from (the
+    ``flowgif`` script, ``python -m flowgif``, a test's runner); Ctrl-C is exit 130."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        import sys
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as err:
+            kind = type(err).__name__
+            if kind == "Abort":
+                sys.exit(130)
+            if not hasattr(err, "format_message"):  # not the parser's (typer's copy of click)
+                raise
+            if kind == "NoArgsIsHelpError":
+                err.show()  # type: ignore[attr-defined] - the help itself, not an error
+                sys.exit(0)
+            line = " ".join(str(err.format_message()).split())
+            ctx = getattr(err, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(
+                f"[red]error:[/red] {escape(line)}{escape(where)}", highlight=False, soft_wrap=True
+            )
+            sys.exit(getattr(err, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -89,7 +125,8 @@ SeedOpt = Annotated[
     int, typer.Option(min=0, max=MAX_SEED, help="Seed of the noise the particles start from.")
 ]
 ThreadsOpt = Annotated[
-    int, typer.Option(min=0, help="CPU threads (0: torch's default; 1 on a busy machine).")
+    int,
+    typer.Option(min=0, help="CPU threads (0: the cores idle now, measured; at least 1)."),
 ]
 ConfigOpt = Annotated[
     str | None,
@@ -240,12 +277,14 @@ def _caption(run: Any) -> str:
         "realnvp": "RealNVP",
         "planar": "planar flow",
         "radial": "radial flow",
+        "exact": "the exact flow",
     }
-    name = names[run.config.train.method]
+    method = run.config.train.method
+    name = names.get(method, method)
     if run.config.field.augment:  # only continuous flows can be augmented
         name += f" +{run.config.field.augment}D"
     seconds = run.meta.get("seconds")
-    return f"{name}, {seconds:.0f} s" if seconds else name
+    return f"{name}, {seconds:.0f} s" if isinstance(seconds, (int, float)) and seconds else name
 
 
 def _load(run: Path | None, device: Device, threads: int = 0) -> tuple[Path, Any, Any]:

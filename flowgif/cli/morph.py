@@ -137,6 +137,7 @@ def morph(
             yield update
 
     with stop_on_signals() as stop:
+        stop.at_once = cfg.train.objective == "exact"  # computed whole: cut at once
         try:
             train_legs(legs, cfg, stop, watch)
         except Interrupted as stopped:

@@ -11,32 +11,46 @@ from typing import Any
 
 from flowgif.cli.common import err_console
 
-__all__ = ["progress_bar", "stop_on_signals"]
+__all__ = ["Stop", "progress_bar", "stop_on_signals"]
+
+
+class Stop:
+    """Whether Ctrl-C or SIGTERM asked to stop (call it). ``at_once``: work with no step
+    boundary to stop at (the exact flow, computed whole) is cut by the first signal."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.at_once = False
+
+    def __call__(self) -> bool:
+        return bool(self.asked)
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[Callable[[], bool]]:
+def stop_on_signals() -> Iterator[Stop]:
     """Ctrl-C or SIGTERM (a scheduler's kill): finish the step, save, stop; exactly resumable.
 
-    The first signal sets a flag that training reads between steps; a second Ctrl-C stops at
-    once, keeping the last checkpoint as it was.
+    The first signal sets a flag that training reads between steps; a second Ctrl-C (or the
+    first, for work with no steps: :attr:`Stop.at_once`) stops at once, keeping the last
+    checkpoint as it was.
     """
-    asked: list[int] = []
+    stop = Stop()
 
     def handler(signum: int, frame: object) -> None:
-        if asked and signum == signal.SIGINT:
+        if stop.at_once or (stop.asked and signum == signal.SIGINT):
+            stop.asked.append(signum)
             raise KeyboardInterrupt
-        if not asked:
+        if not stop.asked:
             os.write(2, b"\nstopping after this step (Ctrl-C again to stop at once)\n")
-        asked.append(signum)
+        stop.asked.append(signum)
 
     try:
         old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
-        yield lambda: False
+        yield stop
         return
     try:
-        yield lambda: bool(asked)
+        yield stop
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)

@@ -32,7 +32,7 @@ from flowgif.cli.common import (
     out_console,
 )
 from flowgif.errors import FlowgifError
-from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_SAMPLES
+from flowgif.limits import MAX_FRAMES, MAX_HOLD, MAX_NLL, MAX_SAMPLES, MAX_TRANSPORT
 
 
 class Pace(StrEnum):
@@ -221,7 +221,7 @@ def sample(
 def eval_(
     run: RunArg = None,
     n_nll: Annotated[
-        int, typer.Option(min=100, max=10_000_000, help="Picture samples for the likelihood.")
+        int, typer.Option(min=100, max=MAX_NLL, help="Picture samples for the likelihood.")
     ] = 20_000,
     samples: Annotated[
         int, typer.Option(min=100, max=MAX_SAMPLES, help="Flow samples for tv and on_ink.")
@@ -234,7 +234,7 @@ def eval_(
         int,
         typer.Option(
             min=2,
-            max=20_000,
+            max=MAX_TRANSPORT,
             help="Start points for transport (an exact assignment, cubic: 1,000 take ~2 s).",
         ),
     ] = 1000,

@@ -125,4 +125,16 @@ LIMITS: dict[str, float] = {
 }
 
 
+# Lower limits: below them a float32 solve cannot meet its tolerance (its step underflows), or
+# a picture has no room in model units.
+FLOORS: dict[str, float] = {
+    "ffjord.atol": 1e-8,
+    "ffjord.rtol": 1e-7,
+    "solve.atol": 1e-8,
+    "solve.rtol": 1e-7,
+    "solve.eval_tol": 1e-7,
+    "density.extent": 1e-2,
+}
+
+
 MEMORY_LIMIT = 2e9  # floats of hidden activations per training step (8 GB): batch x width x depth

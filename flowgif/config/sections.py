@@ -10,6 +10,7 @@ from typing import Any
 from flowgif.config.choices import (
     CHOICES,
     FIXED_STEP,
+    FLOORS,
     LIMITS,
     MEMORY_LIMIT,
     METHODS,
@@ -128,7 +129,8 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this (0 = off).
         ema: decay of the exponential moving average of the weights used for sampling (0 = off).
         seed: seeds every random stream.
-        threads: torch CPU threads (0 = torch's default). One is fastest on a busy 2-core machine.
+        threads: torch CPU threads (0 = as many as there are idle cores now, at least one:
+            :func:`flowgif.device.pick_threads`; bench/THREADS.md).
         device: ``auto``, ``cpu`` or ``cuda``.
         checkpoint_every: steps between checkpoints.
         precision: matrix precision of the flow-matching steps: ``fp32``, ``bf16`` (autocast;
@@ -150,7 +152,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999
     seed: int = 0
-    threads: int = 1
+    threads: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
     precision: str = "auto"
@@ -318,6 +320,10 @@ class Config:
             value = self.get(dotted)
             if value > top:
                 raise FlowgifError(f"{source}: {dotted} = {value} is above its limit, {top:g}")
+        for dotted, bottom in FLOORS.items():
+            value = self.get(dotted)
+            if value < bottom:
+                raise FlowgifError(f"{source}: {dotted} = {value} is below its limit, {bottom:g}")
         if self.train.seed < 0:
             raise FlowgifError(f"{source}: train.seed = {self.train.seed} must be >= 0")
         floats = (

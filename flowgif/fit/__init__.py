@@ -5,7 +5,7 @@ morphs (one run per leg).
 
 from __future__ import annotations
 
-from flowgif.fit.folder import RunFolder, open_run, train_run
+from flowgif.fit.folder import RunFolder, open_run, train_opened, train_run
 from flowgif.fit.loop import MAX_RETRIES, Outcome, Progress, TrainResult, lr_factor, run_loop
 from flowgif.fit.solo import train
 from flowgif.fit.stack import auto_stack, stack_problem, train_stack
@@ -22,6 +22,7 @@ __all__ = [
     "run_loop",
     "stack_problem",
     "train",
+    "train_opened",
     "train_run",
     "train_stack",
 ]

@@ -21,23 +21,25 @@ from flowgif.fit.solo import train
 from flowgif.flows import wrap
 from flowgif.flows.model import sample
 from flowgif.objectives.recipes import check_ends, for_ends
+from flowgif.owned import check_replaceable, made_by_flowgif, record_written
 from flowgif.sources import NOISE, Source, end_spec, load_source
-from flowgif.owned import check_replaceable, record_written
 from flowgif.store import (
     CHECKPOINT,
     check_marked,
     check_new_run_dir,
-    hold,
-    loss_csv_text,
+    claim_marked,
     end_meta,
+    hold,
     load_checkpoint,
+    loss_csv_text,
+    read_marker,
     release,
     resume_problem,
     save_checkpoint,
     write_loss_csv,
 )
 
-__all__ = ["RunFolder", "open_run", "train_run"]
+__all__ = ["RunFolder", "open_run", "train_opened", "train_run"]
 
 
 class RunFolder:
@@ -89,21 +91,10 @@ class RunFolder:
         Raises:
             FlowgifError: one of them is not (a person's annotated config, their own plot).
         """
-        state = self.resume or {}
-        made = {
-            "config.toml": dump_toml(state["config"]) if "config" in state else None,
-            "loss.csv": loss_csv_text([tuple(r) for r in state["losses"].tolist()])
-            if isinstance(state.get("losses"), torch.Tensor)
-            else None,
-            "samples.png": None,
-        }
-        for name, text in made.items():
+        for name, text in _regenerated(self.resume or {}).items():
             path = self.out / name
-            if text is not None and path.is_file() and not path.is_symlink():
-                with contextlib.suppress(OSError):
-                    if path.read_bytes() == text.encode("utf-8"):
-                        continue
-            check_replaceable(path)
+            if not _provably_ours(path, text):
+                check_replaceable(path)
 
     def discard_if_empty(self) -> None:
         """Remove the folder again if this process claimed it and never wrote into it."""
@@ -148,9 +139,11 @@ def open_run(
     check_ends(config, start, end)
     state = None
     if resume:
+        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
+        if read_marker(out) is None:
+            _adopt_unmarked(out, state)
         check_marked(out)
         hold(out)
-        state = load_checkpoint(out / CHECKPOINT, for_resume=True)
         problem = resume_problem(state, config, end.digest, "" if start.is_noise else start.digest)
         if problem:
             raise FlowgifError(f"{out} cannot be resumed: {problem}")
@@ -160,6 +153,44 @@ def open_run(
     if resume:
         run.check_own_files()
     return run
+
+
+def _regenerated(state: dict) -> dict[str, str | None]:
+    """The files a checkpoint's own record rewrites byte for byte: ``config.toml`` and
+    ``loss.csv`` as flowgif wrote them with it (``samples.png`` proves itself by its
+    signature)."""
+    losses = state.get("losses")
+    return {
+        "config.toml": dump_toml(state["config"]) if "config" in state else None,
+        "loss.csv": loss_csv_text([tuple(r) for r in losses.tolist()])
+        if isinstance(losses, torch.Tensor)
+        else None,
+        "samples.png": None,
+    }
+
+
+def _provably_ours(path: Path, text: str | None) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    if text is not None:
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == text.encode("utf-8"):
+                return True
+    return made_by_flowgif(path)
+
+
+def _adopt_unmarked(out: Path, state: dict) -> None:
+    """Mark a run folder from before flowgif marked its folders, when everything in it is
+    provably flowgif's: the checkpoint, files byte for byte as its record writes them, files
+    that carry flowgif's signature. Anything else (a person's annotated config, their own
+    plot, any other file) and the folder is left unmarked, and resuming it is refused."""
+    made = _regenerated(state)
+    for entry in Path(out).iterdir():
+        if entry.name == CHECKPOINT and entry.is_file() and not entry.is_symlink():
+            continue
+        if not _provably_ours(entry, made.get(entry.name)):
+            return
+    claim_marked(out, "train", str(state.get("image_hash", "")))
 
 
 def train_run(
@@ -207,6 +238,17 @@ def train_run(
     """
     resolve_device(config.train.device)  # a device that is not there: before any folder
     run = open_run(image, config, out, resume, text, target, start, made_by)
+    return train_opened(run, progress, preview, stop)
+
+
+def train_opened(
+    run: RunFolder,
+    progress: Callable[[Progress], None] | None = None,
+    preview: bool = True,
+    stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a run folder :func:`open_run` opened (what :func:`train_run` does after opening
+    it; a command opens first, so that every refusal comes before it says what it does)."""
     try:
         device = resolve_device(run.config.train.device)
         result = train(

@@ -22,6 +22,7 @@ from flowgif.config import Config
 from flowgif.device import native_bf16, resolve_device, set_threads
 from flowgif.errors import FlowgifError
 from flowgif.fit.loop import Member, Progress, TrainResult, run_loop
+from flowgif.fit.memory import check_fits
 from flowgif.fit.optim import Adam
 from flowgif.flows import build, wrap
 from flowgif.flows.model import Flow
@@ -196,6 +197,7 @@ def train(
     """
     tc = config.train
     device = device or resolve_device(tc.device)
+    check_fits(config, device)  # before anything is allocated: one line, not a killed process
     set_threads(tc.threads, device)
     start = start or Noise()
     end = _as_source(end, "end")

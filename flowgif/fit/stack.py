@@ -22,9 +22,10 @@ the same seed (tests/test_stack.py); a picture in a larger stack matches its sol
 floating-point rounding (the batched matrix products may round differently).
 
 What stacks: flow matching (``train.objective = fm``) of the mlp vector field
-(:func:`stack_problem`); pictures of any sizes and aspect ratios, from any start. A stack
-regresses on the pairs' target (``fm.target`` ``auto`` means ``conditional`` here: the exact
-target's table is per picture), so it equals solo runs of ``fm.target = "conditional"``.
+(:func:`stack_problem`); pictures of any sizes and aspect ratios, from any start. Each picture
+regresses on the target its solo run would (``fm.target``: the exact field from its own
+posterior table where that applies, else the pairs' ``x1 - x0``), so a stack of one equals a
+solo run of any ``fm.target``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from flowgif.config import Config
 from flowgif.device import native_bf16, resolve_device, set_threads
 from flowgif.errors import FlowgifError
 from flowgif.fit.loop import Member, Outcome, Progress, run_loop
+from flowgif.fit.memory import check_fits
 from flowgif.fit.optim import BETAS, EPS, adam_state
 from flowgif.fit.solo import Weights, ema_decay
 from flowgif.flows import build
@@ -66,14 +68,13 @@ def stack_problem(config: Config) -> str:
         return "train.finetune (a likelihood phase) does not train stacked"
     if config.field.augment:
         return "an augmented field (field.augment) does not train stacked"
-    if config.fm.target == "exact":
-        return "fm.target exact does not train stacked (its table is per picture)"
     return stackable(build(config))
 
 
 def auto_stack(config: Config, count: int, device: torch.device | None = None) -> int:
     """How many of ``count`` pictures to stack: 1 on a CPU (or when the config does not
-    stack), on CUDA as many as half the free memory holds (:func:`picture_memory`), at most
+    stack), on CUDA as many as half the free memory holds (:func:`picture_memory`, with each
+    picture's posterior table where it regresses on the exact field), at most
     :data:`MAX_STACK`."""
     device = device or resolve_device(config.train.device)
     if count <= 1 or stack_problem(config):
@@ -81,7 +82,17 @@ def auto_stack(config: Config, count: int, device: torch.device | None = None) -
     if device.type != "cuda":
         return min(count, CPU_STACK)
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(count, MAX_STACK, int(0.5 * free / picture_memory(config, device))))
+    each = picture_memory(config, device) + _table_memory(config)
+    return max(1, min(count, MAX_STACK, int(0.5 * free / each)))
+
+
+def _table_memory(config: Config) -> int:
+    """Bytes of one picture's posterior table where a stack regresses on the exact field,
+    at most (its grid is sized by the picture); 0 elsewhere."""
+    from flowgif.fit.memory import training_bytes
+
+    plain = config.updated({"fm.target": "conditional"})
+    return training_bytes(config) - training_bytes(plain)
 
 
 def picture_memory(config: Config, device: torch.device, m: int = 8) -> float:
@@ -138,6 +149,7 @@ def train_stack(
     problem = stack_problem(config)
     if problem:
         raise FlowgifError(problem)
+    check_fits(config, device, len(runs))
     set_threads(config.train.threads, device)
     torch.manual_seed(config.train.seed)
     fresh = build(config).to(device)  # every new run starts where a solo run of the seed does

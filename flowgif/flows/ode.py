@@ -8,13 +8,15 @@ every likelihood solve takes the start's log-density ``log_p0`` as an argument.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from flowgif.errors import FlowgifError
 from flowgif.sources.noise import normal_log_prob
 
 LogDensity = Callable[[Tensor], Tensor]
@@ -25,14 +27,32 @@ def _odeint(*args: Any, **kwargs: Any) -> Any:
     which flow matching, its previews and renders (``rk4``, :func:`rk4_hermite`) never need."""
     from torchdiffeq import odeint
 
-    return odeint(*args, **kwargs)
+    with _tolerance_met():
+        return odeint(*args, **kwargs)
 
 
 def _odeint_adjoint(*args: Any, **kwargs: Any) -> Any:
     """torchdiffeq's ``odeint_adjoint``, imported on first use (see :func:`_odeint`)."""
     from torchdiffeq import odeint_adjoint
 
-    return odeint_adjoint(*args, **kwargs)
+    with _tolerance_met():
+        return odeint_adjoint(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _tolerance_met() -> Iterator[None]:
+    """torchdiffeq's step-size underflow (an adaptive solve that cannot meet its tolerances,
+    or a field that blew up) as one line that says what to change."""
+    try:
+        yield
+    except AssertionError as err:
+        if "underflow" not in str(err):
+            raise
+        raise FlowgifError(
+            "the ODE solve could not meet its tolerances (its step size underflowed): loosen "
+            "solve.atol and solve.rtol (or ffjord.atol, ffjord.rtol), or use a fixed-step "
+            "solve.method such as rk4"
+        ) from None
 
 
 __all__ = [

@@ -22,9 +22,22 @@ from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
 
-__all__ = ["Posterior", "Table", "blur_matrix", "solve_times"]
+__all__ = ["Posterior", "Table", "blur_matrix", "solve_times", "table_bytes"]
 
 STEPS = 48  # solver steps, even in log(1 - t) (bench/EXACT.md: 32 to 64 measured)
+
+
+def grid_size(longer: int) -> int:
+    """Nodes along each axis of a time's grid for an end whose longer side has ``longer``
+    cells: 1.5 x that, 128 to 384, odd (a node at the centre)."""
+    return int(min(384, max(128, 1.5 * longer))) | 1
+
+
+def table_bytes(longer: int, steps: int = STEPS) -> int:
+    """The bytes of a :class:`Table` (its default times) for an end whose longer side has
+    ``longer`` cells: ``steps + 1`` slices of mass and mean, ``3 x G^2`` float32 each
+    (87 MB at G = 385, the largest grid)."""
+    return (steps + 1) * (3 * grid_size(longer) ** 2 + 4) * 4
 
 
 def solve_times(delta: float, steps: int = STEPS) -> np.ndarray:
@@ -93,8 +106,7 @@ class Posterior:
         self.start = start if start is not None else Noise()
         if not isinstance(self.start, (Noise, ImageDensity)):
             raise FlowgifError("the exact flow starts from N(0, I) or a picture")
-        size = grid or int(min(384, max(128, 1.5 * max(end.grid))))
-        self.grid = size | 1  # odd: a node at the centre
+        self.grid = (grid | 1) if grid else grid_size(max(end.grid))
         self.device = end.device
         self.centres, self.masses = _cells(end)
         if isinstance(self.start, ImageDensity):
@@ -180,6 +192,13 @@ class Table:
         self.step = torch.stack([s.step for s in slices])
         self.mass = torch.stack([s.mass for s in slices])  # (T, G, G)
         self.mean = torch.stack([s.mean for s in slices])  # (T, 2, G, G)
+
+    def nbytes(self) -> int:
+        """The bytes the table holds."""
+        return sum(
+            getattr(self, n).numel() * getattr(self, n).element_size()
+            for n in ("times", "lo", "step", "mass", "mean")
+        )
 
     def to(self, device: torch.device | str) -> Table:
         for name in ("times", "lo", "step", "mass", "mean"):

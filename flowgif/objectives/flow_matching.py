@@ -32,6 +32,7 @@ __all__ = [
     "FlowMatching",
     "StackedBatches",
     "draw_times",
+    "exact_applies",
     "fm_batch",
     "fm_loss",
     "ot_pair",
@@ -144,9 +145,14 @@ def fm_loss(
 
 
 def uses_exact_target(config: Config, flow: Flow, end: Source) -> bool:
-    """Whether this run regresses on the exact field: ``fm.target`` ``exact``, or ``auto``
-    where the exact field applies (independent pairs on straight paths, no tube, two
-    dimensions, an end on cells, from N(0, I) or a picture).
+    """Whether this run regresses on the exact field (:func:`exact_applies`)."""
+    return exact_applies(config, flow.dim, flow.start, end.density)
+
+
+def exact_applies(config: Config, dim: int, start: Distribution, end: Distribution) -> bool:
+    """Whether a run regresses on the exact field: ``fm.target`` ``exact``, or ``auto`` where
+    the exact field applies (independent pairs on straight paths, no tube, two dimensions, an
+    end on cells, from N(0, I) or a picture). The same rule for a solo and a stacked run.
 
     Raises:
         FlowgifError: ``exact`` asked where it does not apply.
@@ -160,9 +166,9 @@ def uses_exact_target(config: Config, flow: Flow, end: Source) -> bool:
     fits = (
         not fm.ot
         and fm.sigma == 0
-        and flow.dim == 2
-        and isinstance(end.density, ImageDensity)
-        and isinstance(flow.start, (Noise, ImageDensity))
+        and dim == 2
+        and isinstance(end, ImageDensity)
+        and isinstance(start, (Noise, ImageDensity))
     )
     if fm.target == "exact" and not fits:
         raise FlowgifError(
@@ -187,10 +193,14 @@ def exact_teacher(end: Distribution, start: Distribution) -> Callable[[Tensor, T
             raise FlowgifError(
                 'fm.target = "exact" needs an end on cells (a picture, word or toy)'
             )
-        table = Table(Posterior(end, start)).to(end.device)
         _TEACHERS.clear()  # one run at a time: the table is large
-        _TEACHERS[key] = (end, start, lambda t, x: table.velocity(t, x).detach())
+        _TEACHERS[key] = (end, start, teacher_of(Table(Posterior(end, start)).to(end.device)))
     return _TEACHERS[key][2]
+
+
+def teacher_of(table: object) -> Callable[[Tensor, Tensor], Tensor]:
+    """The regression target ``v*(t, x)`` read from a posterior :class:`Table`."""
+    return lambda t, x: table.velocity(t, x).detach()  # type: ignore[attr-defined]
 
 
 class StackedBatches:
@@ -201,13 +211,31 @@ class StackedBatches:
     then turned into points for all pictures at once, one operation per kind of work rather
     than per picture (:class:`~flowgif.sources.picture.StackedPictures`), so the per-picture
     cost of a step on a GPU is its few random-number kernels.
+
+    Where a solo run of a picture regresses on the exact field (:func:`exact_applies`), so
+    does its place in the stack: each such picture keeps its own posterior table
+    (:class:`~flowgif.flows.posterior.Table`, :meth:`table_bytes` in all) and its targets are
+    read from it, as its solo run reads them.
     """
 
     def __init__(
         self, ends: list[Distribution], starts: list[Distribution], config: Config
     ) -> None:
+        from flowgif.flows.posterior import Posterior, Table
+
         self.ends, self.starts, self.fm, self.n = ends, starts, config.fm, config.train.batch
         self.together = [_together(ends), _together(starts)]
+        self.tables = [
+            Table(Posterior(end, start)).to(end.device)
+            if exact_applies(config, 2, start, end)
+            else None
+            for end, start in zip(ends, starts, strict=True)
+        ]
+        self.teachers = [teacher_of(tb) if tb is not None else None for tb in self.tables]
+
+    def table_bytes(self) -> int:
+        """The bytes the pictures' posterior tables hold."""
+        return sum(tb.nbytes() for tb in self.tables if tb is not None)
 
     def __call__(
         self, gens: list[torch.Generator], active: set[int]
@@ -237,6 +265,12 @@ class StackedBatches:
                 x0[m] = ot_pair(x0[m], x1[m], fm.ot_batch)
         t = times(torch.stack(raw_t), fm)
         xt, target = straight_path(x0, x1, t, torch.stack(noise) if fm.sigma > 0 else None, fm)
+        if any(self.teachers):
+            target = target.clone()
+            for m in active:
+                teacher = self.teachers[m]
+                if teacher is not None:
+                    target[m] = teacher(t[m], xt[m])
         return t, xt, target
 
     def _place(

@@ -93,8 +93,8 @@ def render(
             if ratio < 1 and size > MIN_SIZE:
                 size = max(MIN_SIZE, int(size * math.sqrt(ratio)))
                 ratio *= (o.size / size) ** 2
-            if ratio < 1:
-                particles = max(1000, int(particles * ratio))
+            if ratio < 1:  # never more particles than asked for, nor fewer than 1,000 of them
+                particles = max(min(1000, first.particles), int(particles * ratio))
             if (frames, size, particles) == (o.frames, o.size, o.particles):
                 break
             o = dataclasses.replace(o, frames=frames, size=size, particles=particles)

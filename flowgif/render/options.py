@@ -114,8 +114,8 @@ class RenderOptions:
             )
         if self.frames * self.particles > MAX_PATH_POINTS:
             raise FlowgifError(
-                f"render.frames x render.particles = {self.frames * self.particles:,} points "
-                f"is more than a render holds ({MAX_PATH_POINTS:,}); lower one of them"
+                f"{self.frames * self.particles:,} points (render.frames x render.particles) "
+                f"are more than a render holds ({MAX_PATH_POINTS:,}); lower one of them"
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise FlowgifError(f"render.seed must be 0 to {MAX_SEED}")

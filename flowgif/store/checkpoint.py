@@ -32,8 +32,8 @@ __all__ = [
     "end_meta",
     "ink_tensor",
     "load_checkpoint",
-    "save_checkpoint",
     "loss_csv_text",
+    "save_checkpoint",
     "write_loss_csv",
 ]
 

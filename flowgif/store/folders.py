@@ -26,6 +26,7 @@ __all__ = [
     "check_marked",
     "check_new_run_dir",
     "claim",
+    "claim_marked",
     "find_latest_run",
     "hold",
     "let_go",
@@ -61,6 +62,34 @@ def safe_name(name: str) -> str:
     return f"{cut}-{digest}"
 
 
+def _write_marker(folder: Path, made_by: str, picture: str) -> str | None:
+    """Create ``folder``'s marker exclusively; its id, or None when one is there already."""
+    ident = secrets.token_hex(8)
+    record = {"format": MARKER_FORMAT, "id": ident, "made_by": made_by, "picture": picture}
+    tmp = temp_name(folder / MARKER)
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    try:
+        os.link(tmp, folder / MARKER)  # fails if the name exists: the claim is exclusive
+    except FileExistsError:
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ident
+
+
+def claim_marked(folder: Path, made_by: str, picture: str = "") -> None:
+    """Give a run folder flowgif made before it marked its folders its marker (the caller has
+    proved every file in it flowgif's); a no-op if another process marked it meanwhile.
+
+    Raises:
+        FlowgifError: the folder cannot be written.
+    """
+    try:
+        _write_marker(Path(folder), made_by, picture)
+    except OSError as err:
+        raise FlowgifError(f"cannot write to {folder}: {os_reason(err)}") from None
+
+
 def claim(folder: Path, made_by: str, picture: str = "") -> bool:
     """Claim ``folder`` for a new run: create it (or take it when it is an empty folder),
     then create its marker exclusively. False when it cannot be claimed: it is a symlink, a
@@ -79,16 +108,9 @@ def claim(folder: Path, made_by: str, picture: str = "") -> bool:
         except FileExistsError:
             if folder.is_symlink() or not folder.is_dir() or any(folder.iterdir()):
                 return False
-        ident = secrets.token_hex(8)
-        record = {"format": MARKER_FORMAT, "id": ident, "made_by": made_by, "picture": picture}
-        tmp = temp_name(folder / MARKER)
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.link(tmp, folder / MARKER)  # fails if the name exists: the claim is exclusive
-        except FileExistsError:
+        ident = _write_marker(folder, made_by, picture)
+        if ident is None:
             return False
-        finally:
-            tmp.unlink(missing_ok=True)
     except OSError as err:
         raise FlowgifError(f"cannot write to {folder}: {os_reason(err)}") from None
     _CLAIMED.add(ident)
