@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from flowgif.config import Config
+from flowgif.config import Config, load_config
 from flowgif.device import resolve_device
 from flowgif.evaluate import evaluate
 from flowgif.fit import open_run, train
@@ -257,7 +257,7 @@ def throughput(a: argparse.Namespace, device: torch.device) -> list[str]:
 
 
 def end_to_end(a: argparse.Namespace, device: torch.device) -> list[str]:
-    config = Config().updated({"train.minutes": 0, "train.steps": a.e2e_steps})
+    config = load_config(a.config).updated({"train.minutes": 0, "train.steps": a.e2e_steps})
     ends = sources(a.end_to_end, config)
     size = auto_stack(config, len(ends), device) if a.stack == "auto" else int(a.stack)
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,7 +294,10 @@ def end_to_end(a: argparse.Namespace, device: torch.device) -> list[str]:
         "",
         *header(device, config.train.batch),
         f"Command: `python bench/stack.py --device {a.device} --end-to-end {a.end_to_end} "
-        f"--e2e-steps {a.e2e_steps} --stack {a.stack} --solo {a.solo}`",
+        f"--e2e-steps {a.e2e_steps} --stack {a.stack} --solo {a.solo}"
+        + (f" --config {a.config}`" if a.config else "`")
+        + f"; fm.target {config.fm.target} (each picture regresses on the target its solo run "
+        "would: the exact field from its own posterior table where that applies).",
         "",
         f"{len(ends)} pictures x {a.e2e_steps:,} steps, stacks of {size}: **{stacked:.1f} s** "
         f"in all ({len(ends) * a.e2e_steps / stacked:,.0f} picture-steps/s)."
@@ -328,6 +331,7 @@ def main() -> None:
     ap.add_argument("--stack", default="auto")
     ap.add_argument("--solo", type=int, default=0, metavar="K")
     ap.add_argument("--nll", type=int, default=4000, help="end to end: kl on this many points")
+    ap.add_argument("--config", default=None, help="end to end: a named config or TOML file")
     a = ap.parse_args()
     device = resolve_device(a.device)
     if device.type == "cpu":

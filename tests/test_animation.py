@@ -156,7 +156,7 @@ def test_panels_layout_and_refusals(tiny_run: Path, tmp_path: Path) -> None:
         call("render", nvp, "--panels", "--out", tmp_path / "x.gif"), "continuous"
     )
     both = call("render", tiny_run, tiny_run, "--panels", "--out", tmp_path / "y.gif")
-    assert_one_line_error(both, "one")
+    assert_one_line_error(both, "--panels shows one continuous two-dimensional flow")
 
 
 def test_panels_density_is_the_flows_own(tiny_run: Path) -> None:

@@ -69,7 +69,7 @@ def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
     cfg = load_config(ROOT / "configs" / "smoke.toml").updated(
         {
             "train.method": "reverse",
-            "train.steps": 24,  # the bound falls from ~21.6 to ~5.9 nats by then
+            "train.steps": 24,  # the bound falls from 21.6 to 5.9 nats (first/last 8 steps)
             "train.batch": 128,
             "train.lr": 1e-2,
             "ffjord.atol": 1e-2,  # the adjoint path, cheaply: the bound falls all the same
@@ -81,7 +81,7 @@ def test_reverse_kl_training_lowers_the_bound_on_u1() -> None:
     end = load_source("target:u1", cfg.density.__class__(resolution=32))
     result = train(cfg, end, torch.device("cpu"))
     bound = [row[2] for row in result.losses]
-    assert sum(bound[-8:]) / 8 < sum(bound[:8]) / 8 - 1.0
+    assert sum(bound[-8:]) / 8 < sum(bound[:8]) / 8 - 10.0  # measured: a 15.7-nat drop
 
 
 def test_u1_is_the_specified_two_mode_ring() -> None:
@@ -154,3 +154,54 @@ def test_the_energy_recipe_lowers_the_bound_and_fixed_solvers_need_steps(tmp_pat
     assert bounds[1] < bounds[0] - 1.0
     with pytest.raises(FlowgifError, match=r"ffjord\.steps"):
         Config().updated({"ffjord.solver": "rk4"})
+
+
+# The potentials written again from Rezende & Mohamed (2015), table 1, with this project's
+# window: a wall 0.5 (excess / 0.1)^2 outside |z_i| <= half. Independent of flowgif's code.
+_HALF = {"u1": 6.0, "u2": 4.0, "u3": 4.0, "u4": 4.0}
+
+
+def _exp_minus_u(name: str, z1: float, z2: float) -> float:
+    w1 = math.sin(math.pi * z1 / 2)
+    g = lambda d, s: math.exp(-0.5 * (d / s) ** 2)  # noqa: E731
+    if name == "u1":
+        r = math.hypot(z1, z2)
+        p = g(r - 4, 0.4) * (g(z1 - 2, 0.8) + g(z1 + 2, 0.8))
+    elif name == "u2":
+        p = g(z2 - w1, 0.4)
+    elif name == "u3":
+        w2 = 3 * math.exp(-0.5 * ((z1 - 1) / 0.6) ** 2)
+        p = g(z2 - w1, 0.35) + g(z2 - w1 + w2, 0.35)
+    else:
+        w3 = 3 / (1 + math.exp(-(z1 - 1) / 0.3))
+        p = g(z2 - w1, 0.4) + g(z2 - w1 + w3, 0.35)
+    half = _HALF[name]
+    out = max(abs(z1) - half, 0) ** 2 + max(abs(z2) - half, 0) ** 2
+    return p * math.exp(-0.5 * out / 0.01)
+
+
+def test_the_energies_normalisers_match_closed_forms_and_adaptive_quadrature() -> None:
+    """log Z of U2 and U3 in closed form: along z2 each term is a Gaussian of its own width,
+    whatever z1, so Z = (sum of sqrt(2 pi) s) x (the window's 8 + two half-Gaussian walls of
+    width 0.1); U1 and U4 (whose second ridge reaches the z2 wall) by SciPy's adaptive
+    quadrature of the formulas above. The project's midpoint rule must agree to 1e-3."""
+    from scipy.integrate import quad
+
+    from flowgif.sources.energies import log_partition
+
+    z1_length = 8 + 2 * 0.1 * math.sqrt(math.pi / 2)
+    closed = {
+        "u2": math.log(0.4 * math.sqrt(2 * math.pi) * z1_length),
+        "u3": math.log(2 * 0.35 * math.sqrt(2 * math.pi) * z1_length),
+    }
+    for name, want in closed.items():
+        assert log_partition(name) == pytest.approx(want, abs=1e-3), name
+    for name in ("u1", "u4"):
+        edge = _HALF[name] + 1.0  # the wall: 10 of its widths past the window, exp(-50)
+
+        def inner(z1: float, name: str = name, edge: float = edge) -> float:
+            return quad(lambda z2: _exp_minus_u(name, z1, z2), -edge, edge, limit=200,
+                        points=[-_HALF[name], _HALF[name]])[0]  # fmt: skip
+
+        z, _ = quad(inner, -edge, edge, limit=200, points=[-_HALF[name], _HALF[name]])
+        assert log_partition(name) == pytest.approx(math.log(z), abs=1e-3), name
