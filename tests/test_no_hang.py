@@ -149,8 +149,9 @@ def test_a_ray_address_where_something_else_listens_is_one_line(
 
 
 def test_the_exact_flow_stops_at_the_first_signal(tmp_path: Path) -> None:
-    """SIGTERM while the exact flow is computed: exit 130 and no run folder (nothing of it was
-    kept), as promised for an interrupted command; triggered once it says it is computing."""
+    """SIGTERM while the exact flow is computed: exit 130, as promised for an interrupted
+    command, and no run folder unless the flow was whole before the signal (then it is kept and
+    the last line says so); triggered once it says it is computing."""
     pic = box(tmp_path / "pic.png")
     proc = subprocess.Popen(
         [
@@ -178,6 +179,12 @@ def test_the_exact_flow_stops_at_the_first_signal(tmp_path: Path) -> None:
         assert line, "it ended before it began computing"
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=60)
-    assert proc.returncode == 130, rest
-    assert "interrupted" in rest
-    assert not (tmp_path / "run").exists()
+    assert proc.returncode == 130, rest  # never "done" and 0 once a signal came
+    last = rest.strip().splitlines()[-1]
+    if (tmp_path / "run").exists():  # the flow was whole before the signal: kept, and said so
+        from flowgif.store import load_checkpoint
+
+        assert last.startswith("interrupted: the flow was saved in"), rest
+        load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    else:
+        assert last.startswith("interrupted"), rest

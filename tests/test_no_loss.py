@@ -348,8 +348,13 @@ def test_render_replaces_its_own_file_but_not_a_users(
 ) -> None:
     mine = tmp_path / f"anim{suffix}"
     assert call("render", run, "--out", mine, *RENDER).exit_code == 0
+    first = mine.read_bytes()
     again = call("render", run, "--out", mine, "--frames", 2, "--size", 40)
     assert again.exit_code == 0, again.output  # flowgif's own file: replaced
+    assert mine.read_bytes() != first  # by the new render: 2 frames of 40 px
+    if suffix == ".gif":
+        with Image.open(mine) as img:
+            assert (img.n_frames, max(img.size)) == (2, 40)
     theirs = tmp_path / f"source{suffix}"
     Image.new("RGB", (8, 8), (200, 10, 10)).save(theirs) if suffix != ".mp4" else (
         theirs.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
@@ -369,8 +374,9 @@ def test_sample_and_plot_never_replace_a_users_file(run: Path, tmp_path: Path) -
     assert_one_line_error(call("plot", run, "--kind", "loss", "--out", picture), "did not write")
     assert_one_line_error(call("sample", run, "--n", 10, "--out", data), "did not write")
     assert picture.read_bytes() == before and data.read_bytes() == np_bytes
-    for _ in range(2):  # its own samples in the run folder: recorded there, so replaced
-        assert call("sample", run, "--n", 10).exit_code == 0
+    for n in (10, 12):  # its own samples in the run folder: recorded there, so replaced
+        assert call("sample", run, "--n", n).exit_code == 0
+        assert np.load(run / "samples.npy").shape == (n, 2)  # the new samples
     mine = tmp_path / "s.npy"  # outside a run folder a .npy proves nothing: --force replaces it
     assert call("sample", run, "--n", 10, "--out", mine).exit_code == 0
     assert_one_line_error(call("sample", run, "--n", 10, "--out", mine), "did not write")

@@ -131,11 +131,12 @@ def test_a_signature_must_be_the_whole_field(tiny_run: Path, tmp_path: Path) -> 
     assert_one_line_error(call("plot", tiny_run, "--kind", "loss", "--out", png), "did not")
     assert sums(tmp_path) == before
     ours = tmp_path / "ours.gif"
-    for _ in range(2):  # its own output, signed: replaced
+    for frames in (3, 4):  # its own output, signed: replaced, by the new render
         assert (
-            call("render", tiny_run, "--out", ours, "--frames", 3, "--particles", 50).exit_code
-            == 0
-        )
+            call("render", tiny_run, "--out", ours, "--frames", frames, "--particles", 50)
+        ).exit_code == 0
+        with Image.open(ours) as img:
+            assert img.n_frames == frames
 
 
 def test_eval_never_replaces_a_report_it_did_not_sign(tiny_run: Path, tmp_path: Path) -> None:

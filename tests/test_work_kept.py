@@ -4,10 +4,12 @@ two processes never work in one run folder (every refusal leaves the user's byte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,27 @@ from tests.test_cli import SMOKE, assert_one_line_error, call
 from tests.test_ownership import sums
 
 RENDER = ("--frames", 3, "--particles", 200, "--size", 48)
+
+
+@contextlib.contextmanager
+def held_elsewhere(run: Path) -> Iterator[None]:
+    """Another process holds ``run`` (:func:`flowgif.store.hold`) until the block ends."""
+    code = (
+        "import sys; from flowgif.store import hold; hold(sys.argv[1]); "
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("")
 
 
 def _trained(tiny_png: Path, where: Path, steps: int = 12) -> Path:
@@ -127,27 +150,10 @@ def test_a_gallery_never_replaces_a_page_that_quotes_the_signature(tmp_path: Pat
 def test_a_run_folder_in_use_is_refused_by_another_process(tiny_png: Path, tmp_path: Path) -> None:
     run = _trained(tiny_png, tmp_path)
     let_go(run)  # this process trained it: it lets go, as a finished command does
-    # Another process holds the folder (as a batch or a run still training does).
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from flowgif.store import hold; hold(sys.argv[1]); "
-            "print('held', flush=True); sys.stdin.read()",
-            str(run),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held_elsewhere(run):  # as a batch, or a run still training, holds it
         before = sums(run)
         assert_one_line_error(call("train", "--resume", run, "--steps", 20), "in use")
         assert sums(run) == before
-    finally:
-        holder.communicate("")
     hold(run)  # the holder is gone: its lock went with it
     let_go(run)
     assert (run / MARKER).is_file()
@@ -164,77 +170,65 @@ def test_a_failed_start_leaves_no_folder(tiny_png: Path, tmp_path: Path, monkeyp
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_a_batch_makes_again_an_output_deleted_from_a_done_run(tmp_path: Path) -> None:
+BATCH_CONFIG = {"train.steps": 8}
+BATCH_RENDER = {"frames": 3, "size": 48}
+
+
+def _batch(pics: Path, out: Path, recursive: bool = False) -> list:
     from flowgif.batch import run_batch
     from flowgif.config import load_config
+
+    cfg = load_config(SMOKE).updated(BATCH_CONFIG)
+    return run_batch(pics, out, cfg, BATCH_RENDER, recursive=recursive)
+
+
+def _done_batch(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A batch of one picture, done: its folder, output and run folder (let go, as a
+    finished batch lets go of it)."""
     from tests.test_ownership import box
 
     pics, out = tmp_path / "pics", tmp_path / "out"
     box(pics / "a.png")
-    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
-    (item,) = run_batch(pics, out, cfg, render)
+    (item,) = _batch(pics, out)
     run = Path(item.run)
     let_go(run)
+    return pics, out, run
+
+
+def test_a_batch_makes_again_an_output_deleted_from_a_done_run(tmp_path: Path) -> None:
+    pics, out, run = _done_batch(tmp_path)
     for name in ("flow.gif", "picture.png", "eval.json"):
         (run / name).unlink()
-        (again,) = run_batch(pics, out, cfg, render)
+        (again,) = _batch(pics, out)
         assert (again.status, again.reason, again.run) == ("done", "rendered again", str(run))
         assert (run / name).is_file()
-    (last,) = run_batch(pics, out, cfg, render)
+    (last,) = _batch(pics, out)
     assert last.status == "skipped"
 
 
 def test_a_batch_keeps_a_done_picture_when_a_clashing_name_arrives(tmp_path: Path) -> None:
-    from flowgif.batch import run_batch
-    from flowgif.config import load_config
     from tests.test_ownership import box
 
     pics, out = tmp_path / "pics", tmp_path / "out"
     box(pics / "sub" / "a.png")
-    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
-    (first,) = run_batch(pics, out, cfg, render, recursive=True)
+    (first,) = _batch(pics, out, recursive=True)
     kept = sums(Path(first.run))
     box(pics / "sub" / "a.bmp", (1, 1, 20, 14))  # another picture, the same stem
-    items = {i.image: i for i in run_batch(pics, out, cfg, render, recursive=True)}
+    items = {i.image: i for i in _batch(pics, out, recursive=True)}
     assert items["sub/a.png"].status == "skipped" and items["sub/a.png"].run == first.run
     assert items["sub/a.bmp"].status == "done" and items["sub/a.bmp"].run != first.run
     assert sums(Path(first.run)) == kept
 
 
 def test_a_batch_leaves_a_run_folder_another_process_works_in(tmp_path: Path) -> None:
-    from flowgif.batch import run_batch
-    from flowgif.config import load_config
-    from tests.test_ownership import box
-
-    pics, out = tmp_path / "pics", tmp_path / "out"
-    box(pics / "a.png")
-    cfg, render = load_config(SMOKE).updated({"train.steps": 8}), {"frames": 3, "size": 48}
-    (item,) = run_batch(pics, out, cfg, render)
-    run = Path(item.run)
-    let_go(run)
+    pics, out, run = _done_batch(tmp_path)
     (run / "flow.gif").unlink()  # so that a rerun has work to do in it
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from flowgif.store import hold; hold(sys.argv[1]); "
-            "print('held', flush=True); sys.stdin.read()",
-            str(run),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with held_elsewhere(run):
         before = sums(run)
-        (busy,) = run_batch(pics, out, cfg, render)
+        (busy,) = _batch(pics, out)
         assert busy.status == "failed" and "in use by another flowgif" in busy.reason
         assert sums(run) == before
-    finally:
-        holder.communicate("")
-    (after,) = run_batch(pics, out, cfg, render)
+    (after,) = _batch(pics, out)
     assert after.status == "done" and (run / "flow.gif").is_file()
 
 

@@ -209,6 +209,8 @@ def _run(
     tc = cfg.train
     if tc.objective == "exact" and hasattr(stop, "at_once"):
         stop.at_once = True  # computed whole: a signal cuts it at once (exit 130, no folder)
+        if stop():  # a signal while it was planned: nothing is computed
+            raise KeyboardInterrupt
     budget = budget_text(tc.steps, tc.minutes)
     origin = "" if begin.is_noise else f" from {escape(begin.label)}"
     what = (
@@ -222,6 +224,16 @@ def _run(
             result = train_opened(run, progress=update, stop=stop)
     except Interrupted as stopped:
         _report_interrupted(stopped, out)
+    except KeyboardInterrupt:  # work with no step boundary (the exact flow), cut at once
+        from flowgif.store import CHECKPOINT
+
+        said = (
+            f"the flow was saved in {out} before the signal (its samples.png was not drawn)"
+            if (out / CHECKPOINT).is_file()
+            else "nothing was saved"
+        )
+        err_console.print(f"interrupted: {said}", highlight=False, markup=False)
+        raise typer.Exit(130) from None
     did = (
         "the exact flow, computed"
         if tc.objective == "exact"
