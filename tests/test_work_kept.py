@@ -195,13 +195,21 @@ def _done_batch(tmp_path: Path) -> tuple[Path, Path, Path]:
     return pics, out, run
 
 
-def test_a_batch_makes_again_an_output_deleted_from_a_done_run(tmp_path: Path) -> None:
+def test_a_batch_remakes_a_deleted_output_but_not_in_a_folder_in_use(tmp_path: Path) -> None:
+    """A done picture whose outputs were deleted is rendered again from its checkpoint (not
+    trained again); while another process holds its folder, the batch leaves it alone."""
     pics, out, run = _done_batch(tmp_path)
-    for name in ("flow.gif", "picture.png", "eval.json"):
+    gone = ("flow.gif", "picture.png", "eval.json")
+    for name in gone:
         (run / name).unlink()
-        (again,) = _batch(pics, out)
-        assert (again.status, again.reason, again.run) == ("done", "rendered again", str(run))
-        assert (run / name).is_file()
+    with held_elsewhere(run):
+        before = sums(run)
+        (busy,) = _batch(pics, out)
+        assert busy.status == "failed" and "in use by another flowgif" in busy.reason
+        assert sums(run) == before
+    (again,) = _batch(pics, out)
+    assert (again.status, again.reason, again.run) == ("done", "rendered again", str(run))
+    assert all((run / name).is_file() for name in gone)
     (last,) = _batch(pics, out)
     assert last.status == "skipped"
 
@@ -218,18 +226,6 @@ def test_a_batch_keeps_a_done_picture_when_a_clashing_name_arrives(tmp_path: Pat
     assert items["sub/a.png"].status == "skipped" and items["sub/a.png"].run == first.run
     assert items["sub/a.bmp"].status == "done" and items["sub/a.bmp"].run != first.run
     assert sums(Path(first.run)) == kept
-
-
-def test_a_batch_leaves_a_run_folder_another_process_works_in(tmp_path: Path) -> None:
-    pics, out, run = _done_batch(tmp_path)
-    (run / "flow.gif").unlink()  # so that a rerun has work to do in it
-    with held_elsewhere(run):
-        before = sums(run)
-        (busy,) = _batch(pics, out)
-        assert busy.status == "failed" and "in use by another flowgif" in busy.reason
-        assert sums(run) == before
-    (after,) = _batch(pics, out)
-    assert after.status == "done" and (run / "flow.gif").is_file()
 
 
 def test_a_run_folder_works_with_its_picture_moved_away(tiny_png: Path, tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def run_on_ray(
                     ray.cancel(ref, force=False)
 
 
-def reach(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
+def reach(address: str | None, timeout: float | None = None) -> None:
     """Check that ``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a connection within
     ``timeout`` seconds, before Ray's own client retries for minutes; ``None`` and ``auto``
     are Ray's to find.
@@ -90,6 +90,7 @@ def reach(address: str | None, timeout: float = CONNECT_TIMEOUT) -> None:
     if address in (None, "auto"):
         return
     assert address is not None
+    timeout = timeout or CONNECT_TIMEOUT
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise FlowgifError(f"batch.address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
