@@ -298,7 +298,7 @@ def test_a_stacked_batch_cut_by_sigterm_resumes_each_picture(tmp_path: Path) -> 
     assert {(i["status"], i["reason"]) for i in report["items"]} == {("done", "resumed")}
     for name in ("a", "b"):
         rows = (out / name / "loss.csv").read_text().splitlines()[1:]
-        assert [int(r.split(",")[0]) for r in rows] == list(range(1, 601))
+        assert [int(r.split(",")[0]) for r in rows] == list(range(1, 301))
 
 
 def test_stack_option_is_checked_in_one_line(tmp_path: Path) -> None:
