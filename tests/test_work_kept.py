@@ -167,7 +167,11 @@ def test_a_failed_start_leaves_no_folder(tiny_png: Path, tmp_path: Path, monkeyp
     for _ in range(2):
         result = call("train", "--img", tiny_png, "--config", SMOKE, "--device", "cuda")
         assert_one_line_error(result, "no CUDA device")
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    other = tmp_path / "other.png"
+    shutil.copy(tiny_png, other)
+    result = call("morph", tiny_png, other, "--config", SMOKE, "--device", "cuda")
+    assert_one_line_error(result, "no CUDA device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.png"]  # no runs/, no legs
 
 
 BATCH_CONFIG = {"train.steps": 8}

@@ -110,6 +110,10 @@ def morph(
         {"train.device": device.value} | ({"train.threads": threads} if threads else {})
     )
     opts = _render_options(locals())
+    from flowgif.fit.memory import check_fits
+
+    # a device that is not there, legs too large for it: before any folder is made
+    check_fits(cfg, resolve_device(cfg.train.device))
     parent = runs or default_parent(pictures)
     out = out or parent / "morph.gif"
     if out.suffix:
