@@ -148,8 +148,7 @@ def test_a_gallery_never_replaces_a_page_that_quotes_the_signature(tmp_path: Pat
 
 
 def test_a_run_folder_in_use_is_refused_by_another_process(tiny_png: Path, tmp_path: Path) -> None:
-    run = _trained(tiny_png, tmp_path)
-    let_go(run)  # this process trained it: it lets go, as a finished command does
+    run = _trained(tiny_png, tmp_path)  # trained in this process, which let go of it after
     with held_elsewhere(run):  # as a batch, or a run still training, holds it
         before = sums(run)
         assert_one_line_error(call("train", "--resume", run, "--steps", 20), "in use")
@@ -157,6 +156,28 @@ def test_a_run_folder_in_use_is_refused_by_another_process(tiny_png: Path, tmp_p
     hold(run)  # the holder is gone: its lock went with it
     let_go(run)
     assert (run / MARKER).is_file()
+
+
+def test_a_process_lets_go_of_each_folder_it_finished(tiny_png: Path, tmp_path: Path) -> None:
+    """A long-lived process (a library caller, a page server) holds a run folder only while
+    it works in it: after train_run, and after a stacked batch, another process may hold each."""
+    from flowgif.config import load_config
+    from flowgif.fit import train_run
+    from tests.test_ownership import box
+
+    cfg = load_config(SMOKE).updated({"train.steps": 5})
+    train_run(tiny_png, cfg, tmp_path / "run", preview=False)
+    with held_elsewhere(tmp_path / "run"):
+        pass
+    box(tmp_path / "pics" / "a.png")
+    box(tmp_path / "pics" / "b.png", (1, 1, 20, 14))
+    from flowgif.batch import run_batch
+
+    items = run_batch(tmp_path / "pics", tmp_path / "out", cfg, BATCH_RENDER, stack=2)
+    assert [i.status for i in items] == ["done", "done"]
+    for item in items:
+        with held_elsewhere(Path(item.run)):
+            pass
 
 
 def test_a_failed_start_leaves_no_folder(tiny_png: Path, tmp_path: Path, monkeypatch) -> None:
@@ -194,9 +215,7 @@ def _done_batch(tmp_path: Path) -> tuple[Path, Path, Path]:
     pics, out = tmp_path / "pics", tmp_path / "out"
     box(pics / "a.png")
     (item,) = _batch(pics, out)
-    run = Path(item.run)
-    let_go(run)
-    return pics, out, run
+    return pics, out, Path(item.run)
 
 
 def test_a_batch_remakes_a_deleted_output_but_not_in_a_folder_in_use(tmp_path: Path) -> None:

@@ -165,7 +165,15 @@ def _prepare(
     (:func:`flowgif.store.resume_problem`): a batch whose budget grew extends its runs, as
     ``train --resume`` does; one whose budget is already spent is rendered again.
     """
-    from flowgif.store import CHECKPOINT, adopt, budget_spent, claim, hold, load_checkpoint
+    from flowgif.store import (
+        CHECKPOINT,
+        adopt,
+        budget_spent,
+        claim,
+        hold,
+        let_go,
+        load_checkpoint,
+    )
 
     clock = time.perf_counter()
     keys = hashes(image, config, render)
@@ -177,9 +185,15 @@ def _prepare(
     resume, trained = False, False
     if (run / CHECKPOINT).is_file():
         hold(run)  # another batch still working on it: this one says so and leaves it
-        ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+        try:
+            ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+        except BaseException:
+            let_go(run)
+            raise
         resume, trained = True, budget_spent(config, ckpt)
-    elif not (claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"])):
+    elif claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"]):
+        hold(run)  # until its picture is done (rendered, evaluated)
+    else:
         raise FlowgifError(f"{run} was claimed by another flowgif at the same moment")
     return _Job(image, run, label, keys, resume, trained, clock)
 
@@ -325,6 +339,10 @@ def _train_stacked(
         outcomes = [FlowgifError(why)] * len(runs)
     except Exception as err:  # the stack as a whole failed: each of its pictures says so
         outcomes = [err] * len(runs)
+    from flowgif.store import let_go
+
+    for run in runs.values():
+        let_go(run.out)  # open_run's hold; the batch's own stays until the picture is done
     for (i, run), outcome in zip(runs.items(), outcomes, strict=True):
         job = jobs[i]
         if isinstance(outcome, TrainResult):

@@ -30,6 +30,7 @@ from flowgif.store import (
     claim_marked,
     end_meta,
     hold,
+    let_go,
     load_checkpoint,
     loss_csv_text,
     read_marker,
@@ -143,15 +144,21 @@ def open_run(
         if read_marker(out) is None:
             _adopt_unmarked(out, state)
         check_marked(out)
-        hold(out)
-        problem = resume_problem(state, config, end.digest, "" if start.is_noise else start.digest)
-        if problem:
-            raise FlowgifError(f"{out} cannot be resumed: {problem}")
     else:
         check_new_run_dir(out, made_by, end.digest)
-    run = RunFolder(out, end, start, config, state)
-    if resume:
-        run.check_own_files()
+    hold(out)  # this process works in it now; train_opened gives the hold back
+    try:
+        if resume:
+            start_hash = "" if start.is_noise else start.digest
+            problem = resume_problem(state, config, end.digest, start_hash)
+            if problem:
+                raise FlowgifError(f"{out} cannot be resumed: {problem}")
+        run = RunFolder(out, end, start, config, state)
+        if resume:
+            run.check_own_files()
+    except BaseException:
+        let_go(out)
+        raise
     return run
 
 
@@ -263,7 +270,11 @@ def train_opened(
         )
     except BaseException:
         run.discard_if_empty()
+        let_go(run.out)
         raise
-    if preview:
-        run.preview(result.model, device)
+    try:
+        if preview:
+            run.preview(result.model, device)
+    finally:
+        let_go(run.out)
     return result

@@ -114,7 +114,6 @@ def claim(folder: Path, made_by: str, picture: str = "") -> bool:
     except OSError as err:
         raise FlowgifError(f"cannot write to {folder}: {os_reason(err)}") from None
     _CLAIMED.add(ident)
-    hold(folder)
     return True
 
 
@@ -134,6 +133,7 @@ def adopt(folder: Path, made_by: str, picture: str) -> bool:
     if any(p.name != MARKER for p in folder.iterdir()):
         return False
     hold(folder)  # the process that claimed it may still be starting: then it is in use
+    let_go(folder)  # only a test: the one who works in it holds it (open_run, a batch)
     _CLAIMED.add(marker["id"])
     return True
 
@@ -147,7 +147,7 @@ def release(folder: Path) -> None:
     if any(p.name != MARKER for p in folder.iterdir()):
         return
     (folder / MARKER).unlink(missing_ok=True)
-    let_go(folder)
+    let_go(folder, all_holds=True)
     folder.rmdir()
 
 
@@ -199,13 +199,14 @@ def check_marked(folder: Path, doing: str = "resume") -> None:
         )
 
 
-_HELD: dict[str, int] = {}  # run folders this process holds: their markers' open files
+_HELD: dict[str, list[int]] = {}  # folders this process holds: [marker's open file, holds]
 
 
 def hold(folder: Path) -> None:
     """Hold ``folder`` for this process alone while it works in it: an exclusive lock on its
     marker, which the system lets go when the process ends however it ends (so it is never
-    stale). Holding a folder twice is a no-op.
+    stale). Holds are counted: each :func:`hold` wants one :func:`let_go`, and the lock goes
+    with the last.
 
     Raises:
         FlowgifError: another process holds it (two batches into one folder, a resume of a
@@ -215,6 +216,7 @@ def hold(folder: Path) -> None:
 
     key = str(Path(folder).resolve())
     if key in _HELD:
+        _HELD[key][1] += 1
         return
     try:
         fd = os.open(Path(folder) / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -228,14 +230,18 @@ def hold(folder: Path) -> None:
             f"{printable(folder)} is in use by another flowgif process; run this again once "
             "it has finished"
         ) from None
-    _HELD[key] = fd
+    _HELD[key] = [fd, 1]
 
 
-def let_go(folder: Path) -> None:
-    """Stop holding ``folder`` (:func:`hold`)."""
-    fd = _HELD.pop(str(Path(folder).resolve()), None)
-    if fd is not None:
-        os.close(fd)
+def let_go(folder: Path, all_holds: bool = False) -> None:
+    """Give back one hold of ``folder`` (:func:`hold`), or every one; the lock goes with the
+    last."""
+    key = str(Path(folder).resolve())
+    if key not in _HELD:
+        return
+    _HELD[key][1] -= 1
+    if all_holds or _HELD[key][1] <= 0:
+        os.close(_HELD.pop(key)[0])
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:
