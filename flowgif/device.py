@@ -72,22 +72,37 @@ def _quota() -> float:
         return float("inf")
 
 
+def _own_jiffies() -> int:
+    """CPU time this process (all its threads) has used, in ``/proc/stat``'s units."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def idle_cores(window: float = 0.1) -> float:
-    """How many of the CPUs this process may use were idle over the last ``window`` seconds
-    (a sum of idle fractions: 1.0 is one whole core free). Without ``/proc/stat``: all."""
+    """How many of the CPUs this process may use were idle over the last ``window`` seconds,
+    or busy with this process itself (its own threads still spinning after earlier work are
+    not a neighbour): a sum of fractions, 1.0 is one whole core free. Without
+    ``/proc/stat``: all."""
     usable = _usable()
-    before = _cpu_times()
+    before, own = _cpu_times(), _own_jiffies()
     if not before:
         return float(len(usable))
     time.sleep(window)
-    after = _cpu_times()
-    free = 0.0
+    after, own = _cpu_times(), _own_jiffies() - own
+    free, ticks = 0.0, []
     for cpu in usable:
         if cpu in before and cpu in after:
             idle = after[cpu][0] - before[cpu][0]
             total = after[cpu][1] - before[cpu][1]
             free += idle / total if total > 0 else 1.0
-    return min(free, _quota())
+            ticks.append(total)
+    if ticks and max(ticks) > 0:
+        free += own / (sum(ticks) / len(ticks))
+    return min(free, float(len(usable)), _quota())
 
 
 def pick_threads(idle: float | None = None) -> int:
