@@ -92,19 +92,22 @@ def run_batch(
 
     from flowgif.store import safe_name  # torch: only when a batch runs
 
-    tasks, notes, keys = [], {}, {}
-    done, taken = done_folders(out), set()
+    tasks, notes, already = [], {}, {}
+    by_picture, taken = done_folders(out), set()
     for picture, name in zip(found.pictures, run_names(folder, found.pictures), strict=True):
         label = rel(picture)
         try:
-            keys[label] = hashes(picture, config, render)
-            run, note = run_folder(out, name, keys[label], config)
-            if skipped(run, label, keys[label]) is None:  # done before under another name?
-                for where in done.get(keys[label]["image"], []):
-                    if where not in taken and skipped(where, label, keys[label]) is not None:
-                        run, note = where, ""
-                        break
+            keys = hashes(picture, config, render)
+            run, note = run_folder(out, name, keys, config)
+            item = skipped(run, label, keys)
+            for where in by_picture.get(keys["image"], []) if item is None else []:
+                item = None if where in taken else skipped(where, label, keys)
+                if item is not None:  # done before, under another name
+                    run, note = where, ""
+                    break
             taken.add(run)
+            if item is not None:
+                already[label] = item
         except OSError:  # a picture that cannot be read: its worker says so
             run, note = out / safe_name(name), ""
         tasks.append((picture, run, label))
@@ -136,10 +139,8 @@ def run_batch(
             report(item)
     todo = []
     for task in tasks:  # what is done already is reported now, so that stacks fill up
-        _, run, label = task
-        item = skipped(run, label, keys[label]) if label in keys else None
-        if item is not None:
-            finish(item)
+        if task[2] in already:
+            finish(already[task[2]])
         else:
             todo.append(task)
     size = _stack_size(stack, config, len(todo))

@@ -206,10 +206,7 @@ def _finish(job: _Job, config: Config, render: dict) -> BatchItem:
     from flowgif.store import load_run
 
     device = resolve_device(config.train.device)
-    for name in (
-        *OUTPUTS,
-        "done.json",
-    ):  # a person's file there since: this picture fails, the file stays
+    for name in (*OUTPUTS, "done.json"):  # a person's file there: this picture fails, it stays
         check_replaceable(job.run / name)
     loaded = load_run(job.run, device)
     do_render(loaded, job.run / "flow.gif", RenderOptions(**render), device)

@@ -9,7 +9,7 @@ from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.flows import build
 
-__all__ = ["available_bytes", "check_fits", "training_bytes"]
+__all__ = ["available_bytes", "check_fits", "teacher_bytes", "training_bytes"]
 
 COPIES = 5  # the weights, their gradients, Adam's two moments and the EMA
 SAVED = 6  # float tensors the forward pass keeps per hidden unit for the backward (measured
@@ -23,8 +23,6 @@ def training_bytes(config: Config, pictures: int = 1) -> int:
     batch, and where flow matching may regress on the exact field, each picture's posterior
     table (at most :func:`~flowgif.flows.posterior.table_bytes`). The exact flow trains
     nothing: 0."""
-    from flowgif.flows.posterior import table_bytes
-
     if config.train.objective == "exact":
         return 0
     if _params_bound(config) <= 10_000_000:  # small: built for real (at most 40 MB)
@@ -35,16 +33,17 @@ def training_bytes(config: Config, pictures: int = 1) -> int:
     width = max(config.field.width, config.flow.hidden)
     depth = max(config.field.depth, config.flow.depth) + 1
     activations = config.train.batch * (config.field.augment + 2 + width * depth)
-    fm = config.fm
-    teacher = (
-        config.train.objective == "fm"
-        and fm.target != "conditional"
-        and not fm.ot
-        and fm.sigma == 0
-        and not config.field.augment
-    )
-    table = table_bytes(config.density.resolution) if teacher else 0
-    return pictures * (4 * (COPIES * params + SAVED * activations) + table)
+    return pictures * (4 * (COPIES * params + SAVED * activations) + teacher_bytes(config))
+
+
+def teacher_bytes(config: Config) -> int:
+    """At most the bytes of one picture's posterior table, where a run of ``config`` may
+    regress on the exact field (:func:`~flowgif.objectives.flow_matching.exact_may_apply`);
+    0 elsewhere."""
+    from flowgif.flows.posterior import table_bytes
+    from flowgif.objectives.flow_matching import exact_may_apply
+
+    return table_bytes(config.density.resolution) if exact_may_apply(config) else 0
 
 
 def _params_bound(config: Config) -> int:

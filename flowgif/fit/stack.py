@@ -41,7 +41,7 @@ from flowgif.config import Config
 from flowgif.device import native_bf16, resolve_device, set_threads
 from flowgif.errors import FlowgifError
 from flowgif.fit.loop import Member, Outcome, Progress, run_loop
-from flowgif.fit.memory import check_fits
+from flowgif.fit.memory import check_fits, teacher_bytes
 from flowgif.fit.optim import BETAS, EPS, adam_state
 from flowgif.fit.solo import Weights, ema_decay
 from flowgif.flows import build
@@ -82,17 +82,8 @@ def auto_stack(config: Config, count: int, device: torch.device | None = None) -
     if device.type != "cuda":
         return min(count, CPU_STACK)
     free, _ = torch.cuda.mem_get_info(device)
-    each = picture_memory(config, device) + _table_memory(config)
+    each = picture_memory(config, device) + teacher_bytes(config)
     return max(1, min(count, MAX_STACK, int(0.5 * free / each)))
-
-
-def _table_memory(config: Config) -> int:
-    """Bytes of one picture's posterior table where a stack regresses on the exact field,
-    at most (its grid is sized by the picture); 0 elsewhere."""
-    from flowgif.fit.memory import training_bytes
-
-    plain = config.updated({"fm.target": "conditional"})
-    return training_bytes(config) - training_bytes(plain)
 
 
 def picture_memory(config: Config, device: torch.device, m: int = 8) -> float:

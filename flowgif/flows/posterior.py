@@ -193,13 +193,6 @@ class Table:
         self.mass = torch.stack([s.mass for s in slices])  # (T, G, G)
         self.mean = torch.stack([s.mean for s in slices])  # (T, 2, G, G)
 
-    def nbytes(self) -> int:
-        """The bytes the table holds."""
-        return sum(
-            getattr(self, n).numel() * getattr(self, n).element_size()
-            for n in ("times", "lo", "step", "mass", "mean")
-        )
-
     def to(self, device: torch.device | str) -> Table:
         for name in ("times", "lo", "step", "mass", "mean"):
             setattr(self, name, getattr(self, name).to(device))

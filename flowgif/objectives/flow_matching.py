@@ -33,6 +33,7 @@ __all__ = [
     "StackedBatches",
     "draw_times",
     "exact_applies",
+    "exact_may_apply",
     "fm_batch",
     "fm_loss",
     "ot_pair",
@@ -149,6 +150,20 @@ def uses_exact_target(config: Config, flow: Flow, end: Source) -> bool:
     return exact_applies(config, flow.dim, flow.start, end.density)
 
 
+def exact_may_apply(config: Config) -> bool:
+    """The config's part of :func:`exact_applies`: flow matching of a two-dimensional field
+    on independent pairs and straight paths (no tube), ``fm.target`` not ``conditional``.
+    Whether it does apply depends on the ends too (a picture, word or toy as the end)."""
+    fm = config.fm
+    return (
+        config.train.objective == "fm"
+        and fm.target != "conditional"
+        and not fm.ot
+        and fm.sigma == 0
+        and not config.field.augment
+    )
+
+
 def exact_applies(config: Config, dim: int, start: Distribution, end: Distribution) -> bool:
     """Whether a run regresses on the exact field: ``fm.target`` ``exact``, or ``auto`` where
     the exact field applies (independent pairs on straight paths, no tube, two dimensions, an
@@ -160,17 +175,15 @@ def exact_applies(config: Config, dim: int, start: Distribution, end: Distributi
     from flowgif.errors import FlowgifError
     from flowgif.sources.noise import Noise
 
-    fm = config.fm
-    if fm.target == "conditional":
+    if config.fm.target == "conditional":
         return False
     fits = (
-        not fm.ot
-        and fm.sigma == 0
+        exact_may_apply(config)
         and dim == 2
         and isinstance(end, ImageDensity)
         and isinstance(start, (Noise, ImageDensity))
     )
-    if fm.target == "exact" and not fits:
+    if config.fm.target == "exact" and not fits:
         raise FlowgifError(
             'fm.target = "exact" is the field of independent pairs on straight paths in two '
             "dimensions, to a picture, word or toy: use conditional here"
@@ -214,8 +227,8 @@ class StackedBatches:
 
     Where a solo run of a picture regresses on the exact field (:func:`exact_applies`), so
     does its place in the stack: each such picture keeps its own posterior table
-    (:class:`~flowgif.flows.posterior.Table`, :meth:`table_bytes` in all) and its targets are
-    read from it, as its solo run reads them.
+    (:class:`~flowgif.flows.posterior.Table`) and its targets are read from it, as its solo
+    run reads them.
     """
 
     def __init__(
@@ -225,17 +238,12 @@ class StackedBatches:
 
         self.ends, self.starts, self.fm, self.n = ends, starts, config.fm, config.train.batch
         self.together = [_together(ends), _together(starts)]
-        self.tables = [
-            Table(Posterior(end, start)).to(end.device)
+        self.teachers = [
+            teacher_of(Table(Posterior(end, start)).to(end.device))
             if exact_applies(config, 2, start, end)
             else None
             for end, start in zip(ends, starts, strict=True)
         ]
-        self.teachers = [teacher_of(tb) if tb is not None else None for tb in self.tables]
-
-    def table_bytes(self) -> int:
-        """The bytes the pictures' posterior tables hold."""
-        return sum(tb.nbytes() for tb in self.tables if tb is not None)
 
     def __call__(
         self, gens: list[torch.Generator], active: set[int]
