@@ -73,7 +73,8 @@ MethodOpt = Annotated[
     Method | None,
     typer.Option(
         help="Objective and family in one word (as for train): fm, ffjord, realnvp, planar, "
-        "radial, or exact (the exact flow, computed in seconds: no training).",
+        "radial, exact (the exact flow, computed in seconds: no training) or ot (the "
+        "optimal-transport map, computed: straight paths that never cross).",
         show_default=False,
     ),
 ]
@@ -278,6 +279,7 @@ def _caption(run: Any) -> str:
         "planar": "planar flow",
         "radial": "radial flow",
         "exact": "the exact flow",
+        "ot": "optimal transport",
     }
     method = run.config.train.method
     name = names.get(method, method)

@@ -135,7 +135,8 @@ def morph(
         verb = "resuming" if leg.state == "resume" else "training"
         doing = f"{verb} for {budget}"
         if cfg.train.objective == "exact":
-            doing = "computing the exact flow (no training)"
+            kind = "optimal-transport" if cfg.train.family == "ot" else "exact"
+            doing = f"computing the {kind} flow (no training)"
         err_console.print(f"{what}: {doing} -> {leg.path}", highlight=False, markup=False)
         with progress_bar() as update:
             yield update

@@ -213,8 +213,9 @@ def _run(
             raise KeyboardInterrupt
     budget = budget_text(tc.steps, tc.minutes)
     origin = "" if begin.is_noise else f" from {escape(begin.label)}"
+    computed = "optimal-transport" if tc.family == "ot" else "exact"
     what = (
-        f"computing the [bold]exact[/bold] flow to {escape(src.label)}{origin} (no training)"
+        f"computing the [bold]{computed}[/bold] flow to {escape(src.label)}{origin} (no training)"
         if tc.objective == "exact"
         else f"training [bold]{tc.method}[/bold] on {escape(src.label)}{origin} for {budget}"
     )
@@ -235,7 +236,7 @@ def _run(
         err_console.print(f"interrupted: {said}", highlight=False, markup=False)
         raise typer.Exit(130) from None
     did = (
-        "the exact flow, computed"
+        f"the {computed} flow, computed"
         if tc.objective == "exact"
         else f"{result.steps} steps in {result.seconds:.0f} s, loss {result.loss:.4f}"
     )

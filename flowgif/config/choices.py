@@ -12,6 +12,7 @@ from flowgif.limits import MAX_SEED
 
 __all__ = [
     "CHOICES",
+    "COMPUTED",
     "DISCRETE",
     "FAMILY_NAMES",
     "FIXED_STEP",
@@ -23,7 +24,7 @@ __all__ = [
     "POSITIVE",
 ]
 
-FAMILY_NAMES = ("field", "realnvp", "planar", "radial", "exact")  # train.family
+FAMILY_NAMES = ("field", "realnvp", "planar", "radial", "exact", "ot")  # train.family
 OBJECTIVE_NAMES = ("fm", "likelihood", "reverse", "exact")  # train.objective
 DISCRETE = ("realnvp", "planar", "radial")  # the discrete flow families
 # ``train.method`` (``--method``): one word for an objective and a family.
@@ -35,7 +36,10 @@ METHODS: dict[str, dict[str, str]] = {
     # The exact flow is cheap: it works at 512 px, where the density's own cells no longer
     # blur thin strokes (bench/EXACT.md); --resolution still wins.
     "exact": {"train.objective": "exact", "train.family": "exact", "density.resolution": 512},
+    # The optimal-transport map, computed the same way (bench/OT.md).
+    "ot": {"train.objective": "exact", "train.family": "ot", "density.resolution": 512},
 }
+COMPUTED = ("exact", "ot")  # the families computed from their ends (train.objective "exact")
 FIXED_STEP = ("rk4", "midpoint", "euler")  # torchdiffeq solvers that need a step size
 
 CHOICES: dict[str, tuple[str, ...]] = {

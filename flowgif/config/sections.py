@@ -9,6 +9,7 @@ from typing import Any
 
 from flowgif.config.choices import (
     CHOICES,
+    COMPUTED,
     FIXED_STEP,
     FLOORS,
     LIMITS,
@@ -348,10 +349,11 @@ class Config:
                 f"{source}: field.augment applies to the continuous flows (fm, "
                 f"ffjord, reverse), not to {self.train.family}"
             )
-        if (self.train.objective == "exact") != (self.train.family == "exact"):
+        if (self.train.objective == "exact") != (self.train.family in COMPUTED):
             raise FlowgifError(
-                f"{source}: the exact flow is computed, not trained: train.objective and "
-                'train.family are both "exact" (train.method = "exact") or neither is'
+                f"{source}: the exact flow and the optimal-transport flow are computed, not "
+                'trained: train.objective is "exact" exactly when train.family is "exact" or '
+                '"ot" (train.method = "exact" or "ot")'
             )
         if self.fm.target == "exact" and (self.fm.ot or self.fm.sigma or self.field.augment):
             raise FlowgifError(

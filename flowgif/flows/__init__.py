@@ -3,7 +3,9 @@
 :data:`FAMILIES` is the registry (``train.family``): ``field`` (a vector field, the
 continuous flow of an ODE; :mod:`flowgif.flows.field`), ``realnvp`` (affine couplings),
 ``planar`` and ``radial`` (Rezende & Mohamed), and ``exact`` (no weights: the field flow
-matching trains toward, computed in closed form from the ends; :mod:`flowgif.flows.exact`).
+matching trains toward, computed in closed form from the ends; :mod:`flowgif.flows.exact`),
+and ``ot`` (no weights: the optimal-transport map between the ends, computed;
+:mod:`flowgif.flows.transport`).
 Each entry names the function that builds the family's module from a config; :func:`build`
 calls it and :func:`wrap` puts the module behind the :class:`~flowgif.flows.model.Flow`
 interface. The registry names modules rather than importing them, so reading the names (the
@@ -30,6 +32,7 @@ FAMILIES: dict[str, str] = {
     "planar": "flowgif.flows.planar:build",
     "radial": "flowgif.flows.radial:build",
     "exact": "flowgif.flows.exact:build",
+    "ot": "flowgif.flows.transport:build",
 }
 
 
@@ -55,12 +58,17 @@ def wrap(
     from flowgif.flows.base import DiscreteFlow
     from flowgif.flows.exact import ExactField, ExactFlow
     from flowgif.flows.model import ContinuousFlow, LayeredFlow
+    from flowgif.flows.transport import OTField, OTFlow
     from flowgif.sources.noise import Noise
 
     if isinstance(module, ExactField):
         if end is None:
             raise FlowgifError("the exact flow is computed from its end: give it")
         return ExactFlow(end, start)  # type: ignore[arg-type]
+    if isinstance(module, OTField):
+        if end is None:
+            raise FlowgifError("the optimal-transport flow is computed from its end: give it")
+        return OTFlow(end, start)  # type: ignore[arg-type]
     if isinstance(module, DiscreteFlow):
         if start is not None and not isinstance(start, Noise):
             raise FlowgifError(

@@ -64,7 +64,7 @@ def check_ends(config: Config, start: Source, end: Source) -> None:
             f"reverse KL fits an energy known up to a constant (target:u1 to target:u4), not "
             f"{end.label}"
         )
-    if config.train.family not in ("field", "exact") and not start.is_noise:
+    if config.train.family not in ("field", "exact", "ot") and not start.is_noise:
         raise FlowgifError(
             f"a {config.train.family} flow carries N(0, I), its base, through its layers: it "
             f"cannot start from {start.label}; use the continuous flow (fm or ffjord)"

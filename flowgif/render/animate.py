@@ -26,6 +26,7 @@ from flowgif.files import check_frames_folder, temp_name
 from flowgif.flows.exact import ExactFlow
 from flowgif.flows.model import ContinuousFlow
 from flowgif.flows.ode import SolveStats
+from flowgif.flows.transport import OTFlow
 from flowgif.owned import check_replaceable
 from flowgif.render.camera import camera, frame_for, frame_times_for
 from flowgif.render.colors import particle_colors
@@ -149,12 +150,12 @@ def _check(runs: list[Run], out: Path, kind: str, o: RenderOptions) -> None:
         check_replaceable(out)  # never over a file flowgif did not write (a source picture)
     if o.panels and (
         len(runs) != 1
-        or not isinstance(runs[0].flow, (ContinuousFlow, ExactFlow))
+        or not isinstance(runs[0].flow, (ContinuousFlow, ExactFlow, OTFlow))
         or runs[0].flow.dim != 2
     ):
         raise FlowgifError(
             "render.panels shows one continuous two-dimensional flow (a vector field and its "
-            "density): give one run of fm, ffjord, reverse or exact without field.augment"
+            "density): give one run of fm, ffjord, reverse, exact or ot without field.augment"
         )
 
 

@@ -18,6 +18,7 @@ from flowgif.flows import build, wrap
 from flowgif.flows.exact import ExactField
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import Flow
+from flowgif.flows.transport import OTField
 from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
@@ -63,12 +64,13 @@ class Run:
 
     @property
     def field(self) -> VectorField | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The vector field of a continuous flow (the exact flow's ``v*``).
+        """The vector field of a continuous flow (the exact flow's ``v*``, the transport
+        flow's velocity).
 
         Raises:
             FlowgifError: the run holds a discrete flow, which has none.
         """
-        if isinstance(self.model, ExactField):
+        if isinstance(self.model, (ExactField, OTField)):
             return self.flow.field  # type: ignore[attr-defined]
         if not isinstance(self.model, VectorField):
             raise FlowgifError(

@@ -1,0 +1,254 @@
+"""The optimal-transport flow: every bit of the start moves on a straight line to where the
+quadratic-cost optimal transport sends it, ``x_t = (1 - t) x + t T(x)`` (McCann's displacement
+interpolation): no two paths cross, the least motion there is, a crisp shape at every time.
+
+The plan between the start and the end on grids (:mod:`flowgif.flows.sinkhorn`; N(0, I) is
+laid on a grid of its own) is solved once, in seconds, at most :data:`GRID` cells along the
+longer side. A particle drawn on the start finds its cell's row of the plan, draws its end
+cell from it, then a cell of the end's working grid within that one by the end's own masses,
+and lands uniformly within it: the end is reached with the end's own piecewise-constant law
+(within the plan's marginal error), filled without tears. The plan's entropic blur (one cell)
+and the draw within the landing cell move each particle at most a cell from the map.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.special import ndtr
+from torch import Tensor, nn
+
+from flowgif.config import Config, FFJORDConfig
+from flowgif.errors import FlowgifError
+from flowgif.flows.model import Flow
+from flowgif.flows.ode import SolveStats
+from flowgif.flows.sinkhorn import Grid, Plan, solve
+from flowgif.sources.base import Distribution
+from flowgif.sources.noise import Noise
+from flowgif.sources.picture import ImageDensity
+
+__all__ = ["GRID", "OTField", "OTFlow", "build", "plan_between"]
+
+GRID = 128  # the plan's cells along the longer side, at most (bench/OT.md)
+NOISE_REACH = 4.5  # N(0, I)'s grid: +-4.5 (beyond: the edge cells), 2 of the end's cells a cell
+
+
+class OTField(nn.Module):
+    """The optimal-transport flow's module: no weights; the plan is computed from the run's
+    ends (the checkpoint keeps both)."""
+
+    dim = 2
+    family = "ot"
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        raise FlowgifError("the optimal-transport flow's field needs its ends: use OTFlow")
+
+
+def build(config: Config) -> OTField:
+    """The (empty) module of ``train.family = "ot"``."""
+    return OTField()
+
+
+def grid_of(d: ImageDensity) -> Grid:
+    """A picture density's cells as a :class:`Grid` (row 0 at the top)."""
+    h, w = d.grid
+    xs = -d.half[0] + (np.arange(w) + 0.5) * d.cell[0]
+    ys = d.half[1] - (np.arange(h) + 0.5) * d.cell[1]
+    return Grid(xs, ys, d.probs_np)
+
+
+def noise_grid(cell: float) -> Grid:
+    """N(0, I) on a square grid of about ``cell``, over +-:data:`NOISE_REACH` (each cell its
+    exact mass, the tails beyond in the edge cells)."""
+    n = max(16, math.ceil(2 * NOISE_REACH / cell))
+    edges = np.linspace(-NOISE_REACH, NOISE_REACH, n + 1)
+    cdf = ndtr(edges)
+    cdf[0], cdf[-1] = 0.0, 1.0
+    p = np.diff(cdf)
+    xs = 0.5 * (edges[1:] + edges[:-1])
+    return Grid(xs, xs[::-1].copy(), np.outer(p[::-1], p))
+
+
+_PLANS: dict[str, Plan] = {}  # the last few plans, by the content of their grids
+
+
+def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
+    """The plan from ``start`` (N(0, I) or a picture) to ``end``, and the factor the end's
+    working grid was pooled by (the last eight plans are kept: a morph computes each leg's
+    for its samples and again to play it)."""
+    k = max(1, math.ceil(max(end.grid) / GRID))
+    b = grid_of(end).pooled(k)
+    if isinstance(start, ImageDensity):
+        ka = max(1, math.ceil(max(start.grid) / GRID))
+        a = grid_of(start).pooled(ka)
+    elif isinstance(start, Noise):
+        a = noise_grid(2 * b.cell)
+    else:
+        raise FlowgifError("the optimal-transport flow starts from N(0, I) or a picture")
+    key = hashlib.sha256(
+        b"".join(
+            np.ascontiguousarray(v).tobytes() for v in (a.xs, a.ys, a.mass, b.xs, b.ys, b.mass)
+        )
+    ).hexdigest()
+    if key not in _PLANS:
+        if len(_PLANS) >= 8:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = solve(a, b)
+    return _PLANS[key], k
+
+
+class OTFlow(Flow):
+    """The optimal-transport flow from ``start`` to ``end`` behind the :class:`Flow`
+    interface.
+
+    Args:
+        end: the end density.
+        start: N(0, I) or a picture density (default N(0, I)); a picture start is the sharp
+            picture (its blur only keeps a trained flow's likelihood finite).
+    """
+
+    def __init__(self, end: ImageDensity, start: Distribution | None = None) -> None:
+        self.end = end
+        start = start if start is not None else Noise()
+        self.start = start.sharp() if isinstance(start, ImageDensity) else start
+        self.module = OTField()
+        self.dim = 2
+        self.k = max(1, math.ceil(max(end.grid) / GRID))
+        h, w = end.grid
+        k = self.k
+        hh, ww = -(-h // k), -(-w // k)
+        fine = np.zeros((hh * k, ww * k))
+        fine[:h, :w] = end.probs_np
+        blocks = fine.reshape(hh, k, ww, k).transpose(0, 2, 1, 3).reshape(hh * ww, k * k)
+        total = blocks.sum(1, keepdims=True)
+        self._block_cdf = torch.as_tensor(
+            np.cumsum(blocks, 1) / np.where(total > 0, total, 1.0), dtype=torch.float64
+        )
+        self._coarse_width = ww
+
+    @functools.cached_property
+    def plan(self) -> Plan:
+        """The plan, solved on first use (a run's checkpoint is written without it)."""
+        return plan_between(self.start, self.end)[0]
+
+    def ends(self, x0: Tensor) -> Tensor:
+        """Where each start point ``(N, 2)`` lands: its end cell drawn from the plan, a cell
+        of the end's grid within it by the end's masses, a uniform point in that cell (the
+        same points for the same start points: the draws are seeded by their number)."""
+        gen = torch.Generator().manual_seed(len(x0))
+        coarse = self.plan.draw(x0[:, :2], gen)
+        k, (h, w) = self.k, self.end.grid
+        u = torch.rand(len(x0), 1, generator=gen, dtype=torch.float64)
+        sub = torch.searchsorted(self._block_cdf[coarse], u, right=True)[:, 0].clamp_max(k * k - 1)
+        row = (coarse // self._coarse_width) * k + sub // k
+        col = (coarse % self._coarse_width) * k + sub % k
+        row, col = row.clamp_max(h - 1), col.clamp_max(w - 1)
+        d = self.end
+        jitter = 0.001 + 0.998 * torch.rand(len(x0), 2, generator=gen, dtype=torch.float64)
+        x = -d.half[0] + (col + jitter[:, 0]) * d.cell[0]
+        y = d.half[1] - (row + jitter[:, 1]) * d.cell[1]
+        return torch.stack([x, y], 1).to(x0.device, x0.dtype)
+
+    def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
+        """Points ``(T, N, 2)`` at ``times`` on the straight lines from ``z`` to their ends."""
+        x0 = z[:, :2]
+        x1 = self.ends(x0)
+        t = times.to(x0.device, x0.dtype).clamp(0, 1)[:, None, None]
+        return (1 - t) * x0[None] + t * x1[None]
+
+    def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.ends(z[:, :2])
+        return x, self.log_prob(x)
+
+    def landing(self) -> np.ndarray:
+        """The mass the flow puts in each cell of the end's working grid ``(h * w,)``: the
+        plan's mass in each of its cells, shared within by the end's own masses."""
+        k, (h, w) = self.k, self.end.grid
+        coarse = self.plan.end_mass()
+        b = self.plan.end.mass
+        ratio = np.where(b > 0, coarse / np.where(b > 0, b, 1.0), 0.0)
+        fine = np.kron(ratio, np.ones((k, k)))[:h, :w] * self.end.probs_np
+        return (fine / fine.sum()).ravel()
+
+    def log_prob(
+        self,
+        x: Tensor,
+        stats: SolveStats | None = None,
+        generator: torch.Generator | None = None,
+        tol: float | None = None,
+    ) -> Tensor:
+        """``log q(x)`` of the flow's end points: piecewise constant, each cell's landing
+        mass (:meth:`landing`) over its area."""
+        if not hasattr(self, "_log_q"):
+            q = self.landing() / self.end.cell_area
+            self._log_q = torch.as_tensor(np.log(np.maximum(q, 1e-30)), dtype=torch.float32)
+        inside = (x[:, 0].abs() <= self.end.half[0]) & (x[:, 1].abs() <= self.end.half[1])
+        out = self._log_q[self.end.cell_index(x)].to(x.device)
+        return torch.where(inside, out, torch.full_like(out, math.log(1e-30)))
+
+    def _cloud(self) -> tuple[Tensor, Tensor]:
+        """Start points and their ends, 100,000 of them (the field and ``p_t`` are read
+        from them)."""
+        if not hasattr(self, "_pairs"):
+            gen = torch.Generator().manual_seed(0)
+            x0 = self.start.sample(100_000, gen).double()
+            self._pairs = (x0, self.ends(x0))
+        return self._pairs
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        """The velocity at ``(t, x)``: ``T(x0) - x0`` of the particles nearest ``x`` at time
+        ``t`` (the eight nearest of 100,000, averaged)."""
+        from scipy.spatial import cKDTree
+
+        x0, x1 = self._cloud()
+        s = float(torch.as_tensor(t).reshape(-1)[0])
+        at = ((1 - s) * x0 + s * x1).numpy()
+        _, idx = cKDTree(at).query(x.detach().cpu().double().numpy(), k=8)
+        v = (x1 - x0).numpy()[idx].mean(1)
+        return torch.as_tensor(v, dtype=x.dtype, device=x.device)
+
+    @property
+    def field(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The velocity as a field is called (``--panels``' arrows, ``plot --kind field``)."""
+        return self.velocity
+
+    def paths_with_log_prob(
+        self, z: Tensor, times: Tensor, stats: SolveStats | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Paths ``(T, N, 2)`` and ``log p_t`` at each point ``(T, N)``: at ``t = 0`` the
+        start's, at ``t = 1`` the landing law's, between them a histogram of 100,000
+        particles on the end's grid (smoothed by one cell)."""
+        from scipy.ndimage import gaussian_filter
+
+        paths = self.paths(z, times, stats)
+        logp = torch.empty(paths.shape[:2], dtype=paths.dtype, device=paths.device)
+        x0, x1 = self._cloud()
+        d = self.end
+        for i, t in enumerate(times.tolist()):
+            if t <= 0:
+                logp[i] = self.start.log_prob(paths[i])
+            elif t >= 1:
+                logp[i] = self.log_prob(paths[i])
+            else:
+                at = ((1 - t) * x0 + t * x1).float()
+                h, w = d.grid
+                idx = torch.as_tensor(d.cell_index(at))
+                inside = (at[:, 0].abs() <= d.half[0]) & (at[:, 1].abs() <= d.half[1])
+                hist = np.bincount(idx[inside].numpy(), minlength=h * w).reshape(h, w)
+                dens = gaussian_filter(hist / len(at), 1.0) / d.cell_area
+                q = torch.as_tensor(np.log(np.maximum(dens, 1e-30)).ravel(), dtype=paths.dtype)
+                logp[i] = q[d.cell_index(paths[i])].to(paths.device)
+        return paths, logp
+
+    def fit_log_prob(
+        self, x1: Tensor, config: FFJORDConfig, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        raise FlowgifError("the optimal-transport flow is computed, not trained")
+
+    def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
+        raise FlowgifError("the optimal-transport flow is computed, not trained")
