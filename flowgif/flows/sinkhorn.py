@@ -33,10 +33,13 @@ from torch import Tensor
 __all__ = ["Grid", "Plan", "Stats", "solve"]
 
 SCALING = 0.6  # eps shrinks by this factor per annealing step
+ANNEAL_OMEGA = 1.5  # ... while eps is annealed (plain again if that diverges)
 OMEGA = 1.9  # over-relaxation of the updates (1 = plain Sinkhorn; bench/OT.md)
+RISE = 2.0  # an error this many times the best so far: back to the best, omega lowered
 PRUNE = 12.0  # a pair is kept while its plan is within e^-PRUNE of its row's or column's top
 COARSEST = 16  # cells along the longer side of the first grid (all its pairs kept)
 LEVEL_TOL = 1e-2  # the same on the coarser grids
+BLUR = 1.0  # the final eps: (BLUR x the larger cell)^2 (bench/OT.md)
 TOL = 2e-3  # L1 error of the end marginal at which the last grid stops
 MAX_ITER = 600  # iterations on the last grid, at most
 
@@ -183,11 +186,51 @@ class _Problem:
         return _Problem(a, b, ia[ok], jb[ok])
 
 
-def _iterate(p: _Problem, f: Tensor, g: Tensor, eps: float, n: int) -> tuple[Tensor, Tensor]:
+def _iterate(
+    p: _Problem, f: Tensor, g: Tensor, eps: float, n: int, omega: float
+) -> tuple[Tensor, Tensor]:
     for _ in range(n):
-        g = (1 - OMEGA) * g + OMEGA * p.g_of(f, eps)
-        f = (1 - OMEGA) * f + OMEGA * p.f_of(g, eps)
+        g = (1 - omega) * g + omega * p.g_of(f, eps)
+        f = (1 - omega) * f + omega * p.f_of(g, eps)
     return f, g
+
+
+def _anneal(
+    p: _Problem, f: Tensor, g: Tensor, eps: float, floor: float, omega: float
+) -> tuple[Tensor, Tensor, float, _Problem, int]:
+    """Shrink ``eps`` to ``floor`` by :data:`SCALING`, two iterations at each, pruning the
+    pairs as the plan sharpens."""
+    count = 0
+    while True:
+        f, g = _iterate(p, f, g, eps, 2, omega)
+        count += 2
+        if eps <= floor:
+            return f, g, eps, p, count
+        eps = max(floor, eps * SCALING)
+        if len(p.ia) > 8 * (len(p.a) + len(p.b)):
+            p = p.pruned(f, g, eps)
+
+
+def _converge(
+    p: _Problem, f: Tensor, g: Tensor, eps: float, tol: float, budget: int = MAX_ITER
+) -> tuple[Tensor, Tensor, float, int]:
+    """Iterate at ``eps`` until the end marginal's error is within ``tol``. Over-relaxation
+    is fast but can diverge: the error is checked every 5 iterations, and a rise (or a
+    non-finite error) brings back the best potentials and halves ``omega - 1``; at
+    ``omega = 1`` Sinkhorn's iterations converge."""
+    omega, count = OMEGA, 0
+    error = p.error(f, g, eps)
+    best = (error, f, g)
+    while error > tol and count < budget:
+        f, g = _iterate(p, f, g, eps, 5, omega)
+        count += 5
+        error = p.error(f, g, eps)
+        if not math.isfinite(error) or error > RISE * best[0]:
+            error, f, g = best
+            omega = 1 + (omega - 1) / 2 if omega > 1.05 else 1.0
+        elif error < best[0]:
+            best = (error, f, g)
+    return f, g, error, count
 
 
 def solve(a: Grid, b: Grid, eps: float | None = None, tol: float = TOL) -> Plan:
@@ -199,7 +242,7 @@ def solve(a: Grid, b: Grid, eps: float | None = None, tol: float = TOL) -> Plan:
             squared).
         tol: the L1 error of the end marginal at which the iterations stop.
     """
-    eps_end = eps if eps is not None else max(a.cell, b.cell) ** 2
+    eps_end = eps if eps is not None else (BLUR * max(a.cell, b.cell)) ** 2
     longest = max(*a.mass.shape, *b.mass.shape)
     ks = [1]
     while longest / ks[-1] > COARSEST:
@@ -222,24 +265,15 @@ def solve(a: Grid, b: Grid, eps: float | None = None, tol: float = TOL) -> Plan:
             g = p.extended(f, cb, e)
             p = p.refined(ca, cb)
             f = p.f_of(g, e)
+        level_start = (p, f, g, e)
         cell = max(ca.grid.cell, cb.grid.cell)
         floor = eps_end if last else max(eps_end, cell**2)
-        count = 0
-        while True:
-            f, g = _iterate(p, f, g, e, 2)
-            count += 2
-            if e <= floor:
-                break
-            e = max(floor, e * SCALING)
-            if len(p.ia) > 8 * (len(ca) + len(cb)):
-                p = p.pruned(f, g, e)
-        if True:
-            for _ in range(MAX_ITER // 5):
-                stats.error = p.error(f, g, e)
-                if stats.error <= (tol if last else LEVEL_TOL):
-                    break
-                f, g = _iterate(p, f, g, e, 5)
-                count += 5
+        f, g, e, p, count = _anneal(p, f, g, e, floor, ANNEAL_OMEGA)
+        if not (torch.isfinite(f).all() and torch.isfinite(g).all()):
+            f, g, e, p, count = _anneal(*level_start, floor, 1.0)
+        want = tol if last else LEVEL_TOL
+        f, g, stats.error, more = _converge(p, f, g, e, want)
+        count += more
         p = p.pruned(f, g, e)
         stats.grids.append(ca.shape)
         stats.iterations.append(count)
@@ -249,7 +283,7 @@ def solve(a: Grid, b: Grid, eps: float | None = None, tol: float = TOL) -> Plan:
 
 
 class Plan:
-    """The solved plan, sparse: its pairs of cells sorted by start cell.
+    """The solved plan, sparse, and the map it gives start points.
 
     Attributes:
         start, end: the two grids.
@@ -259,14 +293,30 @@ class Plan:
     def __init__(self, p: _Problem, f: Tensor, g: Tensor, eps: float, stats: Stats) -> None:
         self.start, self.end, self.eps, self.stats = p.a.grid, p.b.grid, eps, stats
         self._a, self._b = p.a, p.b
-        order = torch.argsort(p.ia, stable=True)
+        # pairs in the order the map reads them: by start cell, end column, end row
+        h, w = self.end.mass.shape
+        end_flat = torch.as_tensor(p.b.flat)[p.jb]
+        col, row = end_flat % w, end_flat // w
+        order = torch.argsort((p.ia * w + col) * h + row)
         self.ia, self.jb = p.ia[order], p.jb[order]
-        # each pair's share of its start cell's mass
-        lp = p.log_plan(f, g, eps)[order] - p.a.logm[self.ia]
-        self.cond = lp.exp()
+        self.cond = (p.log_plan(f, g, eps)[order] - p.a.logm[self.ia]).exp()  # rows sum to 1
+        self._col = col[order]
+        self._cum = torch.cumsum(self.cond, 0) - self.cond  # each pair's start in the sums
         counts = torch.bincount(self.ia, minlength=len(p.a))
         self.first = torch.cumsum(counts, 0) - counts
         self.count = counts
+        # the column groups: pairs of one start cell and one end column, in the same order
+        key = self.ia * w + self._col
+        new = torch.ones(len(key), dtype=torch.bool)
+        new[1:] = key[1:] != key[:-1]
+        self._group_first = torch.nonzero(new)[:, 0]
+        group = torch.cumsum(new.long(), 0) - 1
+        self._group_mass = torch.zeros(len(self._group_first), dtype=torch.float64)
+        self._group_mass.index_add_(0, group, self.cond)
+        self._group_cum = torch.cumsum(self._group_mass, 0) - self._group_mass
+        starts = self.ia[self._group_first]
+        self._group_of_row = torch.searchsorted(starts, torch.arange(len(p.a)))
+        self._groups_in_row = torch.bincount(self.ia[self._group_first], minlength=len(p.a))
 
     def end_mass(self) -> np.ndarray:
         """The mass the plan brings to each end cell ``(h, w)`` (``b`` within ``error``)."""
@@ -276,30 +326,68 @@ class Plan:
         out[self._b.flat] = mass.numpy()
         return out.reshape(self.end.mass.shape)
 
-    def start_cell(self, x: Tensor) -> Tensor:
-        """The start cell (an index among the cells with mass) of each point ``(N, 2)``:
-        the one it is in, or the nearest cell with mass."""
-        grid, cells = self.start, self._a
+    def barycentres(self, x: Tensor) -> Tensor:
+        """The plan's mean end point ``(N, 2)`` for start points ``x`` (their cells' rows):
+        the barycentric map, the optimal map up to the entropic blur."""
+        i, _ = self.start_cell(x)
+        ends = self._b.pos[self.jb] * self.cond[:, None]
+        sums = torch.zeros(len(self._a), 2, dtype=ends.dtype).index_add_(0, self.ia, ends)
+        return sums[i]
+
+    def start_cell(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The start cell of each point ``(N, 2)`` (an index among the cells with mass: the
+        one it is in, or the nearest that has mass) and the point's place in that cell
+        ``(N, 2)`` in [0, 1)^2 (x to the right, y down the rows)."""
+        grid = self.start
         x = x.detach().to("cpu", torch.float64)
         h, w = grid.mass.shape
-        sx = (grid.xs[-1] - grid.xs[0]) / max(1, w - 1) if w > 1 else 1.0
-        sy = (grid.ys[-1] - grid.ys[0]) / max(1, h - 1) if h > 1 else 1.0
-        c = ((x[:, 0] - grid.xs[0]) / sx).round().long().clamp(0, w - 1)
-        r = ((x[:, 1] - grid.ys[0]) / sy).round().long().clamp(0, h - 1)
-        return torch.as_tensor(_nearest(grid.mass, cells.index))[r * w + c]
+        sx = (grid.xs[-1] - grid.xs[0]) / (w - 1) if w > 1 else grid.cell or 1.0
+        sy = (grid.ys[-1] - grid.ys[0]) / (h - 1) if h > 1 else -(grid.cell or 1.0)
+        u = (x[:, 0] - grid.xs[0]) / sx + 0.5
+        v = (x[:, 1] - grid.ys[0]) / sy + 0.5
+        c = u.floor().long().clamp(0, w - 1)
+        r = v.floor().long().clamp(0, h - 1)
+        place = torch.stack([u - c, v - r], 1).clamp(0.0, 1.0 - 1e-9)
+        nearest = torch.as_tensor(_nearest(grid.mass, self._a.index))[r * w + c]
+        return nearest, place
 
-    def draw(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        """End cells (flat ``row * w + col`` of the end grid) for start points ``x``
-        ``(N, 2)``: each from its start cell's row of the plan."""
-        i = self.start_cell(x)
-        u = torch.rand(len(i), generator=generator, dtype=torch.float64)
-        cum = torch.cumsum(self.cond, 0)
-        base = torch.where(self.first > 0, cum[(self.first - 1).clamp_min(0)], 0.0)
-        total = cum[self.first + self.count - 1] - base
-        target = base[i] + u * total[i]
-        k = torch.searchsorted(cum, target, right=True)
-        k = torch.minimum(torch.maximum(k, self.first[i]), self.first[i] + self.count[i] - 1)
-        return torch.as_tensor(self._b.flat)[self.jb[k]]
+    def map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Where start points ``x`` ``(N, 2)`` go: an end cell each (flat ``row * w + col``
+        of the end grid) and a place in it ``(N, 2)`` in [0, 1)^2.
+
+        Within its start cell a point's place picks its end from the cell's row of the plan
+        by the row's Knothe rearrangement: its x place picks the end column by the row's
+        masses per column, its y place the end row within that column, and what is left of
+        each is its place in the end cell. Points spread uniformly over a start cell are
+        sent with exactly the plan's conditional law, and neighbours in a cell stay
+        neighbours.
+        """
+        i, place = self.start_cell(x)
+        eps = 1e-12
+        # the end column: the row's column groups, by their cumulative masses
+        g0, gn = self._group_of_row[i], self._groups_in_row[i]
+        base = self._group_cum[g0]
+        target = base + place[:, 0] * (1 - eps)
+        g = torch.searchsorted(self._group_cum, target, right=True) - 1
+        g = torch.minimum(torch.maximum(g, g0), g0 + gn - 1)
+        mass = self._group_mass[g].clamp_min(1e-300)
+        rx = ((target - self._group_cum[g]) / mass).clamp(0, 1 - 1e-9)
+        # the end row within that column
+        first = self._group_first[g]
+        last = (
+            torch.where(
+                g + 1 < len(self._group_first),
+                self._group_first[(g + 1).clamp_max(len(self._group_first) - 1)],
+                torch.full_like(g, len(self.cond)),
+            )
+            - 1
+        )
+        target = self._cum[first] + place[:, 1] * (1 - eps) * mass
+        k = torch.searchsorted(self._cum, target, right=True) - 1
+        k = torch.minimum(torch.maximum(k, first), last)
+        ry = ((target - self._cum[k]) / self.cond[k].clamp_min(1e-300)).clamp(0, 1 - 1e-9)
+        cell = torch.as_tensor(self._b.flat)[self.jb[k]]
+        return cell, torch.stack([rx, ry], 1)
 
 
 def _nearest(mass: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -124,11 +124,8 @@ class OTFlow(Flow):
         hh, ww = -(-h // k), -(-w // k)
         fine = np.zeros((hh * k, ww * k))
         fine[:h, :w] = end.probs_np
-        blocks = fine.reshape(hh, k, ww, k).transpose(0, 2, 1, 3).reshape(hh * ww, k * k)
-        total = blocks.sum(1, keepdims=True)
-        self._block_cdf = torch.as_tensor(
-            np.cumsum(blocks, 1) / np.where(total > 0, total, 1.0), dtype=torch.float64
-        )
+        blocks = fine.reshape(hh, k, ww, k).transpose(0, 2, 1, 3).reshape(hh * ww, k, k)
+        self._blocks = torch.as_tensor(blocks, dtype=torch.float64)
         self._coarse_width = ww
 
     @functools.cached_property
@@ -137,21 +134,23 @@ class OTFlow(Flow):
         return plan_between(self.start, self.end)[0]
 
     def ends(self, x0: Tensor) -> Tensor:
-        """Where each start point ``(N, 2)`` lands: its end cell drawn from the plan, a cell
-        of the end's grid within it by the end's masses, a uniform point in that cell (the
-        same points for the same start points: the draws are seeded by their number)."""
-        gen = torch.Generator().manual_seed(len(x0))
-        coarse = self.plan.draw(x0[:, :2], gen)
+        """Where each start point ``(N, 2)`` lands (a map: the same point, the same end):
+        its end cell from the plan (:meth:`~flowgif.flows.sinkhorn.Plan.map`), then a cell of
+        the end's working grid within it by the end's masses (the same rearrangement: a
+        column by the x place, a row within it by the y place), and what is left of the
+        place as its place in that cell."""
+        coarse, place = self.plan.map(x0[:, :2])
         k, (h, w) = self.k, self.end.grid
-        u = torch.rand(len(x0), 1, generator=gen, dtype=torch.float64)
-        sub = torch.searchsorted(self._block_cdf[coarse], u, right=True)[:, 0].clamp_max(k * k - 1)
-        row = (coarse // self._coarse_width) * k + sub // k
-        col = (coarse % self._coarse_width) * k + sub % k
-        row, col = row.clamp_max(h - 1), col.clamp_max(w - 1)
+        blocks = self._blocks[coarse]  # (N, k, k) masses, rows then columns
+        cols = blocks.sum(1)  # (N, k)
+        col, rx = _pick(cols, place[:, 0])
+        rows = blocks[torch.arange(len(col)), :, col]  # (N, k)
+        row, ry = _pick(rows, place[:, 1])
+        row = ((coarse // self._coarse_width) * k + row).clamp_max(h - 1)
+        col = ((coarse % self._coarse_width) * k + col).clamp_max(w - 1)
         d = self.end
-        jitter = 0.001 + 0.998 * torch.rand(len(x0), 2, generator=gen, dtype=torch.float64)
-        x = -d.half[0] + (col + jitter[:, 0]) * d.cell[0]
-        y = d.half[1] - (row + jitter[:, 1]) * d.cell[1]
+        x = -d.half[0] + (col + 0.001 + 0.998 * rx) * d.cell[0]
+        y = d.half[1] - (row + 0.001 + 0.998 * ry) * d.cell[1]
         return torch.stack([x, y], 1).to(x0.device, x0.dtype)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
@@ -252,3 +251,18 @@ class OTFlow(Flow):
 
     def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
         raise FlowgifError("the optimal-transport flow is computed, not trained")
+
+
+def _pick(masses: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """For rows of masses ``(N, k)`` and places ``u`` ``(N,)`` in [0, 1): the index whose
+    share of its row's total holds ``u`` (only indices with mass), and ``u``'s place in it."""
+    total = masses.sum(1, keepdim=True).clamp_min(1e-300)
+    cum = torch.cumsum(masses / total, 1)
+    idx = (u[:, None] >= cum).sum(1).clamp_max(masses.shape[1] - 1)
+    ok = masses[torch.arange(len(idx)), idx] > 0
+    if not ok.all():  # rounding at a boundary: the last index with mass
+        last = masses.shape[1] - 1 - (masses.flip(1) > 0).long().argmax(1)
+        idx = torch.where(ok, idx, last)
+    lo = torch.where(idx > 0, cum.gather(1, (idx - 1).clamp_min(0)[:, None])[:, 0], 0.0)
+    share = (masses[torch.arange(len(idx)), idx] / total[:, 0]).clamp_min(1e-300)
+    return idx, ((u - lo) / share).clamp(0, 1 - 1e-9)
