@@ -23,7 +23,7 @@ N = 64  # cells along each side of the test rasters: the plan's own grid (no poo
 CELL = 4 / N
 
 
-def raster(f, n: int = N) -> ImageDensity:  # noqa: ANN001
+def raster(f, n: int = N) -> ImageDensity:
     """``f(x, y)`` (non-negative) rasterised on an n x n grid over [-2, 2]^2, row 0 on top."""
     c = -2 + (np.arange(n) + 0.5) * 4 / n
     x, y = np.meshgrid(c, c[::-1])
@@ -51,7 +51,7 @@ def centres(x: torch.Tensor) -> torch.Tensor:
     return ((x + 2) / CELL).floor() * CELL + CELL / 2 - 2
 
 
-def mean_map_error(flow: OTFlow, x: torch.Tensor, oracle) -> torch.Tensor:  # noqa: ANN001
+def mean_map_error(flow: OTFlow, x: torch.Tensor, oracle) -> torch.Tensor:
     """|barycentric map - the oracle map| at the centres of ``x``'s cells, in cells (the plan
     maps cells)."""
     return (flow.plan.barycentres(x) - oracle(centres(x))).norm(dim=1) / CELL
@@ -65,6 +65,7 @@ def test_gaussian_to_gaussian_is_the_affine_map() -> None:
     m1, s1, m2, s2 = (-0.6, 0.4), 0.3, (0.5, -0.2), 0.45
     flow = OTFlow(gaussian(m2, s2), gaussian(m1, s1))
     x = bulk(flow.start, 2000, 2 * s1, m1)
+
     def affine(c: torch.Tensor) -> torch.Tensor:
         return torch.tensor(m2) + (s2 / s1) * (c - torch.tensor(m1))
 
@@ -162,7 +163,7 @@ def test_solver_end_marginal_is_met_and_rows_are_exact() -> None:
     assert torch.allclose(rows, torch.ones_like(rows))
 
 
-def dark_png(path: Path, draw) -> Path:  # noqa: ANN001
+def dark_png(path: Path, draw) -> Path:
     a = np.full((40, 40), 255, np.uint8)
     draw(a)
     Image.fromarray(a).save(path)
