@@ -89,11 +89,11 @@ def same(a: dict, b: dict, exact: bool = True) -> None:
     torch.testing.assert_close(a["losses"][:, [0, 2, 3]], b["losses"][:, [0, 2, 3]], **tol)
 
 
-@pytest.mark.parametrize("target", ["conditional", "exact"])
+@pytest.mark.parametrize("target", ["conditional", "exact", "plan"])
 def test_a_stack_of_one_is_the_solo_trainer_bit_for_bit(
     pictures: list[Path], tmp_path: Path, target: str
 ) -> None:
-    cfg = config().updated({"fm.target": target})
+    cfg = config().updated({"fm.target": target, "fm.ot": target == "plan"})
     want = solo(pictures[0], cfg, tmp_path / "solo")
     (outcome,) = train_stack([open_run(pictures[0], cfg, tmp_path / "stack")], CPU)
     assert isinstance(outcome, TrainResult) and outcome.steps == 40

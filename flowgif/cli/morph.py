@@ -19,6 +19,7 @@ from flowgif.cli.common import (
     DeviceOpt,
     FpsOpt,
     Loop,
+    Method,
     MethodOpt,
     MinutesOpt,
     ParticlesOpt,
@@ -62,7 +63,7 @@ def morph(
             show_default=False,
         ),
     ] = None,
-    config: ConfigOpt = "morph",
+    config: ConfigOpt = None,
     method: MethodOpt = None,
     steps: StepsOpt = None,
     minutes: MinutesOpt = None,
@@ -90,8 +91,11 @@ def morph(
 ) -> None:
     """Morph pictures into one another: a flow per leg A -> B -> C, played as one animation.
 
-    The budget (--steps or --minutes) is per leg. Every picture is checked before anything is
-    trained; the legs are ordinary run folders that render, eval and sample read.
+    By default each leg is the optimal-transport map (--method ot, computed in seconds: every
+    bit of A moves straight to its place in B). --method fm, --config, --steps or --minutes
+    train a flow per leg instead (config morph; the budget is per leg). Every picture is
+    checked before anything is computed; the legs are ordinary run folders that render, eval
+    and sample read.
     """
     from flowgif.cli.progress import progress_bar, stop_on_signals
     from flowgif.config import load_config
@@ -103,7 +107,9 @@ def morph(
     from flowgif.render import render
     from flowgif.store import budget_text, load_run
 
-    cfg = load_config(_config_path(config)).updated(_budget(steps, minutes))
+    if method is None and config is None and steps is None and minutes is None:
+        method = Method.ot  # the map, in seconds (bench/OT.md); a budget or config trains
+    cfg = load_config(_config_path(config or "morph")).updated(_budget(steps, minutes))
     if method is not None:
         cfg = cfg.updated({"train.method": method.value})
     cfg = cfg.updated(

@@ -52,7 +52,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16"),
     "fm.time_sampling": ("uniform", "logit_normal"),
-    "fm.target": ("auto", "conditional", "exact"),
+    "fm.target": ("auto", "conditional", "exact", "plan"),
     "ffjord.divergence": ("exact", "hutchinson"),
     "ffjord.noise": ("rademacher", "gaussian"),
     "ffjord.solver": ("dopri5", "dopri8", "bosh3", "adaptive_heun", "rk4", "midpoint", "euler"),

@@ -172,7 +172,9 @@ class FMConfig:
     """Conditional flow matching on straight paths from N(0, I) to the picture.
 
     Attributes:
-        ot: pair noise and picture points by minibatch optimal transport (straighter paths).
+        ot: pair start and end points by optimal transport (straighter paths): by the whole
+            plan between the ends where ``target`` allows (``plan``, or ``auto``), else by an
+            exact assignment within each block of ``ot_batch`` points (minibatch OT).
         ot_batch: sub-batch size for the exact OT assignment (cost grows as its cube).
         time_sampling: ``uniform`` or ``logit_normal`` (t = sigmoid(N(time_loc, time_scale))).
         time_loc: location of the logit-normal; > 0 spends more steps near the picture.
@@ -181,9 +183,12 @@ class FMConfig:
         target: what the field regresses on: ``conditional`` (``x1 - x0`` of each pair),
             ``exact`` (the marginal field ``v*(t, x_t)`` itself, computed in closed form by
             :mod:`flowgif.flows.exact`: the same optimum, without the pairs' variance; for
-            independent pairs on straight paths in two dimensions, to an end on cells), or
-            ``auto`` (exact where it applies, conditional elsewhere: with ``ot`` or ``sigma``,
-            an augmented field, an energy, a stack; bench/EXACT.md).
+            independent pairs on straight paths in two dimensions, to an end on cells),
+            ``plan`` (with ``ot``: each start point paired with where the optimal-transport
+            plan between the ends sends it, :mod:`flowgif.flows.transport`, so the target is
+            ``T(x0) - x0``, McCann's paths; two dimensions, an end on cells), or ``auto``
+            (exact or plan where it applies, conditional elsewhere: with ``sigma``, an
+            augmented field, an energy; bench/EXACT.md, bench/OT.md).
     """
 
     ot: bool = False
@@ -354,6 +359,11 @@ class Config:
                 f"{source}: the exact flow and the optimal-transport flow are computed, not "
                 'trained: train.objective is "exact" exactly when train.family is "exact" or '
                 '"ot" (train.method = "exact" or "ot")'
+            )
+        if self.fm.target == "plan" and (not self.fm.ot or self.fm.sigma or self.field.augment):
+            raise FlowgifError(
+                f'{source}: fm.target = "plan" pairs by the optimal-transport plan: it needs '
+                "fm.ot = true and takes no fm.sigma or field.augment"
             )
         if self.fm.target == "exact" and (self.fm.ot or self.fm.sigma or self.field.augment):
             raise FlowgifError(

@@ -62,6 +62,21 @@ def grid_of(d: ImageDensity) -> Grid:
     return Grid(xs, ys, d.probs_np)
 
 
+def blurred_grid(d: ImageDensity) -> Grid:
+    """A blurred picture (a trained morph's start) on its grid widened by three blurs each
+    side, each cell's mass the picture's blurred by a Gaussian of that width (the blur's
+    wide floor, a millionth of the mass, left out)."""
+    from scipy.ndimage import gaussian_filter
+
+    h, w = d.grid
+    pad = math.ceil(3 * d.blur / min(d.cell))
+    mass = np.pad(d.probs_np, pad)
+    mass = gaussian_filter(mass, (d.blur / d.cell[1], d.blur / d.cell[0]), mode="constant")
+    xs = -d.half[0] + (np.arange(-pad, w + pad) + 0.5) * d.cell[0]
+    ys = d.half[1] - (np.arange(-pad, h + pad) + 0.5) * d.cell[1]
+    return Grid(xs, ys, np.maximum(mass, 0) / np.maximum(mass, 0).sum())
+
+
 def noise_grid(cell: float) -> Grid:
     """N(0, I) on a square grid of about ``cell``, over +-:data:`NOISE_REACH` (each cell its
     exact mass, the tails beyond in the edge cells)."""
@@ -84,8 +99,8 @@ def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
     k = max(1, math.ceil(max(end.grid) / GRID))
     b = grid_of(end).pooled(k)
     if isinstance(start, ImageDensity):
-        ka = max(1, math.ceil(max(start.grid) / GRID))
-        a = grid_of(start).pooled(ka)
+        a = blurred_grid(start) if start.blur > 0 else grid_of(start)
+        a = a.pooled(max(1, math.ceil(max(start.grid) / GRID)))  # the blur's margin: more
     elif isinstance(start, Noise):
         a = noise_grid(2 * b.cell)
     else:
@@ -108,14 +123,20 @@ class OTFlow(Flow):
 
     Args:
         end: the end density.
-        start: N(0, I) or a picture density (default N(0, I)); a picture start is the sharp
-            picture (its blur only keeps a trained flow's likelihood finite).
+        start: N(0, I) or a picture density (default N(0, I)).
+        sharp: a picture start is the sharp picture (its blur only keeps a trained flow's
+            likelihood finite); False keeps the blur (a trained morph learning the map from
+            the start it draws its points from).
     """
 
-    def __init__(self, end: ImageDensity, start: Distribution | None = None) -> None:
+    def __init__(
+        self, end: ImageDensity, start: Distribution | None = None, sharp: bool = True
+    ) -> None:
         self.end = end
         start = start if start is not None else Noise()
-        self.start = start.sharp() if isinstance(start, ImageDensity) else start
+        if sharp and isinstance(start, ImageDensity):
+            start = start.sharp()
+        self.start = start
         self.module = OTField()
         self.dim = 2
         self.k = max(1, math.ceil(max(end.grid) / GRID))

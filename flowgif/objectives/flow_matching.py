@@ -15,6 +15,7 @@ so a morph moves each particle nearly as little as optimal transport.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -37,10 +38,13 @@ __all__ = [
     "fm_batch",
     "fm_loss",
     "ot_pair",
+    "plan_applies",
+    "plan_map",
     "sample_times",
     "straight_path",
     "times",
     "uses_exact_target",
+    "uses_plan",
 ]
 
 
@@ -54,6 +58,12 @@ class FlowMatching(Objective):
         self, flow: Flow, end: Source, config: Config, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         n = config.train.batch
+        if uses_plan(config, flow, end):  # x1 = T(x0): the plan's map, no minibatch pairing
+            x0 = flow.starts(n, generator)
+            x1 = plan_map(end.density, flow.start)(x0)
+            fm = dataclasses.replace(config.fm, ot=False)
+            loss = fm_loss(flow.module, x0, x1, fm, generator)
+            return loss, loss.detach()
         x1 = end.density.sample(n, generator=generator)
         x1, _ = augment(x1, flow.dim - 2, generator)
         x0 = flow.starts(n, generator)
@@ -191,6 +201,66 @@ def exact_applies(config: Config, dim: int, start: Distribution, end: Distributi
     return fits
 
 
+def uses_plan(config: Config, flow: Flow, end: Source) -> bool:
+    """Whether this run pairs by the optimal-transport plan (:func:`plan_applies`)."""
+    return plan_applies(config, flow.dim, flow.start, end.density)
+
+
+def plan_may_apply(config: Config) -> bool:
+    """The config's part of :func:`plan_applies`: flow matching of a two-dimensional field
+    with optimal-transport pairs on straight paths, ``fm.target`` ``auto`` or ``plan``."""
+    fm = config.fm
+    return (
+        config.train.objective == "fm"
+        and fm.target in ("auto", "plan")
+        and fm.ot
+        and fm.sigma == 0
+        and not config.field.augment
+    )
+
+
+def plan_applies(config: Config, dim: int, start: Distribution, end: Distribution) -> bool:
+    """Whether a run pairs each start point with where the optimal-transport plan between
+    its ends sends it (``x1 = T(x0)``): ``fm.target`` ``plan``, or ``auto`` with ``fm.ot``
+    where the plan applies (two dimensions, an end on cells, from N(0, I) or a picture). The
+    same rule for a solo and a stacked run.
+
+    Raises:
+        FlowgifError: ``plan`` asked where it does not apply.
+    """
+    from flowgif.errors import FlowgifError
+    from flowgif.sources.noise import Noise
+
+    fits = (
+        plan_may_apply(config)
+        and dim == 2
+        and isinstance(end, ImageDensity)
+        and isinstance(start, (Noise, ImageDensity))
+    )
+    if config.fm.target == "plan" and not fits:
+        raise FlowgifError(
+            'fm.target = "plan" pairs by the optimal-transport plan between two ends in two '
+            "dimensions, to a picture, word or toy: use conditional here"
+        )
+    return fits
+
+
+_MAPS: dict[tuple[int, int], tuple[object, object, Callable]] = {}
+
+
+def plan_map(end: Distribution, start: Distribution) -> Callable[[Tensor], Tensor]:
+    """``x0 -> T(x0)``, the optimal-transport flow's map from ``start`` to ``end``
+    (:mod:`flowgif.flows.transport`), solved once per pair of ends (a second or two)."""
+    from flowgif.flows.transport import OTFlow
+
+    key = (id(end), id(start))
+    if key not in _MAPS:
+        _MAPS.clear()
+        flow = OTFlow(end, start, sharp=False)  # type: ignore[arg-type]
+        _MAPS[key] = (end, start, lambda x0: flow.ends(x0).detach())
+    return _MAPS[key][2]
+
+
 _TEACHERS: dict[tuple[int, int], tuple[object, object, Callable]] = {}
 
 
@@ -244,6 +314,10 @@ class StackedBatches:
             else None
             for end, start in zip(ends, starts, strict=True)
         ]
+        self.maps = [
+            _fresh_map(end, start) if plan_applies(config, 2, start, end) else None
+            for end, start in zip(ends, starts, strict=True)
+        ]
 
     def __call__(
         self, gens: list[torch.Generator], active: set[int]
@@ -261,15 +335,19 @@ class StackedBatches:
                 raw_t.append(torch.zeros(n, 1, device=device))
                 noise.append(torch.zeros(n, 2, device=device))
                 continue
-            ends.append(self.ends[m].draws(n, gen))
+            # a picture paired by the plan draws no end points (as its solo run)
+            ends.append(None if self.maps[m] else self.ends[m].draws(n, gen))
             starts.append(self.starts[m].draws(n, gen))
             raw_t.append(draw_times(n, fm, gen, device))
             if fm.sigma > 0:
                 noise.append(torch.randn(n, 2, device=device, generator=gen))
         x1 = self._place(self.ends, self.together[0], ends, device)
         x0 = self._place(self.starts, self.together[1], starts, device)
-        if fm.ot:
-            for m in active:
+        for m in active:
+            mapped = self.maps[m]
+            if mapped is not None:
+                x1[m] = mapped(x0[m])
+            elif fm.ot:
                 x0[m] = ot_pair(x0[m], x1[m], fm.ot_batch)
         t = times(torch.stack(raw_t), fm)
         xt, target = straight_path(x0, x1, t, torch.stack(noise) if fm.sigma > 0 else None, fm)
@@ -296,6 +374,14 @@ class StackedBatches:
             for d, mine in zip(dists, draws, strict=True)
         ]
         return torch.stack(rows)
+
+
+def _fresh_map(end: Distribution, start: Distribution) -> Callable[[Tensor], Tensor]:
+    """The plan's map for one picture of a stack (each its own, unlike :func:`plan_map`)."""
+    from flowgif.flows.transport import OTFlow
+
+    flow = OTFlow(end, start, sharp=False)  # type: ignore[arg-type]
+    return lambda x0: flow.ends(x0).detach()
 
 
 def _together(dists: list[Distribution]) -> StackedPictures | None:
