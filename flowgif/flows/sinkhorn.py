@@ -351,7 +351,7 @@ class Plan:
         nearest = torch.as_tensor(_nearest(grid.mass, self._a.index))[r * w + c]
         return nearest, place
 
-    def map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def map(self, x: Tensor, place: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Where start points ``x`` ``(N, 2)`` go: an end cell each (flat ``row * w + col``
         of the end grid) and a place in it ``(N, 2)`` in [0, 1)^2.
 
@@ -360,9 +360,11 @@ class Plan:
         masses per column, its y place the end row within that column, and what is left of
         each is its place in the end cell. Points spread uniformly over a start cell are
         sent with exactly the plan's conditional law, and neighbours in a cell stay
-        neighbours.
+        neighbours. ``place`` (default: where each point is in its cell) may be given: a
+        place that is uniform in [0, 1)^2 for the start's own law within its cells.
         """
-        i, place = self.start_cell(x)
+        i, where = self.start_cell(x)
+        place = where if place is None else place.to(where)
         eps = 1e-12
         # the end column: the row's column groups, by their cumulative masses
         g0, gn = self._group_of_row[i], self._groups_in_row[i]

@@ -89,6 +89,18 @@ def noise_grid(cell: float) -> Grid:
     return Grid(xs, xs[::-1].copy(), np.outer(p[::-1], p))
 
 
+def start_grid(start: Distribution, end_cell: float) -> tuple[Grid, int]:
+    """The start's grid before pooling, and the factor the plan pools it by: a picture's
+    working grid (a blurred one's widened, :func:`blurred_grid`), pooled to about
+    :data:`GRID` cells a side; N(0, I)'s own grid of two end cells a cell, not pooled."""
+    if isinstance(start, ImageDensity):
+        fine = blurred_grid(start) if start.blur > 0 else grid_of(start)
+        return fine, max(1, math.ceil(max(start.grid) / GRID))  # the blur's margin: more
+    if isinstance(start, Noise):
+        return noise_grid(2 * end_cell), 1
+    raise FlowgifError("the optimal-transport flow starts from N(0, I) or a picture")
+
+
 _PLANS: dict[str, Plan] = {}  # the last few plans, by the content of their grids
 
 
@@ -98,13 +110,8 @@ def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
     for its samples and again to play it)."""
     k = max(1, math.ceil(max(end.grid) / GRID))
     b = grid_of(end).pooled(k)
-    if isinstance(start, ImageDensity):
-        a = blurred_grid(start) if start.blur > 0 else grid_of(start)
-        a = a.pooled(max(1, math.ceil(max(start.grid) / GRID)))  # the blur's margin: more
-    elif isinstance(start, Noise):
-        a = noise_grid(2 * b.cell)
-    else:
-        raise FlowgifError("the optimal-transport flow starts from N(0, I) or a picture")
+    fine, ka = start_grid(start, b.cell)
+    a = fine.pooled(ka)
     key = hashlib.sha256(
         b"".join(
             np.ascontiguousarray(v).tobytes() for v in (a.xs, a.ys, a.mass, b.xs, b.ys, b.mass)
@@ -140,13 +147,12 @@ class OTFlow(Flow):
         self.module = OTField()
         self.dim = 2
         self.k = max(1, math.ceil(max(end.grid) / GRID))
-        h, w = end.grid
+        self._fine, self._ka = start_grid(self.start, grid_of(end).pooled(self.k).cell)
+        self._start_blocks = _blocks(self._fine.mass, self._ka)
+        w = end.grid[1]
         k = self.k
-        hh, ww = -(-h // k), -(-w // k)
-        fine = np.zeros((hh * k, ww * k))
-        fine[:h, :w] = end.probs_np
-        blocks = fine.reshape(hh, k, ww, k).transpose(0, 2, 1, 3).reshape(hh * ww, k, k)
-        self._blocks = torch.as_tensor(blocks, dtype=torch.float64)
+        ww = -(-w // k)
+        self._blocks = _blocks(end.probs_np, k)
         self._coarse_width = ww
 
     @functools.cached_property
@@ -160,7 +166,7 @@ class OTFlow(Flow):
         the end's working grid within it by the end's masses (the same rearrangement: a
         column by the x place, a row within it by the y place), and what is left of the
         place as its place in that cell."""
-        coarse, place = self.plan.map(x0[:, :2])
+        coarse, place = self.plan.map(x0[:, :2], self._place(x0[:, :2]))
         k, (h, w) = self.k, self.end.grid
         blocks = self._blocks[coarse]  # (N, k, k) masses, rows then columns
         cols = blocks.sum(1)  # (N, k)
@@ -173,6 +179,46 @@ class OTFlow(Flow):
         x = -d.half[0] + (col + 0.001 + 0.998 * rx) * d.cell[0]
         y = d.half[1] - (row + 0.001 + 0.998 * ry) * d.cell[1]
         return torch.stack([x, y], 1).to(x0.device, x0.dtype)
+
+    def _place(self, x0: Tensor) -> Tensor:
+        """Each start point's place in its pooled start cell ``(N, 2)``, made uniform in
+        [0, 1)^2 by the start's own law (its Rosenblatt transform: x by the cell's masses per
+        column, y by the masses down the point's column; N(0, I) by its normal CDFs), so
+        that the plan's map sends each cell's points with the plan's law exactly."""
+        g, k = self._fine, self._ka
+        x = x0.detach().to("cpu", torch.float64)
+        xs, ys = torch.as_tensor(g.xs), torch.as_tensor(g.ys)
+        sx, sy = float(xs[1] - xs[0]), float(ys[1] - ys[0])  # sy < 0: rows run down
+        u = (x[:, 0] - xs[0]) / sx + 0.5
+        v = (x[:, 1] - ys[0]) / sy + 0.5
+        h, w = g.mass.shape
+        if isinstance(self.start, Noise):  # one cell a cell: the normal CDFs within it
+            from scipy.special import ndtr
+
+            c = u.floor().clamp(0, w - 1)
+            r = v.floor().clamp(0, h - 1)
+            lo_x, lo_y = xs[0] + (c - 0.5) * sx, ys[0] + (r - 0.5) * sy
+            fx = _cdf_place(ndtr, x[:, 0], lo_x, lo_x + sx)
+            fy = _cdf_place(ndtr, -x[:, 1], -lo_y, -(lo_y + sy))
+            return torch.stack([fx, fy], 1)
+        fc = u.floor().long().clamp(0, w - 1)
+        fr = v.floor().long().clamp(0, h - 1)
+        fx, fy = (u - fc).clamp(0, 1), (v - fr).clamp(0, 1)
+        ww = -(-w // k)
+        blocks = self._start_blocks[(fr // k) * ww + fc // k]  # (N, k, k)
+        j, i = fc % k, fr % k
+        n = torch.arange(len(x))
+        cols = blocks.sum(1)  # (N, k)
+        total = cols.sum(1).clamp_min(1e-300)
+        before = torch.cumsum(cols, 1) - cols
+        px = (before[n, j] + fx * cols[n, j]) / total
+        col = blocks[n, :, j]  # (N, k) down the column
+        above = torch.cumsum(col, 1) - col
+        py = (above[n, i] + fy * col[n, i]) / cols[n, j].clamp_min(1e-300)
+        empty = cols[n, j] <= 0  # a point off the start's mass: where it is
+        px = torch.where(empty, (j + fx) / k, px)
+        py = torch.where(empty, (i + fy) / k, py)
+        return torch.stack([px, py], 1).clamp(0, 1 - 1e-9)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
         """Points ``(T, N, 2)`` at ``times`` on the straight lines from ``z`` to their ends."""
@@ -287,3 +333,23 @@ def _pick(masses: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     lo = torch.where(idx > 0, cum.gather(1, (idx - 1).clamp_min(0)[:, None])[:, 0], 0.0)
     share = (masses[torch.arange(len(idx)), idx] / total[:, 0]).clamp_min(1e-300)
     return idx, ((u - lo) / share).clamp(0, 1 - 1e-9)
+
+
+def _blocks(mass: np.ndarray, k: int) -> Tensor:
+    """``(cells, k, k)``: the masses of each ``k x k`` block of a grid (padded at the far
+    edges), blocks in row-major order, each block's rows then columns."""
+    h, w = mass.shape
+    hh, ww = -(-h // k), -(-w // k)
+    fine = np.zeros((hh * k, ww * k))
+    fine[:h, :w] = mass
+    blocks = fine.reshape(hh, k, ww, k).transpose(0, 2, 1, 3).reshape(hh * ww, k, k)
+    return torch.as_tensor(blocks, dtype=torch.float64)
+
+
+def _cdf_place(cdf: Callable, x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """``x``'s place between ``lo`` and ``hi`` by the law of ``cdf``, in [0, 1]."""
+    a, b = cdf(lo.numpy()), cdf(hi.numpy())
+    c = cdf(x.numpy())
+    width = np.maximum(b - a, 1e-300)
+    out = np.where(b - a > 1e-12, (c - a) / width, ((x - lo) / (hi - lo)).numpy())
+    return torch.as_tensor(np.clip(out, 0.0, 1.0 - 1e-9))
