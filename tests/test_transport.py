@@ -294,3 +294,20 @@ def test_a_trained_morph_learns_the_maps_straight_paths(tmp_path: Path) -> None:
     shift = torch.tensor([2.0, 0.0])  # 20 px of a 40-px frame of half-width 2
     assert (paths[2] - x0 - shift).norm(dim=1).mean() < 0.1
     assert (paths[1] - x0 - shift / 2).norm(dim=1).mean() < 0.1
+
+
+def test_an_energy_end_and_a_blank_picture(tmp_path: Path) -> None:
+    """An energy known on a grid (target:u1) is an end like a picture: the map lands on it
+    (reverse KL under 0.01 nats); a blank picture in a morph is one line, nothing written."""
+    out = tmp_path / "u1"
+    assert call("train", "--target", "u1", "--method", "ot", "--out", str(out)).exit_code == 0
+    assert call("eval", str(out), "--samples", "20000", "--n-nll", "2000").exit_code == 0
+    e = json.loads((out / "eval.json").read_text())
+    assert abs(e["kl_reverse"]) < 0.01
+    blank = tmp_path / "blank.png"
+    Image.new("L", (30, 30), 255).save(blank)
+    star = dark_png(tmp_path / "s.png", lambda a: a.__setitem__((slice(5, 35), slice(10, 20)), 0))
+    runs = tmp_path / "legs"
+    result = call("morph", str(blank), str(star), "--runs", str(runs))
+    assert_one_line_error(result, "no ink")
+    assert not runs.exists()
