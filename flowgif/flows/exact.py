@@ -21,16 +21,12 @@ there, uniformly within the cell, so its samples have the picture's piecewise-co
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowgif.config import Config, FFJORDConfig
-from flowgif.errors import FlowgifError
-from flowgif.flows.model import Flow
+from flowgif.config import Config
+from flowgif.flows.computed import ComputedField, ComputedFlow
 from flowgif.flows.ode import SolveStats
 from flowgif.flows.posterior import STEPS, Posterior, blur_matrix, solve_times
 from flowgif.sources.base import Distribution
@@ -40,15 +36,12 @@ from flowgif.sources.picture import ImageDensity
 __all__ = ["ExactField", "ExactFlow", "build"]
 
 
-class ExactField(nn.Module):
+class ExactField(ComputedField):
     """The exact flow's module: no weights. The field is computed from the run's ends (the
     checkpoint keeps both), so a run folder of the exact flow holds no trained tensor."""
 
-    dim = 2
     family = "exact"
-
-    def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        raise FlowgifError("the exact flow's field needs its ends: use ExactFlow.velocity")
+    name = "exact flow"
 
 
 def build(config: Config) -> ExactField:
@@ -56,7 +49,7 @@ def build(config: Config) -> ExactField:
     return ExactField()
 
 
-class ExactFlow(Flow):
+class ExactFlow(ComputedFlow):
     """The exact flow from ``start`` to ``end`` behind the :class:`Flow` interface.
 
     Args:
@@ -64,6 +57,8 @@ class ExactFlow(Flow):
         start: N(0, I) or a picture density (default N(0, I)).
         steps: solver steps, even in ``log(1 - t)``.
     """
+
+    name = "exact flow"
 
     def __init__(
         self, end: ImageDensity, start: Distribution | None = None, steps: int = STEPS
@@ -138,11 +133,6 @@ class ExactFlow(Flow):
         t = torch.as_tensor(t, dtype=x.dtype).clamp(max=float(self.times[-1]))
         return self.posterior.velocity(t, x[:, :2])
 
-    @property
-    def field(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """``v*(t, x)`` as a field is called (``--panels``' arrows, ``plot --kind field``)."""
-        return self.velocity
-
     def paths_with_log_prob(
         self, z: Tensor, times: Tensor, stats: SolveStats | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -184,30 +174,6 @@ class ExactFlow(Flow):
     def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = self.paths(z, torch.tensor([0.0, 1.0], device=z.device))[-1]
         return x, self.log_prob(x)
-
-    def log_prob(
-        self,
-        x: Tensor,
-        stats: SolveStats | None = None,
-        generator: torch.Generator | None = None,
-        tol: float | None = None,
-    ) -> Tensor:
-        """``log q(x)`` of the flow's samples: piecewise constant, each cell's landing mass
-        (:meth:`landing`) over its area."""
-        if not hasattr(self, "_log_q"):
-            q = self.landing() / self.end.cell_area
-            self._log_q = torch.as_tensor(np.log(np.maximum(q, 1e-30)), dtype=torch.float32)
-        inside = (x[:, 0].abs() <= self.end.half[0]) & (x[:, 1].abs() <= self.end.half[1])
-        out = self._log_q[self.end.cell_index(x)].to(x.device)
-        return torch.where(inside, out, torch.full_like(out, math.log(1e-30)))
-
-    def fit_log_prob(
-        self, x1: Tensor, config: FFJORDConfig, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        raise FlowgifError("the exact flow is computed, not trained")
-
-    def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
-        raise FlowgifError("the exact flow is computed, not trained")
 
 
 def _nearest_inked(d: ImageDensity) -> np.ndarray:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.special import ndtr
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowgif.config import Config, FFJORDConfig
+from flowgif.config import Config
 from flowgif.errors import FlowgifError
-from flowgif.flows.model import Flow
+from flowgif.flows.computed import ComputedField, ComputedFlow
 from flowgif.flows.ode import SolveStats
 from flowgif.flows.sinkhorn import Grid, Plan, solve
 from flowgif.sources.base import Distribution
@@ -38,15 +38,12 @@ GRID = 128  # the plan's cells along the longer side, at most (bench/OT.md)
 NOISE_REACH = 4.5  # N(0, I)'s grid: +-4.5 (beyond: the edge cells), 2 of the end's cells a cell
 
 
-class OTField(nn.Module):
+class OTField(ComputedField):
     """The optimal-transport flow's module: no weights; the plan is computed from the run's
     ends (the checkpoint keeps both)."""
 
-    dim = 2
     family = "ot"
-
-    def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        raise FlowgifError("the optimal-transport flow's field needs its ends: use OTFlow")
+    name = "optimal-transport flow"
 
 
 def build(config: Config) -> OTField:
@@ -124,7 +121,7 @@ def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
     return _PLANS[key], k
 
 
-class OTFlow(Flow):
+class OTFlow(ComputedFlow):
     """The optimal-transport flow from ``start`` to ``end`` behind the :class:`Flow`
     interface.
 
@@ -135,6 +132,8 @@ class OTFlow(Flow):
             likelihood finite); False keeps the blur (a trained morph learning the map from
             the start it draws its points from).
     """
+
+    name = "optimal-transport flow"
 
     def __init__(
         self, end: ImageDensity, start: Distribution | None = None, sharp: bool = True
@@ -241,22 +240,6 @@ class OTFlow(Flow):
         fine = np.kron(ratio, np.ones((k, k)))[:h, :w] * self.end.probs_np
         return (fine / fine.sum()).ravel()
 
-    def log_prob(
-        self,
-        x: Tensor,
-        stats: SolveStats | None = None,
-        generator: torch.Generator | None = None,
-        tol: float | None = None,
-    ) -> Tensor:
-        """``log q(x)`` of the flow's end points: piecewise constant, each cell's landing
-        mass (:meth:`landing`) over its area."""
-        if not hasattr(self, "_log_q"):
-            q = self.landing() / self.end.cell_area
-            self._log_q = torch.as_tensor(np.log(np.maximum(q, 1e-30)), dtype=torch.float32)
-        inside = (x[:, 0].abs() <= self.end.half[0]) & (x[:, 1].abs() <= self.end.half[1])
-        out = self._log_q[self.end.cell_index(x)].to(x.device)
-        return torch.where(inside, out, torch.full_like(out, math.log(1e-30)))
-
     def _cloud(self) -> tuple[Tensor, Tensor]:
         """Start points and their ends, 100,000 of them (the field and ``p_t`` are read
         from them)."""
@@ -277,11 +260,6 @@ class OTFlow(Flow):
         _, idx = cKDTree(at).query(x.detach().cpu().double().numpy(), k=8)
         v = (x1 - x0).numpy()[idx].mean(1)
         return torch.as_tensor(v, dtype=x.dtype, device=x.device)
-
-    @property
-    def field(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The velocity as a field is called (``--panels``' arrows, ``plot --kind field``)."""
-        return self.velocity
 
     def paths_with_log_prob(
         self, z: Tensor, times: Tensor, stats: SolveStats | None = None
@@ -310,14 +288,6 @@ class OTFlow(Flow):
                 q = torch.as_tensor(np.log(np.maximum(dens, 1e-30)).ravel(), dtype=paths.dtype)
                 logp[i] = q[d.cell_index(paths[i])].to(paths.device)
         return paths, logp
-
-    def fit_log_prob(
-        self, x1: Tensor, config: FFJORDConfig, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        raise FlowgifError("the optimal-transport flow is computed, not trained")
-
-    def fit_push(self, z: Tensor, config: FFJORDConfig) -> tuple[Tensor, Tensor, Tensor]:
-        raise FlowgifError("the optimal-transport flow is computed, not trained")
 
 
 def _pick(masses: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:

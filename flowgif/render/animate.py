@@ -23,10 +23,9 @@ import torch
 from flowgif.draw import Canvas, Palette, draw_frame
 from flowgif.errors import FlowgifError
 from flowgif.files import check_frames_folder, temp_name
-from flowgif.flows.exact import ExactFlow
+from flowgif.flows.computed import ComputedFlow
 from flowgif.flows.model import ContinuousFlow
 from flowgif.flows.ode import SolveStats
-from flowgif.flows.transport import OTFlow
 from flowgif.owned import check_replaceable
 from flowgif.render.camera import camera, frame_for, frame_times_for
 from flowgif.render.colors import particle_colors
@@ -150,7 +149,7 @@ def _check(runs: list[Run], out: Path, kind: str, o: RenderOptions) -> None:
         check_replaceable(out)  # never over a file flowgif did not write (a source picture)
     if o.panels and (
         len(runs) != 1
-        or not isinstance(runs[0].flow, (ContinuousFlow, ExactFlow, OTFlow))
+        or not isinstance(runs[0].flow, (ContinuousFlow, ComputedFlow))
         or runs[0].flow.dim != 2
     ):
         raise FlowgifError(

@@ -15,10 +15,9 @@ import torch
 from flowgif.config import Config
 from flowgif.errors import FlowgifError
 from flowgif.flows import build, wrap
-from flowgif.flows.exact import ExactField
+from flowgif.flows.computed import ComputedField
 from flowgif.flows.field import VectorField
 from flowgif.flows.model import Flow
-from flowgif.flows.transport import OTField
 from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
@@ -70,7 +69,7 @@ class Run:
         Raises:
             FlowgifError: the run holds a discrete flow, which has none.
         """
-        if isinstance(self.model, (ExactField, OTField)):
+        if isinstance(self.model, ComputedField):
             return self.flow.field  # type: ignore[attr-defined]
         if not isinstance(self.model, VectorField):
             raise FlowgifError(
