@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 SOURCES = sorted(
     str(p.relative_to(ROOT))
     for p in (ROOT / "flowgif").rglob("*")
-    if p.suffix in (".py", ".toml") and "__pycache__" not in p.parts
+    if p.suffix in (".py", ".toml", ".html", ".js", ".css") and "__pycache__" not in p.parts
 )
 
 
@@ -69,6 +69,7 @@ def test_wheel_and_sdist_hold_every_module_and_config(built: tuple[Path, Path]) 
         "flowgif/cli/train.py",
         "flowgif/flows/realnvp.py",
         "flowgif/configs/fast.toml",
+        "flowgif/view/static/view.js",
     } <= set(SOURCES)
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     assert [s for s in SOURCES if s not in in_wheel] == []

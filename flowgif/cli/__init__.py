@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # isort: off
 from flowgif.cli.common import app
-from flowgif.cli import train, show, morph, batch  # noqa: F401 - registers the commands, in this order
+from flowgif.cli import train, show, morph, batch, view  # noqa: F401 - registers the commands, in this order
 # isort: on
 
 __all__ = ["app", "main"]

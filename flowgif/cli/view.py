@@ -1,0 +1,68 @@
+"""``flowgif view [FOLDER]``: serve the live page on this machine (the ``view`` extra)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowgif.cli.common import app, err_console, guarded, out_console
+from flowgif.errors import FlowgifError
+
+LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+@guarded
+def view(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of run folders to list beside the exact flow.")
+    ] = Path("runs"),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but this machine gets a warning.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 0,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in the default browser.")
+    ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, max=16, help="Flows computed at once (each its share of the idle cores)."
+        ),
+    ] = 1,
+) -> None:
+    """A local page where a dropped, pasted or typed picture flows at once (Ctrl-C stops it)."""
+    try:
+        import uvicorn
+
+        from flowgif.view import make_app
+    except ImportError:
+        raise FlowgifError("flowgif view needs its extra: pip install 'flowgif[view]'") from None
+    import torch
+
+    from flowgif.device import pick_threads
+
+    torch.set_num_threads(max(1, pick_threads() // workers))
+    try:  # a port in use or an address not of this machine: one line, before serving
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+            port = s.getsockname()[1]
+    except OSError as e:
+        raise FlowgifError(f"cannot serve on {host} port {port}: {e.strerror}") from None
+    if host not in LOCAL:
+        err_console.print(
+            f"warning: serving on {host}: other machines can reach this page",
+            highlight=False,
+            markup=False,
+        )
+    hosts = [host, "localhost", "127.0.0.1"] if host in LOCAL else [host]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    out_console.print(f"flowgif view: {url}", highlight=False, markup=False)
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, (url,)).start()
+    uvicorn.run(make_app(folder, hosts, workers), host=host, port=port, log_level="warning")
