@@ -215,3 +215,33 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
     ink = np.asarray(Image.open(pic)) < 128
     on = ink[v.astype(int).clip(0, 95), u.astype(int).clip(0, 95)]
     assert on.mean() >= 0.9, on.mean()
+
+
+def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
+    """ "Save GIF" writes a fresh file in FOLDER and shows the ``flowgif render`` line; that
+    line, run by hand (here: in process), writes the same bytes. A second save gets a new
+    name; a download serves it; names outside the saved files are refused."""
+    import shlex
+
+    folder = tmp_path / "runs"
+    client = TestClient(view_app.make_app(folder, ["testserver"]))
+    pic = bar_png(tmp_path / "l.png", 40)
+    header, _ = decode(client.post("/api/flow?n=1000", content=pic.read_bytes()).content)
+    q = f"id={header['id']}&particles=1500&color=mono&background=dark&format=gif"
+    first = client.post(f"/api/save?{q}")
+    assert first.status_code == 200, first.text
+    answer = first.json()
+    saved = folder / answer["file"]
+    assert saved.is_file()
+    args = shlex.split(answer["command"])
+    assert args[:2] == ["flowgif", "render"]
+    by_hand = tmp_path / "by-hand.gif"
+    args[args.index("--out") + 1] = str(by_hand)
+    result = call(*args[1:])
+    assert result.exit_code == 0, result.output
+    assert by_hand.read_bytes() == saved.read_bytes()
+    second = client.post(f"/api/save?{q}").json()
+    assert second["file"] != answer["file"]
+    assert client.get(f"/api/files/{answer['file']}").content == saved.read_bytes()
+    assert client.get("/api/files/..%2Fl.png").status_code == 404
+    assert client.post("/api/save?id=nothing").status_code == 400

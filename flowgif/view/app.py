@@ -7,6 +7,11 @@ Routes:
   (:mod:`flowgif.flows.exact`, the ``--method exact`` code) as paths.
 - ``GET /api/runs``: the run folders under FOLDER; ``GET /api/runs/NAME/flow``: a run's flow
   (a trained network's ODE solved here) from the same noise.
+- ``POST /api/save?id=...&particles=...&color=...&background=...&trail=...&format=gif``:
+  what is on screen as a file, made by flowgif's own commands run as they are shown
+  (``flowgif train --method exact`` into ``FOLDER/view-ID``, then ``flowgif render``) under a
+  fresh name in FOLDER; the answer names the file and the command line, and ``GET
+  /api/files/NAME`` downloads it.
 
 Paths go out once per picture as one binary body: a little-endian ``uint32`` header length,
 the header (JSON: particles, times, the frame's half extents) and ``int16`` positions
@@ -22,9 +27,13 @@ reason as 400, and run names are single folder names under FOLDER.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import shlex
 import struct
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,6 +88,12 @@ def _flow_paths(flow, n: int, seed: int = 0) -> np.ndarray:  # noqa: ANN001
     return paths.detach().cpu().numpy()
 
 
+def picture_id(data: bytes | None, text: str | None) -> str:
+    """A picture's (or word's) name on this server: the start of its SHA-256."""
+    raw = data if data is not None else ("text:" + (text or "")).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
 def picture_flow(data: bytes | None, text: str | None, n: int) -> bytes:
     """The exact flow of a picture (its bytes) or a word, as the binary body."""
     from flowgif.config import load_config
@@ -98,7 +113,54 @@ def picture_flow(data: bytes | None, text: str | None, n: int) -> bytes:
                 raise FlowgifError(str(e).replace(str(path), "the file")) from None
     end = source.density
     paths = _flow_paths(ExactFlow(end), n)
-    return _paths_body(paths, end.half, {"label": source.label if text else "picture"})
+    label = source.label if text else "picture"
+    return _paths_body(paths, end.half, {"label": label, "id": picture_id(data, text)})
+
+
+COLORS = ("position", "mono")
+BACKGROUNDS = ("light", "dark")
+
+
+def save(folder: Path, data: bytes | None, text: str | None, settings: dict) -> dict:
+    """Write what the page shows as a GIF or MP4 in ``folder`` by flowgif's own commands, run
+    as they are shown: the exact flow's run folder ``view-ID`` (made once), then ``flowgif
+    render`` into a fresh ``view-ID-K.EXT``. Returns the file's name and both commands."""
+    pid = picture_id(data, text)
+    run = folder / f"view-{pid}"
+    folder.mkdir(parents=True, exist_ok=True)
+    commands = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if not (run / "checkpoint.pt").is_file():
+            if text is not None:
+                what = ["--text", text]
+            else:
+                pic = Path(tmp) / "picture"
+                pic.write_bytes(data or b"")
+                what = ["--img", str(pic)]
+            train = ["train", *what, "--method", "exact", "--resolution", str(RESOLUTION)]
+            commands.append(_flowgif([*train, "--out", str(run)]))
+        ext = settings["format"]
+        k = 1
+        while (folder / f"view-{pid}-{k}.{ext}").exists():
+            k += 1
+        out = folder / f"view-{pid}-{k}.{ext}"
+        render = ["render", str(run), "--out", str(out), "--particles", str(settings["particles"])]
+        render += ["--color", settings["color"], "--background", settings["background"]]
+        if settings["trail"]:
+            render += ["--trail", str(settings["trail"])]
+        commands.append(_flowgif(render))
+    return {"file": out.name, "command": commands[-1], "commands": commands}
+
+
+def _flowgif(args: list[str]) -> str:
+    """Run ``flowgif ARGS`` as its own process; its command line (raises its one line)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flowgif", *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise FlowgifError(lines[-1].removeprefix("error: ") if lines else "flowgif failed")
+    return "flowgif " + " ".join(shlex.quote(a) for a in args)
 
 
 def run_flow(folder: Path, name: str, n: int) -> bytes:
@@ -160,8 +222,14 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     folder = Path(folder)
     limiter = anyio.CapacityLimiter(workers)
     waiting = [0]
+    pictures: dict[str, tuple[bytes | None, str | None]] = {}  # the last few, by id
 
-    async def heavy(fn, *args) -> Response:  # noqa: ANN001, ANN002
+    def remember(data: bytes | None, text: str | None) -> None:
+        if len(pictures) >= 8:
+            pictures.pop(next(iter(pictures)))
+        pictures[picture_id(data, text)] = (data, text)
+
+    async def heavy(fn, *args, as_json: bool = False) -> Response:  # noqa: ANN001, ANN002
         if waiting[0] >= workers + QUEUE:
             return JSONResponse(
                 {"error": "busy: other pictures are being computed; retry in 2 s"},
@@ -175,6 +243,8 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=400)
         finally:
             waiting[0] -= 1
+        if as_json:
+            return JSONResponse(body)
         return Response(body, media_type="application/octet-stream")
 
     async def index(request: Request) -> Response:
@@ -187,6 +257,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=400)
         text = request.query_params.get("text")
         if text is not None:
+            remember(None, text[:64])
             return await heavy(picture_flow, None, text[:64], n)
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > MAX_UPLOAD:
@@ -198,6 +269,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
                 return _too_large()
         if not data.tell():
             return JSONResponse({"error": "no picture was sent"}, status_code=400)
+        remember(data.getvalue(), None)
         return await heavy(picture_flow, data.getvalue(), None, n)
 
     async def runs(request: Request) -> Response:
@@ -211,11 +283,42 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             return JSONResponse({"error": str(e)}, status_code=404)
         return await heavy(run_flow, folder, name, n)
 
+    async def save_route(request: Request) -> Response:
+        q = request.query_params
+        try:
+            data, text = pictures[q.get("id", "")]
+            settings = {
+                "particles": max(1000, min(200_000, int(q.get("particles", PARTICLES)))),
+                "color": q.get("color", "position"),
+                "background": q.get("background", "light"),
+                "trail": max(0, min(30, int(q.get("trail", 0)))),
+                "format": q.get("format", "gif"),
+            }
+        except (KeyError, ValueError):
+            return JSONResponse({"error": "drop the picture again, then save"}, status_code=400)
+        if (
+            settings["color"] not in COLORS
+            or settings["background"] not in BACKGROUNDS
+            or settings["format"] not in ("gif", "mp4")
+        ):
+            return JSONResponse({"error": "not a setting the page has"}, status_code=400)
+        return await heavy(save, folder, data, text, settings, as_json=True)
+
+    async def files(request: Request) -> Response:
+        name = request.path_params["name"]
+        path = folder / name
+        ok = name.startswith("view-") and name.endswith((".gif", ".mp4")) and "/" not in name
+        if not ok or path.is_symlink() or not path.is_file():
+            return JSONResponse({"error": f"no saved file named {name!r}"}, status_code=404)
+        return FileResponse(path, filename=name)
+
     routes = [
         Route("/", index),
         Route("/api/flow", flow, methods=["POST"]),
         Route("/api/runs", runs),
         Route("/api/runs/{name:path}/flow", a_run),
+        Route("/api/save", save_route, methods=["POST"]),
+        Route("/api/files/{name}", files),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]

@@ -164,6 +164,31 @@ $("speed").addEventListener("change", (e) => { state.speed = parseFloat(e.target
 state.seek = (t) => { state.t = t; $("scrub").value = Math.round(t * 1000); };
 state.pause = () => { state.playing = false; $("play").textContent = "play"; };
 
+async function keep(format) {
+  if (!flows.exact || !flows.exact.id) { say("drop a picture first"); return; }
+  say(`rendering the ${format.toUpperCase()} with flowgif render ...`);
+  const q = new URLSearchParams({
+    id: flows.exact.id, format,
+    particles: $("particles").value, color: $("color").value,
+    background: $("background").value, trail: $("trail").checked ? 8 : 0,
+  });
+  try {
+    const res = await fetch(`/api/save?${q}`, { method: "POST" });
+    const answer = await res.json();
+    if (!res.ok) throw new Error(answer.error);
+    const a = $("saved");
+    a.href = `/api/files/${encodeURIComponent(answer.file)}`;
+    a.download = answer.file;
+    a.textContent = `download ${answer.file}`;
+    a.hidden = false;
+    $("command").textContent = answer.command;
+    state.saved = answer;
+    say("");
+  } catch (e) { say(`error: ${e.message}`); }
+}
+$("save-gif").addEventListener("click", () => keep("gif"));
+$("save-mp4").addEventListener("click", () => keep("mp4"));
+
 async function listRuns() {
   const res = await fetch("/api/runs");
   const { runs } = await res.json();
