@@ -125,7 +125,7 @@ def solver_rows(tmp: Path) -> None:
         ]:
             transport._PLANS.clear()
             clock = time.perf_counter()
-            plan, _ = transport.plan_between(a, b)
+            plan = transport.plan_between(a, b)
             s = time.perf_counter() - clock
             st = plan.stats
             print(

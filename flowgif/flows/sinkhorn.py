@@ -16,9 +16,10 @@ multiscale annealing of GeomLoss, Feydy et al. 2019, on grids). The work per ite
 then proportional to the plan's support, a few dozen pairs per cell, not to the product of the
 grids.
 
-:class:`Plan` draws, for start points, an end cell from the plan's conditional
-``p(j | i) = pi_ij / a_i``: the end is reached exactly as ``b``, up to the end marginal's error
-``Stats.error`` (L1) at which the iterations stopped.
+:class:`Plan` maps start points to end cells by the plan's conditional ``p(j | i) = pi_ij /
+a_i`` (each point's place in its cell reads its end from its cell's row): points spread over
+the start as ``a`` reach the end as ``b``, up to the end marginal's error ``Stats.error`` (L1)
+at which the iterations stopped.
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ class _Cells:
 
     def children(self, fine: _Cells) -> Tensor:
         """``(len(self), 4)``: each cell's children in ``fine`` (a grid pooled by 2 into this
-        one), ``-1`` where a child holds no mass."""
+        one), ``-1`` where a child holds no mass (kept: a grid's are asked for twice)."""
+        if getattr(self, "_kids", (None,))[0] is fine:
+            return self._kids[1]
         _h, w = self.shape
         fh, fw = fine.shape
         r, c = self.flat // w, self.flat % w
@@ -116,7 +119,8 @@ class _Cells:
             fr, fc = 2 * r + dr, 2 * c + dc
             ok = (fr < fh) & (fc < fw)
             out[ok, k] = fine.index[fr[ok] * fw + fc[ok]]
-        return torch.as_tensor(out)
+        self._kids = (fine, torch.as_tensor(out))
+        return self._kids[1]
 
 
 def _lse(values: Tensor, index: Tensor, n: int) -> Tensor:
@@ -212,7 +216,7 @@ def _anneal(
 
 
 def _converge(
-    p: _Problem, f: Tensor, g: Tensor, eps: float, tol: float, budget: int = MAX_ITER
+    p: _Problem, f: Tensor, g: Tensor, eps: float, tol: float
 ) -> tuple[Tensor, Tensor, float, int]:
     """Iterate at ``eps`` until the end marginal's error is within ``tol``. Over-relaxation
     is fast but can diverge: the error is checked every 5 iterations, and a rise (or a
@@ -221,7 +225,7 @@ def _converge(
     omega, count = OMEGA, 0
     error = p.error(f, g, eps)
     best = (error, f, g)
-    while error > tol and count < budget:
+    while error > tol and count < MAX_ITER:
         f, g = _iterate(p, f, g, eps, 5, omega)
         count += 5
         error = p.error(f, g, eps)
@@ -261,7 +265,7 @@ def solve(a: Grid, b: Grid, eps: float | None = None, tol: float = TOL) -> Plan:
     stats = Stats(eps=eps_end)
     for n, (ca, cb) in enumerate(levels):
         last = n == len(levels) - 1
-        if n:  # the next grid: each pair's children, each cell's parent's potential
+        if n:  # the next grid: each pair's children, the potentials carried by the soft-min
             g = p.extended(f, cb, e)
             p = p.refined(ca, cb)
             f = p.f_of(g, e)
@@ -293,6 +297,7 @@ class Plan:
     def __init__(self, p: _Problem, f: Tensor, g: Tensor, eps: float, stats: Stats) -> None:
         self.start, self.end, self.eps, self.stats = p.a.grid, p.b.grid, eps, stats
         self._a, self._b = p.a, p.b
+        self._nearest = torch.as_tensor(_nearest(self.start.mass, p.a.index))
         # pairs in the order the map reads them: by start cell, end column, end row
         h, w = self.end.mass.shape
         end_flat = torch.as_tensor(p.b.flat)[p.jb]
@@ -348,8 +353,7 @@ class Plan:
         c = u.floor().long().clamp(0, w - 1)
         r = v.floor().long().clamp(0, h - 1)
         place = torch.stack([u - c, v - r], 1).clamp(0.0, 1.0 - 1e-9)
-        nearest = torch.as_tensor(_nearest(grid.mass, self._a.index))[r * w + c]
-        return nearest, place
+        return self._nearest[r * w + c], place
 
     def map(self, x: Tensor, place: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Where start points ``x`` ``(N, 2)`` go: an end cell each (flat ``row * w + col``

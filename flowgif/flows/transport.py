@@ -4,11 +4,13 @@ interpolation): no two paths cross, the least motion there is, a crisp shape at 
 
 The plan between the start and the end on grids (:mod:`flowgif.flows.sinkhorn`; N(0, I) is
 laid on a grid of its own) is solved once, in seconds, at most :data:`GRID` cells along the
-longer side. A particle drawn on the start finds its cell's row of the plan, draws its end
-cell from it, then a cell of the end's working grid within that one by the end's own masses,
-and lands uniformly within it: the end is reached with the end's own piecewise-constant law
-(within the plan's marginal error), filled without tears. The plan's entropic blur (one cell)
-and the draw within the landing cell move each particle at most a cell from the map.
+longer side. A particle's place in its start cell, made uniform by the start's own masses,
+reads its end cell from its cell's row of the plan (:meth:`~flowgif.flows.sinkhorn.Plan.map`),
+then a cell of the end's working grid within that one by the end's own masses, and what is
+left of the place is where it lands in that cell. The same point always lands in the same
+place, neighbours stay neighbours, and the end is reached with its own piecewise-constant law
+(within the plan's marginal error), filled without tears. The plan's entropic blur (one
+cell) moves each particle about a cell from the exact map.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
 
-__all__ = ["GRID", "OTField", "OTFlow", "build", "plan_between"]
+__all__ = ["GRID", "OTField", "OTFlow", "build", "plan_between", "pooling"]
 
 GRID = 128  # the plan's cells along the longer side, at most (bench/OT.md)
 NOISE_REACH = 4.5  # N(0, I)'s grid: +-4.5 (beyond: the edge cells), 2 of the end's cells a cell
@@ -98,15 +100,18 @@ def start_grid(start: Distribution, end_cell: float) -> tuple[Grid, int]:
     raise FlowgifError("the optimal-transport flow starts from N(0, I) or a picture")
 
 
+def pooling(end: ImageDensity) -> int:
+    """The factor the end's working grid is pooled by for the plan."""
+    return max(1, math.ceil(max(end.grid) / GRID))
+
+
 _PLANS: dict[str, Plan] = {}  # the last few plans, by the content of their grids
 
 
-def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
-    """The plan from ``start`` (N(0, I) or a picture) to ``end``, and the factor the end's
-    working grid was pooled by (the last eight plans are kept: a morph computes each leg's
-    for its samples and again to play it)."""
-    k = max(1, math.ceil(max(end.grid) / GRID))
-    b = grid_of(end).pooled(k)
+def plan_between(start: Distribution, end: ImageDensity) -> Plan:
+    """The plan from ``start`` (N(0, I) or a picture) to ``end`` (the last eight plans are
+    kept: a morph computes each leg's for its samples and again to play it)."""
+    b = grid_of(end).pooled(pooling(end))
     fine, ka = start_grid(start, b.cell)
     a = fine.pooled(ka)
     key = hashlib.sha256(
@@ -118,7 +123,7 @@ def plan_between(start: Distribution, end: ImageDensity) -> tuple[Plan, int]:
         if len(_PLANS) >= 8:
             _PLANS.pop(next(iter(_PLANS)))
         _PLANS[key] = solve(a, b)
-    return _PLANS[key], k
+    return _PLANS[key]
 
 
 class OTFlow(ComputedFlow):
@@ -145,19 +150,16 @@ class OTFlow(ComputedFlow):
         self.start = start
         self.module = OTField()
         self.dim = 2
-        self.k = max(1, math.ceil(max(end.grid) / GRID))
+        self.k = pooling(end)
         self._fine, self._ka = start_grid(self.start, grid_of(end).pooled(self.k).cell)
         self._start_blocks = _blocks(self._fine.mass, self._ka)
-        w = end.grid[1]
-        k = self.k
-        ww = -(-w // k)
-        self._blocks = _blocks(end.probs_np, k)
-        self._coarse_width = ww
+        self._blocks = _blocks(end.probs_np, self.k)
+        self._coarse_width = -(-end.grid[1] // self.k)
 
     @functools.cached_property
     def plan(self) -> Plan:
         """The plan, solved on first use (a run's checkpoint is written without it)."""
-        return plan_between(self.start, self.end)[0]
+        return plan_between(self.start, self.end)
 
     def ends(self, x0: Tensor) -> Tensor:
         """Where each start point ``(N, 2)`` lands (a map: the same point, the same end):
@@ -192,8 +194,6 @@ class OTFlow(ComputedFlow):
         v = (x[:, 1] - ys[0]) / sy + 0.5
         h, w = g.mass.shape
         if isinstance(self.start, Noise):  # one cell a cell: the normal CDFs within it
-            from scipy.special import ndtr
-
             c = u.floor().clamp(0, w - 1)
             r = v.floor().clamp(0, h - 1)
             lo_x, lo_y = xs[0] + (c - 0.5) * sx, ys[0] + (r - 0.5) * sy

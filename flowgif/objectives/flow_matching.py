@@ -183,22 +183,24 @@ def exact_applies(config: Config, dim: int, start: Distribution, end: Distributi
         FlowgifError: ``exact`` asked where it does not apply.
     """
     from flowgif.errors import FlowgifError
-    from flowgif.sources.noise import Noise
 
     if config.fm.target == "conditional":
         return False
-    fits = (
-        exact_may_apply(config)
-        and dim == 2
-        and isinstance(end, ImageDensity)
-        and isinstance(start, (Noise, ImageDensity))
-    )
+    fits = exact_may_apply(config) and _ends_on_cells(dim, start, end)
     if config.fm.target == "exact" and not fits:
         raise FlowgifError(
             'fm.target = "exact" is the field of independent pairs on straight paths in two '
             "dimensions, to a picture, word or toy: use conditional here"
         )
     return fits
+
+
+def _ends_on_cells(dim: int, start: Distribution, end: Distribution) -> bool:
+    """Two dimensions, an end on cells (a picture, word or toy), from N(0, I) or a picture:
+    where the exact field and the plan are computed."""
+    from flowgif.sources.noise import Noise
+
+    return dim == 2 and isinstance(end, ImageDensity) and isinstance(start, (Noise, ImageDensity))
 
 
 def uses_plan(config: Config, flow: Flow, end: Source) -> bool:
@@ -229,14 +231,8 @@ def plan_applies(config: Config, dim: int, start: Distribution, end: Distributio
         FlowgifError: ``plan`` asked where it does not apply.
     """
     from flowgif.errors import FlowgifError
-    from flowgif.sources.noise import Noise
 
-    fits = (
-        plan_may_apply(config)
-        and dim == 2
-        and isinstance(end, ImageDensity)
-        and isinstance(start, (Noise, ImageDensity))
-    )
+    fits = plan_may_apply(config) and _ends_on_cells(dim, start, end)
     if config.fm.target == "plan" and not fits:
         raise FlowgifError(
             'fm.target = "plan" pairs by the optimal-transport plan between two ends in two '
@@ -251,13 +247,10 @@ _MAPS: dict[tuple[int, int], tuple[object, object, Callable]] = {}
 def plan_map(end: Distribution, start: Distribution) -> Callable[[Tensor], Tensor]:
     """``x0 -> T(x0)``, the optimal-transport flow's map from ``start`` to ``end``
     (:mod:`flowgif.flows.transport`), solved once per pair of ends (a second or two)."""
-    from flowgif.flows.transport import OTFlow
-
     key = (id(end), id(start))
     if key not in _MAPS:
         _MAPS.clear()
-        flow = OTFlow(end, start, sharp=False)  # type: ignore[arg-type]
-        _MAPS[key] = (end, start, lambda x0: flow.ends(x0).detach())
+        _MAPS[key] = (end, start, map_of(end, start))
     return _MAPS[key][2]
 
 
@@ -315,7 +308,7 @@ class StackedBatches:
             for end, start in zip(ends, starts, strict=True)
         ]
         self.maps = [
-            _fresh_map(end, start) if plan_applies(config, 2, start, end) else None
+            map_of(end, start) if plan_applies(config, 2, start, end) else None
             for end, start in zip(ends, starts, strict=True)
         ]
 
@@ -376,8 +369,9 @@ class StackedBatches:
         return torch.stack(rows)
 
 
-def _fresh_map(end: Distribution, start: Distribution) -> Callable[[Tensor], Tensor]:
-    """The plan's map for one picture of a stack (each its own, unlike :func:`plan_map`)."""
+def map_of(end: Distribution, start: Distribution) -> Callable[[Tensor], Tensor]:
+    """``x0 -> T(x0)`` from the blurred ``start`` the points are drawn from to ``end`` (each
+    call its own: a stack keeps one per picture; :func:`plan_map` keeps the last)."""
     from flowgif.flows.transport import OTFlow
 
     flow = OTFlow(end, start, sharp=False)  # type: ignore[arg-type]
