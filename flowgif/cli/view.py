@@ -42,7 +42,10 @@ def view(
 
         from flowgif.view import make_app
     except ImportError:
-        raise FlowgifError("flowgif view needs its extra: pip install 'flowgif[view]'") from None
+        raise FlowgifError(
+            "flowgif view needs its extra: pip install 'flowgif[view]' (in a checkout: "
+            "pip install '.[view]')"
+        ) from None
     import torch
 
     from flowgif.device import pick_threads
