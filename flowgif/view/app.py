@@ -1,24 +1,28 @@
-"""The view's server: the page, the flows it plays (as binary paths), the run folders.
+"""The view's server: the page, the flows it plays (binary bodies, :mod:`flowgif.view.scene`),
+the run folders, and saving what is on screen.
 
 Routes:
 
 - ``GET /``: the page; ``/static/...``: its script and style (shipped in the package).
-- ``POST /api/flow``: a picture's bytes (or ``?text=WORD``) -> its exact flow
-  (:mod:`flowgif.flows.exact`, the ``--method exact`` code) as paths.
-- ``GET /api/runs``: the run folders under FOLDER; ``GET /api/runs/NAME/flow``: a run's flow
-  (a trained network's ODE solved here) from the same noise.
-- ``POST /api/save?id=...&particles=...&color=...&background=...&trail=...&format=gif``:
+- ``POST /api/flow?ink=...``: a picture's bytes (or ``?text=WORD``) -> its exact flow
+  (:mod:`flowgif.flows.exact`, the ``--method exact`` code, with the CLI's ``--ink``).
+- ``GET /api/inside?id=...``: that flow's ``p_t`` and ``v`` on a grid at each time.
+- ``GET /api/runs``: the run folders under FOLDER, with their ``eval`` figures;
+  ``GET /api/runs/NAME/thumb``: a small picture of the run's end;
+  ``GET /api/runs/NAME/flow``: the run's flow (a trained network's ODE solved here) and
+  ``GET /api/runs/NAME/exact``: the exact flow of the same picture, both from the same noise;
+  ``GET /api/runs/NAME/inside?of=run|exact``: what is inside either.
+- ``GET /api/progress/JOB``: how far the work a request named with ``?job=JOB`` has come.
+- ``POST /api/save?id=...&particles=...&color=...&background=...&trail=...&pace=...&format=``:
   what is on screen as a file, made by flowgif's own commands run as they are shown
   (``flowgif train --method exact`` into ``FOLDER/view-ID``, then ``flowgif render``) under a
   fresh name in FOLDER; the answer names the file and the command line, and ``GET
   /api/files/NAME`` downloads it.
 
-Paths go out once per picture as one binary body: a little-endian ``uint32`` header length,
-the header (JSON: particles, times, the frame's half extents) and ``int16`` positions
-``(T, N, 2)`` scaled so that ``32767`` is the frame's half extent (a 512-px frame: a step of
-1/64 px), ``T x N x 4`` bytes: 4.1 MB for 20,000 particles at 51 times. Heavy work runs in
-a bounded pool of threads off the event loop (``workers``, each with its share of the idle
-cores' torch threads); more waiting than :data:`QUEUE` gets 503 with ``Retry-After``.
+Heavy work runs in a bounded pool of threads off the event loop (``workers``, each with its
+share of the idle cores' torch threads); more waiting than :data:`QUEUE` gets 503 with
+``Retry-After``, before an upload is read. A request whose connection closes (a closed tab)
+cancels its work: still queued, it never starts; running, it stops at its next part.
 
 Safe by default: only the Host names of the bound address are served (DNS rebinding: 400),
 uploads over :data:`MAX_UPLOAD` get 413, a broken or foreign file gets the CLI's one-line
@@ -30,11 +34,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shlex
-import struct
 import subprocess
 import sys
 import tempfile
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -48,62 +54,43 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from flowgif.errors import FlowgifError
+from flowgif.view.scene import CancelledError, Job, Scene, exact_scene, inside_body, run_scene
+from flowgif.view.scene import scene_body as _scene_body
 
-__all__ = ["MAX_UPLOAD", "QUEUE", "TIMES", "make_app"]
+__all__ = ["MAX_UPLOAD", "QUEUE", "make_app"]
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes of one uploaded picture
 QUEUE = 4  # requests that may wait for a worker; more are told to retry
-TIMES = 51  # times of the paths sent, 0 to 1 (the page interpolates between them)
-PARTICLES = 20_000  # paths sent per picture (the page draws up to 10 x as many, jittered)
+PARTICLES = 20_000  # paths sent per picture (the page draws up to 15 x as many, jittered)
 MAX_PARTICLES = 60_000
 RESOLUTION = 256  # the working grid of a dropped picture (the exact flow: about a second)
 STEPS = 32  # the exact flow's solver steps here (48 for --method exact): bench/EXACT.md
 # measured 32 against 48 on github.png at 256 px: tv 0.0482 against 0.0473, on_ink 0.9993
 # against 0.9994, 0.92 s against 1.38 s
+INKS = ("auto", "darkness", "local", "shape")  # the CLI's --ink
+COLORS = ("position", "image", "target", "density", "mono")  # the CLI's --color
+BACKGROUNDS = ("light", "dark")
+PACES = ("shape", "time")
+TRAILS = (0, 4, 8, 16)
+REMEMBERED = 8  # pictures kept for save and inside (each at most MAX_UPLOAD)
+JOB = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
-def _paths_body(paths: np.ndarray, half: tuple[float, float], extra: dict) -> bytes:
-    """The binary body: header length, header JSON, int16 positions ``(T, N, 2)``."""
-    scale = max(half) * 1.25  # room for paths that leave the frame a little
-    q = np.clip(np.round(paths / scale * 32767), -32767, 32767).astype("<i2")
-    header = json.dumps(
-        {
-            "times": paths.shape[0],
-            "particles": paths.shape[1],
-            "scale": scale,
-            "half": list(half),
-            **extra,
-        }
-    ).encode()
-    header += b" " * (-len(header) % 4)  # int16 data 4-byte aligned after the length
-    return struct.pack("<I", len(header)) + header + q.tobytes()
-
-
-def _flow_paths(flow, n: int, seed: int = 0) -> np.ndarray:  # noqa: ANN001
-    """``(TIMES, n, 2)`` points of a flow from ``n`` start points drawn with ``seed``."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    z = flow.starts(n, gen, shown=True)
-    with torch.no_grad():
-        paths = flow.paths(z, torch.linspace(0, 1, TIMES, dtype=z.dtype))
-    return paths.detach().cpu().numpy()
-
-
-def picture_id(data: bytes | None, text: str | None) -> str:
-    """A picture's (or word's) name on this server: the start of its SHA-256."""
+def picture_id(data: bytes | None, text: str | None, ink: str = "auto") -> str:
+    """A picture's (or word's) name on this server: the start of a SHA-256 of it and its ink."""
     raw = data if data is not None else ("text:" + (text or "")).encode()
-    return hashlib.sha256(raw).hexdigest()[:12]
+    return hashlib.sha256(raw + b"\0ink:" + ink.encode()).hexdigest()[:12]
 
 
-def picture_flow(data: bytes | None, text: str | None, n: int) -> bytes:
-    """The exact flow of a picture (its bytes) or a word, as the binary body."""
+def picture_scene(data: bytes | None, text: str | None, ink: str) -> tuple[Scene, str]:
+    """The exact flow of a picture (its bytes) or a word as a scene, and its label."""
     from flowgif.config import load_config
-    from flowgif.flows.exact import ExactFlow
     from flowgif.sources import load_source, spec
+    from flowgif.sources.picture import ink_colors
 
-    dc = load_config("default").updated({"density.resolution": RESOLUTION}).density
+    dc = load_config("default").updated({"density.resolution": RESOLUTION, "density.ink": ink})
+    dc = dc.density
     with tempfile.TemporaryDirectory() as tmp:
         if text is not None:
             source = load_source(spec(f"text:{text}"), dc)
@@ -115,25 +102,24 @@ def picture_flow(data: bytes | None, text: str | None, n: int) -> bytes:
             except FlowgifError as e:  # the reason, about the file the person sent
                 raise FlowgifError(str(e).replace(str(path), "the file")) from None
     end = source.density
-    paths = _flow_paths(ExactFlow(end, steps=STEPS), n)
-    label = source.label if text else "picture"
-    return _paths_body(paths, end.half, {"label": label, "id": picture_id(data, text)})
+    made = end.ink.ink if getattr(end, "ink", None) is not None else None
+    colors = ink_colors(source.picture, end.grid, dc.invert, made)
+    return exact_scene(end, colors, steps=STEPS), source.label if text else "picture"
 
 
-COLORS = ("position", "mono")
-BACKGROUNDS = ("light", "dark")
-
-
-def save(folder: Path, data: bytes | None, text: str | None, settings: dict) -> dict:
+def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job: Job) -> dict:
     """Write what the page shows as a GIF or MP4 in ``folder`` by flowgif's own commands, run
     as they are shown: the exact flow's run folder ``view-ID`` (made once), then ``flowgif
     render`` into a fresh ``view-ID-K.EXT``. Returns the file's name and both commands."""
-    pid = picture_id(data, text)
-    run = folder / f"view-{pid}"
+    if settings.get("run"):  # a run of the folder: rendered as it is
+        pid, run = settings["run"], folder / settings["run"]
+    else:
+        pid = picture_id(data, text, settings["ink"])
+        run = folder / f"view-{pid}"
     folder.mkdir(parents=True, exist_ok=True)
     commands = []
     with tempfile.TemporaryDirectory() as tmp:
-        if not (run / "checkpoint.pt").is_file():
+        if not settings.get("run") and not (run / "checkpoint.pt").is_file():
             if text is not None:
                 what = ["--text", text]
             else:
@@ -141,7 +127,8 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict) -> 
                 pic.write_bytes(data or b"")
                 what = ["--img", str(pic)]
             train = ["train", *what, "--method", "exact", "--resolution", str(RESOLUTION)]
-            commands.append(_flowgif([*train, "--out", str(run)]))
+            train += ["--ink", settings["ink"]]
+            commands.append(_flowgif([*train, "--out", str(run)], job))
         ext = settings["format"]
         k = 1
         while (folder / f"view-{pid}-{k}.{ext}").exists():
@@ -149,34 +136,47 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict) -> 
         out = folder / f"view-{pid}-{k}.{ext}"
         render = ["render", str(run), "--out", str(out), "--particles", str(settings["particles"])]
         render += ["--color", settings["color"], "--background", settings["background"]]
+        render += ["--pace", settings["pace"]]
         if settings["trail"]:
             render += ["--trail", str(settings["trail"])]
-        commands.append(_flowgif(render))
+        commands.append(_flowgif(render, job))
     return {"file": out.name, "command": commands[-1], "commands": commands}
 
 
-def _flowgif(args: list[str]) -> str:
-    """Run ``flowgif ARGS`` as its own process; its command line (raises its one line)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "flowgif", *args], capture_output=True, text=True, check=False
+def _flowgif(args: list[str], job: Job) -> str:
+    """Run ``flowgif ARGS`` as its own process (stopped if the page goes); its command line
+    (raises its one line)."""
+    job.check()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowgif", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
+    while True:
+        try:
+            _, stderr = proc.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if job.cancelled.is_set():
+                proc.terminate()  # flowgif writes to a temporary name: nothing half-written
+                proc.wait()
+                raise CancelledError from None
+    if proc.returncode != 0:
+        lines = [line for line in stderr.splitlines() if line.strip()]
         raise FlowgifError(lines[-1].removeprefix("error: ") if lines else "flowgif failed")
     return "flowgif " + " ".join(shlex.quote(a) for a in args)
 
 
-def run_flow(folder: Path, name: str, n: int) -> bytes:
-    """A run folder's flow (its own method: a network's ODE solved here) as the body."""
+def _load_run(folder: Path, name: str):  # noqa: ANN202
     from flowgif.store import load_run
 
-    run = load_run(folder / name)
-    paths = _flow_paths(run.flow, n)
-    return _paths_body(paths, run.density.half, {"label": name, "method": run.config.train.method})
+    return load_run(folder / name)
 
 
 def list_runs(folder: Path) -> list[dict]:
-    """The run folders directly under ``folder`` (those with flowgif's checkpoint)."""
+    """The run folders directly under ``folder`` (those with flowgif's checkpoint), with the
+    figures of their ``eval``."""
     from flowgif.store import CHECKPOINT
 
     if not folder.is_dir():
@@ -184,16 +184,35 @@ def list_runs(folder: Path) -> list[dict]:
     out = []
     for p in sorted(folder.iterdir()):
         if p.is_dir() and not p.is_symlink() and (p / CHECKPOINT).is_file():
-            entry = {"name": p.name}
+            entry: dict = {"name": p.name}
             ev = p / "eval.json"
             if ev.is_file():
                 try:
                     figures = json.loads(ev.read_text(encoding="utf-8"))
-                    entry["eval"] = {k: figures[k] for k in ("kl", "tv", "on_ink") if k in figures}
-                except (OSError, ValueError):
+                    keys = ("kl", "tv", "on_ink", "floor")
+                    entry["eval"] = {
+                        k: figures[k] for k in keys if isinstance(figures.get(k), (int, float))
+                    }
+                except (OSError, ValueError, AttributeError):
                     pass
             out.append(entry)
     return out
+
+
+def thumbnail(folder: Path, name: str, job: Job) -> bytes:
+    """A PNG of the run's end (its ink in the picture's colours), 96 px on the longer side."""
+    from PIL import Image
+
+    run = _load_run(folder, name)
+    d = run.density
+    ink = d.probs_np.reshape(d.grid)
+    a = (ink / max(float(ink.max()), 1e-30))[..., None] ** 0.5
+    rgb = 255 * (1 - a) + run.colors.astype(float) * a
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    img.thumbnail((96, 96), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _run_name(folder: Path, name: str) -> str:
@@ -214,6 +233,17 @@ def _count(request: Request) -> int:
     return max(100, min(MAX_PARTICLES, n))
 
 
+def _choice(request: Request, name: str, choices: tuple, default: str) -> str:
+    value = request.query_params.get(name, default)
+    if value not in choices:
+        raise FlowgifError(f"{name} is one of: {', '.join(map(str, choices))}")
+    return value
+
+
+def _error(message: str, status: int = 400) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
 def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     """The view's ASGI app.
 
@@ -224,31 +254,120 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     """
     folder = Path(folder)
     limiter = anyio.CapacityLimiter(workers)
-    waiting = [0]
-    pictures: dict[str, tuple[bytes | None, str | None]] = {}  # the last few, by id
+    admitted = [0]
+    stats: Counter = Counter()  # started, finished, cancelled, refused (app.state.stats)
+    jobs: OrderedDict[str, Job] = OrderedDict()  # by the page's ?job= name
+    pictures: OrderedDict[str, tuple[bytes | None, str | None, str]] = OrderedDict()
+    views: OrderedDict[str, np.ndarray] = OrderedDict()  # each flow's camera, for inside
+    thumbs: dict[tuple[str, float], bytes] = {}
 
-    def remember(data: bytes | None, text: str | None) -> None:
-        if len(pictures) >= 8:
-            pictures.pop(next(iter(pictures)))
-        pictures[picture_id(data, text)] = (data, text)
+    def keep(store: OrderedDict, key: str, value: object) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > REMEMBERED:
+            store.popitem(last=False)
 
-    async def heavy(fn, *args, as_json: bool = False) -> Response:  # noqa: ANN001, ANN002
-        if waiting[0] >= workers + QUEUE:
+    async def admit(request: Request, work: Callable[[Job], Awaitable[Response]]) -> Response:
+        """Run ``work`` if a place is free (else 503 with Retry-After), cancelling its job
+        when the request's connection closes."""
+        if admitted[0] >= workers + QUEUE:
+            stats["refused"] += 1
             return JSONResponse(
                 {"error": "busy: other pictures are being computed; retry in 2 s"},
                 status_code=503,
                 headers={"Retry-After": "2"},
             )
-        waiting[0] += 1
+        admitted[0] += 1
+        job = Job()
+        name = request.query_params.get("job", "")
+        if JOB.fullmatch(name):
+            keep(jobs, name, job)
         try:
-            body = await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
-        except FlowgifError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+            return await work(job)
         finally:
-            waiting[0] -= 1
-        if as_json:
-            return JSONResponse(body)
-        return Response(body, media_type="application/octet-stream")
+            admitted[0] -= 1
+
+    async def heavy(request: Request, job: Job, fn: Callable, *args: object) -> object:
+        """``fn(*args, job)`` in a worker thread; None if the page went away meanwhile."""
+
+        def run() -> object:
+            job.check()
+            job.running = True
+            stats["started"] += 1
+            try:
+                return fn(*args, job)
+            finally:
+                stats["finished"] += 1
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    job.cancelled.set()
+                    scope.cancel()
+                    return
+
+        out, failed = None, None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            try:
+                out = await anyio.to_thread.run_sync(run, limiter=limiter)
+            except CancelledError:
+                pass
+            except FlowgifError as e:  # raised here, not inside the task group
+                failed = e
+            finally:
+                tg.cancel_scope.cancel()
+        if job.cancelled.is_set():
+            stats["cancelled"] += 1
+            return None
+        if failed is not None:
+            raise failed
+        return out
+
+    async def answer(request: Request, job: Job, fn: Callable, *args: object) -> Response:
+        try:
+            out = await heavy(request, job, fn, *args)
+        except FlowgifError as e:
+            return _error(str(e))
+        if out is None:
+            return Response(status_code=499)  # nobody is listening
+        if isinstance(out, (dict, list)):
+            return JSONResponse(out)
+        return Response(out, media_type="application/octet-stream")
+
+    def flow_body(key: str, make: Callable[[], tuple[Scene, dict]], n: int, job: Job) -> bytes:
+        scene, extra = make()
+        body, camera = _scene_body(scene, n, job, extra)
+        keep(views, key, camera)
+        return body
+
+    def inside(key: str, make: Callable[[], tuple[Scene, dict]], job: Job) -> bytes:
+        scene, extra = make()
+        if key not in views:  # forgotten: solve once more for the camera
+            _, camera = _scene_body(scene, 2000, job, extra)
+            keep(views, key, camera)
+        return inside_body(scene, views[key], job)
+
+    def picture_maker(pid: str) -> Callable[[], tuple[Scene, dict]]:
+        data, text, ink = pictures[pid]
+
+        def make() -> tuple[Scene, dict]:
+            scene, label = picture_scene(data, text, ink)
+            return scene, {"label": label, "id": pid, "method": "exact"}
+
+        return make
+
+    def run_maker(name: str, of: str) -> Callable[[], tuple[Scene, dict]]:
+        def make() -> tuple[Scene, dict]:
+            run = _load_run(folder, name)
+            if of == "exact":
+                scene = exact_scene(run.density, run.colors, run.start, run.start_colors, STEPS)
+                return scene, {"label": f"the exact flow of {name}", "method": "exact"}
+            method = f"{run.config.train.objective}/{run.config.train.family}"
+            return run_scene(run), {"label": name, "method": method}
+
+        return make
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
@@ -256,24 +375,38 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     async def flow(request: Request) -> Response:
         try:
             n = _count(request)
+            ink = _choice(request, "ink", INKS, "auto")
         except FlowgifError as e:
-            return JSONResponse({"error": str(e)}, status_code=400)
+            return _error(str(e))
         text = request.query_params.get("text")
-        if text is not None:
-            remember(None, text[:64])
-            return await heavy(picture_flow, None, text[:64], n)
         size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_UPLOAD:
+        if text is None and size is not None and size.isdigit() and int(size) > MAX_UPLOAD:
             return _too_large()
-        data = io.BytesIO()
-        async for chunk in request.stream():
-            data.write(chunk)
-            if data.tell() > MAX_UPLOAD:
-                return _too_large()
-        if not data.tell():
-            return JSONResponse({"error": "no picture was sent"}, status_code=400)
-        remember(data.getvalue(), None)
-        return await heavy(picture_flow, data.getvalue(), None, n)
+
+        async def work(job: Job) -> Response:
+            data = None
+            if text is None:
+                buf = io.BytesIO()
+                async for chunk in request.stream():
+                    buf.write(chunk)
+                    if buf.tell() > MAX_UPLOAD:
+                        return _too_large()
+                if not buf.tell():
+                    return _error("no picture was sent")
+                data = buf.getvalue()
+            word = text[:64] if text is not None else None
+            pid = picture_id(data, word, ink)
+            keep(pictures, pid, (data, word, ink))
+            return await answer(request, job, flow_body, pid, picture_maker(pid), n)
+
+        return await admit(request, work)
+
+    async def picture_inside(request: Request) -> Response:
+        pid = request.query_params.get("id", "")
+        if pid not in pictures:
+            return _error("drop the picture again")
+        make = picture_maker(pid)
+        return await admit(request, lambda job: answer(request, job, inside, pid, make))
 
     async def runs(request: Request) -> Response:
         return JSONResponse({"folder": str(folder), "runs": list_runs(folder)})
@@ -281,54 +414,91 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     async def a_run(request: Request) -> Response:
         try:
             name = _run_name(folder, request.path_params["name"])
+            what = request.path_params["what"]
             n = _count(request)
+            of = _choice(request, "of", ("run", "exact"), "run")
         except FlowgifError as e:
-            return JSONResponse({"error": str(e)}, status_code=404)
-        return await heavy(run_flow, folder, name, n)
+            return _error(str(e), 404)
+        if what == "thumb":
+            stamp = (folder / name / "checkpoint.pt").stat().st_mtime
+            if (name, stamp) not in thumbs:
+                try:
+                    png = await anyio.to_thread.run_sync(thumbnail, folder, name, Job())
+                except FlowgifError as e:
+                    return _error(str(e))
+                thumbs[(name, stamp)] = png
+            return Response(thumbs[(name, stamp)], media_type="image/png")
+        if what in ("flow", "exact"):
+            key = f"{what if what == 'exact' else 'run'}:{name}"
+            make = run_maker(name, "exact" if what == "exact" else "run")
+            return await admit(request, lambda job: answer(request, job, flow_body, key, make, n))
+        if what == "inside":
+            make = run_maker(name, of)
+            key = f"{of}:{name}"
+            return await admit(request, lambda job: answer(request, job, inside, key, make))
+        return _error(f"no such thing as {what!r} of a run", 404)
+
+    async def progress(request: Request) -> Response:
+        job = jobs.get(request.path_params["job"])
+        if job is None:
+            return JSONResponse({"state": "unknown", "done": 0})
+        state = "cancelled" if job.cancelled.is_set() else "running" if job.running else "waiting"
+        return JSONResponse({"state": state, "done": round(job.done, 3)})
 
     async def save_route(request: Request) -> Response:
         q = request.query_params
         try:
-            data, text = pictures[q.get("id", "")]
+            if "run" in q:
+                data, text, ink = None, None, "auto"
+                _run_name(folder, q["run"])
+            else:
+                data, text, ink = pictures[q.get("id", "")]
             settings = {
-                "particles": max(1000, min(200_000, int(q.get("particles", PARTICLES)))),
-                "color": q.get("color", "position"),
-                "background": q.get("background", "light"),
-                "trail": max(0, min(30, int(q.get("trail", 0)))),
-                "format": q.get("format", "gif"),
+                "particles": max(1000, min(300_000, int(q.get("particles", PARTICLES)))),
+                "color": _choice(request, "color", COLORS, "position"),
+                "background": _choice(request, "background", BACKGROUNDS, "light"),
+                "pace": _choice(request, "pace", PACES, "shape"),
+                "trail": int(q.get("trail", 0)),
+                "format": _choice(request, "format", ("gif", "mp4"), "gif"),
+                "ink": ink,
+                "run": q.get("run"),
             }
-        except (KeyError, ValueError):
-            return JSONResponse({"error": "drop the picture again, then save"}, status_code=400)
-        if (
-            settings["color"] not in COLORS
-            or settings["background"] not in BACKGROUNDS
-            or settings["format"] not in ("gif", "mp4")
-        ):
-            return JSONResponse({"error": "not a setting the page has"}, status_code=400)
-        return await heavy(save, folder, data, text, settings, as_json=True)
+        except KeyError:
+            return _error("drop the picture again, then save")
+        except FlowgifError as e:
+            return _error(str(e), 404) if "run" in q else _error(str(e))
+        except ValueError:
+            return _error("not a setting the page has")
+        if settings["trail"] not in TRAILS:
+            return _error("not a setting the page has")
+        return await admit(
+            request, lambda job: answer(request, job, save, folder, data, text, settings)
+        )
 
     async def files(request: Request) -> Response:
         name = request.path_params["name"]
         path = folder / name
         ok = name.startswith("view-") and name.endswith((".gif", ".mp4")) and "/" not in name
         if not ok or path.is_symlink() or not path.is_file():
-            return JSONResponse({"error": f"no saved file named {name!r}"}, status_code=404)
+            return _error(f"no saved file named {name!r}", 404)
         return FileResponse(path, filename=name)
 
     routes = [
         Route("/", index),
         Route("/api/flow", flow, methods=["POST"]),
+        Route("/api/inside", picture_inside),
         Route("/api/runs", runs),
-        Route("/api/runs/{name:path}/flow", a_run),
+        Route("/api/runs/{name}/{what}", a_run),
+        Route("/api/progress/{job}", progress),
         Route("/api/save", save_route, methods=["POST"]),
         Route("/api/files/{name}", files),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.stats = stats
+    return app
 
 
 def _too_large() -> Response:
-    return JSONResponse(
-        {"error": f"the picture is over {MAX_UPLOAD // (1024 * 1024)} MB"}, status_code=413
-    )
+    return _error(f"the picture is over {MAX_UPLOAD // (1024 * 1024)} MB", 413)

@@ -1,104 +1,241 @@
-// flowgif view: particles advanced in the page from the paths the server sends once.
+// flowgif view: particles advanced in the page from the paths the server sends once per flow.
+// A body is: uint32 header length, the header (JSON), then the blocks it names (typed arrays).
 const $ = (id) => document.getElementById(id);
-const state = { t: 0, playing: true, speed: 1, fps: 0, ready: false, frames: 0, error: "" };
+const state = { s: 0, t: 0, playing: true, speed: 1, fps: 0, ready: false, frames: 0, error: "" };
 window.flowgifView = state;
 const flows = { exact: null, run: null };
-const DURATION = 4.0; // seconds of one pass at speed 1
-const HOLD = 0.8; // seconds on the picture before the next pass
+const FPS = 25; // flowgif render's --fps: a pass lasts frames / FPS seconds at speed 1
+const HOLD = 1.0; // render's --hold: seconds on the picture (half on the noise)
+let pending = null; // the AbortController of the flow being computed
 
+const TYPES = { "<i2": Int16Array, "|u1": Uint8Array, "<u4": Uint32Array, "<f4": Float32Array };
 function decode(buffer) {
-  const view = new DataView(buffer);
-  const len = view.getUint32(0, true);
+  const len = new DataView(buffer).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, len)));
-  const data = new Int16Array(buffer, 4 + len, header.times * header.particles * 2);
-  return { ...header, data };
+  const base = 4 + len;
+  for (const [name, b] of Object.entries(header.blocks)) {
+    const count = b.shape.reduce((a, c) => a * c, 1);
+    header[name] = new TYPES[b.dtype](buffer, base + b.offset, count);
+  }
+  return header;
 }
 
+const rgba = ([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+
 function prepare(flow) {
-  // start radius for the camera, and colours by where each particle starts
-  const n = flow.particles, d = flow.data, s = flow.scale / 32767;
-  const r = [];
-  flow.colors = new Uint32Array(n);
+  // colours of each particle for every --color and --background, made once
+  const n = flow.particles, d = flow.paths;
+  const hues = flow.hues.light.length;
+  const bucket = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    const x = d[2 * i] * s, y = d[2 * i + 1] * s;
-    if (i % 16 === 0) r.push(Math.max(Math.abs(x), Math.abs(y)));
-    const hue = (Math.atan2(y, x) / (2 * Math.PI) + 1) % 1;
-    flow.colors[i] = rgba(hsl(hue, 0.75, 0.5));
+    const a = (Math.atan2(d[2 * i + 1], d[2 * i]) / (2 * Math.PI) + 1) % 1;
+    bucket[i] = Math.min(hues - 1, Math.floor(a * hues));
   }
-  r.sort((a, b) => a - b);
-  flow.start = Math.max(r[Math.floor(0.98 * (r.length - 1))] || 1, Math.max(...flow.half));
+  flow.colorsOf = {};
+  for (const bg of ["light", "dark"]) {
+    const table = flow.hues[bg].map(rgba);
+    const position = new Uint32Array(n), image = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      position[i] = table[bucket[i]];
+      image[i] = rgba([flow.rgb[3 * i], flow.rgb[3 * i + 1], flow.rgb[3 * i + 2]]);
+    }
+    flow.colorsOf[bg] = { position, image, target: image };
+  }
+  flow.heat = {};
+  for (const bg of ["light", "dark"]) { // the renderer's density ramp: dense = dark on light
+    const ramp = new Uint32Array(256);
+    for (let k = 0; k < 256; k++) {
+      let s = 0.15 + 0.85 * (k / 255);
+      if (bg === "light") s = 1.15 - s;
+      ramp[k] = rgba(interpStops(flow.heat_stops || flow["heat"], s));
+    }
+    flow.heat[bg] = ramp;
+  }
+  flow.inside = null;
   return flow;
 }
 
-function hsl(h, s, l) {
-  const f = (n) => { const k = (n + h * 12) % 12; return l - s * Math.min(l, 1 - l) * Math.max(-1, Math.min(k - 3, 9 - k, 1)); };
-  return [f(0), f(8), f(4)].map((v) => Math.round(v * 255));
+function interpStops(stops, s) {
+  for (let i = 1; i < stops.length; i++) {
+    if (s <= stops[i][0] || i === stops.length - 1) {
+      const [a, b] = [stops[i - 1], stops[i]];
+      const w = Math.max(0, Math.min(1, (s - a[0]) / (b[0] - a[0])));
+      return [1, 2, 3].map((c) => Math.round(a[c] + (b[c] - a[c]) * w));
+    }
+  }
+  return [0, 0, 0];
 }
-const rgba = ([r, g, b]) => (255 << 24) | (b << 16) | (g << 8) | r;
 
-function draw(canvas, flow, t) {
+// the flow's time at play position s, by the renderer's pacing table (--pace)
+function timeAt(flow, s) {
+  const table = flow.pace[$("pace").value];
+  const u = Math.max(0, Math.min(1, s)) * (table.length - 1);
+  const k = Math.min(table.length - 2, Math.floor(u));
+  return table[k] + (table[k + 1] - table[k]) * (u - k);
+}
+
+// the camera's half extents at play position s (the renderer's camera at each frame)
+function viewAt(flow, s) {
+  const table = flow.view[$("pace").value];
+  const u = Math.max(0, Math.min(1, s)) * (table.length - 1);
+  const k = Math.min(table.length - 2, Math.floor(u)), w = u - k;
+  const a = table[k], b = table[k + 1];
+  return [a[0] + (b[0] - a[0]) * w, a[1] + (b[1] - a[1]) * w];
+}
+
+function draw(canvas, flow, s) {
+  const t = timeAt(flow, s);
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height;
-  if (!canvas.image || canvas.image.width !== W) canvas.image = ctx.createImageData(W, H);
+  if (!canvas.image || canvas.image.width !== W || canvas.image.height !== H) {
+    canvas.image = ctx.createImageData(W, H);
+    canvas.counts = new Uint16Array(W * H);
+  }
   const img = canvas.image, px = new Uint32Array(img.data.buffer);
-  const dark = $("background").value === "dark";
-  const bg = dark ? rgba([17, 17, 17]) : rgba([255, 255, 255]);
-  if ($("trail").checked) {
+  const bgName = $("background").value;
+  const ground = flow.ground[bgName];
+  const bg = rgba(ground);
+  const [vx, vy] = viewAt(flow, s);
+  const sc = Math.min(W / (2 * vx), H / (2 * vy)), cx = W / 2, cy = H / 2;
+  const k = Math.round(t * (flow.times - 1)); // overlays: the nearest time sent
+  const trail = parseInt($("trail").value) || 0;
+  const under = $("show-density").checked && flow.inside && flow.header_inside.density;
+  if (under) drawDensity(px, W, H, flow, k, sc, ground, bgName);
+  else if (trail > 0) {
+    // a fading trail: what was drawn keeps a share of itself a frame, so that it lasts about
+    // `trail` frames of the GIF (25 a second) at this display's rate
+    const keep = Math.exp(-3 / (trail * Math.max(1, (state.fps || 60) / FPS)));
     const a = img.data;
-    const target = dark ? 17 : 255;
     for (let i = 0; i < a.length; i += 4) {
-      a[i] += (target - a[i]) * 0.25; a[i + 1] += (target - a[i + 1]) * 0.25; a[i + 2] += (target - a[i + 2]) * 0.25;
+      a[i] = ground[0] + (a[i] - ground[0]) * keep;
+      a[i + 1] = ground[1] + (a[i + 1] - ground[1]) * keep;
+      a[i + 2] = ground[2] + (a[i + 2] - ground[2]) * keep;
+      a[i + 3] = 255;
     }
   } else px.fill(bg);
-  const n = flow.particles, T = flow.times, d = flow.data, s = flow.scale / 32767;
+  const n = flow.particles, T = flow.times, d = flow.paths, unit = flow.scale / 32767;
   const u = Math.min(1, Math.max(0, t)) * (T - 1);
-  const k = Math.min(T - 2, Math.floor(u)), w = u - k;
-  const a0 = k * n * 2, a1 = (k + 1) * n * 2;
-  const e = t * t * (3 - 2 * t); // the camera: from the start's extent to the picture's
-  const extX = flow.start * 1.05 * (1 - e) + flow.half[0] * 1.05 * e;
-  const extY = flow.start * 1.05 * (1 - e) + flow.half[1] * 1.05 * e;
-  const sc = Math.min(W / (2 * extX), H / (2 * extY)), cx = W / 2, cy = H / 2;
-  const mono = $("color").value === "mono" ? (dark ? rgba([235, 235, 235]) : rgba([20, 20, 20])) : 0;
-  const shown = Math.max(1, Math.min(200000, parseInt($("particles").value) || 20000));
+  const k0 = Math.min(T - 2, Math.floor(u)), w = u - k0;
+  const a0 = k0 * n * 2, a1 = (k0 + 1) * n * 2;
+  const mode = $("color").value;
+  const shown = Math.max(1, Math.min(300000, parseInt($("particles").value) || 20000));
+  const colors = mode === "mono" || mode === "density" ? null : flow.colorsOf[bgName][mode];
+  const ink = rgba(flow.ink[bgName]);
+  const counts = canvas.counts;
+  if (mode === "density") counts.fill(0);
+  const f = unit * sc;
   for (let i = 0; i < shown; i++) {
     const p = i % n, copy = (i / n) | 0;
     const j = 2 * p;
-    let x = (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * s;
-    let y = (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * s;
-    let X = cx + x * sc, Y = cy - y * sc;
+    let X = cx + (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * f;
+    let Y = cy - (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * f;
     if (copy) { X += ((copy * 0.618) % 1) - 0.5; Y += ((copy * 0.382 + 0.5) % 1) - 0.5; }
     const xi = X | 0, yi = Y | 0;
-    if (xi >= 0 && yi >= 0 && xi < W && yi < H) px[yi * W + xi] = mono || flow.colors[p];
+    if (X >= 0 && Y >= 0 && xi < W && yi < H) {
+      const at = yi * W + xi;
+      if (colors) px[at] = colors[p];
+      else if (mode === "mono") px[at] = ink;
+      else counts[at]++;
+    }
+  }
+  if (mode === "density") {
+    // the renderer's density colouring: overlap counts through a heat ramp (3 or more: the top)
+    const ramp = flow.heat[bgName];
+    for (let i = 0; i < counts.length; i++) {
+      const c = counts[i];
+      if (c) px[i] = ramp[Math.min(255, Math.round((Math.min(c, 3) / 3) * 255))];
+    }
   }
   ctx.putImageData(img, 0, 0);
+  if ($("show-field").checked && flow.inside && flow.header_inside.field) drawField(ctx, flow, k, sc, W, H, bgName);
+}
+
+function drawDensity(px, W, H, flow, k, sc, ground, bgName) {
+  // p_t of the nearest time sent, over its own view (a G x G grid), as a tint under the particles
+  const G = flow.inside.densityGrid, grid = flow.inside.density, off = k * G * G;
+  const [hx, hy] = flow.inside.box[k];
+  const tint = bgName === "dark" ? [80, 150, 255] : [40, 90, 220];
+  const lut = new Uint32Array(256);
+  for (let v = 0; v < 256; v++) {
+    const a = 0.55 * Math.sqrt(v / 255);
+    lut[v] = rgba(ground.map((g, c) => Math.round(g + (tint[c] - g) * a)));
+  }
+  const cx = W / 2, cy = H / 2;
+  for (let y = 0; y < H; y++) {
+    const wy = (cy - y - 0.5) / sc; // world y of the pixel's centre
+    const gy = Math.floor(((hy - wy) / (2 * hy)) * G);
+    const row = y * W;
+    if (gy < 0 || gy >= G) { px.fill(lut[0], row, row + W); continue; }
+    for (let x = 0; x < W; x++) {
+      const wx = (x + 0.5 - cx) / sc;
+      const gx = Math.floor(((wx + hx) / (2 * hx)) * G);
+      px[row + x] = gx < 0 || gx >= G ? lut[0] : lut[grid[off + gy * G + gx]];
+    }
+  }
+}
+
+function drawField(ctx, flow, k, sc, W, H, bgName) {
+  // v at the centres of an F x F grid over the view of the nearest time sent, as arrows whose
+  // length is the speed over that time's largest (a quiver normalised per time)
+  const F = flow.inside.fieldGrid, v = flow.inside.field, off = k * F * F * 2;
+  const [hx, hy] = flow.inside.box[k];
+  const cell = Math.min((2 * hx * sc) / F, (2 * hy * sc) / F);
+  ctx.save();
+  ctx.strokeStyle = bgName === "dark" ? "rgba(255,255,255,0.75)" : "rgba(0,0,0,0.6)";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  for (let r = 0; r < F; r++) {
+    for (let c = 0; c < F; c++) {
+      const i = off + 2 * (r * F + c);
+      const ux = v[i] / 32767, uy = v[i + 1] / 32767;
+      const L = Math.hypot(ux, uy);
+      if (L < 0.02) continue;
+      const dx = ux * cell * 0.9, dy = -uy * cell * 0.9; // centred on the node
+      const X = W / 2 + (((c + 0.5) / F) * 2 * hx - hx) * sc - dx / 2;
+      const Y = H / 2 - (hy - ((r + 0.5) / F) * 2 * hy) * sc - dy / 2;
+      ctx.moveTo(X, Y); ctx.lineTo(X + dx, Y + dy);
+      const a = Math.atan2(dy, dx), h = Math.min(4, 0.35 * Math.hypot(dx, dy));
+      ctx.lineTo(X + dx - h * Math.cos(a - 0.5), Y + dy - h * Math.sin(a - 0.5));
+      ctx.moveTo(X + dx, Y + dy);
+      ctx.lineTo(X + dx - h * Math.cos(a + 0.5), Y + dy - h * Math.sin(a + 0.5));
+    }
+  }
+  ctx.stroke();
+  ctx.restore();
 }
 
 function size(canvas, flow) {
-  const w = Math.min(480, document.body.clientWidth - 24);
-  canvas.width = Math.max(160, Math.round(w));
-  canvas.height = Math.round(canvas.width * Math.min(1.5, flow.half[1] / flow.half[0]));
+  const room = Math.min(480, document.body.clientWidth - 24);
+  const [w, h] = flow.size; // the renderer's canvas for this frame (480 px on its longer side)
+  const f = Math.max(160, room) / Math.max(w, h);
+  canvas.width = Math.max(2, Math.round(w * f));
+  canvas.height = Math.max(2, Math.round(h * f));
 }
 
 let last = performance.now(), held = 0, counted = 0, since = performance.now();
 function frame(now) {
   const dt = Math.min(0.1, (now - last) / 1000);
   last = now;
-  if (flows.exact) {
+  const lead = flows.exact || flows.run;
+  if (lead) {
     if (state.playing) {
-      if (state.t >= 1) {
+      if (state.s >= 1) {
         held += dt;
-        if (held > HOLD) { state.t = 0; held = 0; }
-      } else state.t = Math.min(1, state.t + (dt * state.speed) / DURATION);
-      $("scrub").value = Math.round(state.t * 1000);
+        if (held > HOLD) { state.s = 0; held = -HOLD / 2; }
+      } else if (held < 0) held += dt; // half the hold on the noise
+      else state.s = Math.min(1, state.s + (dt * state.speed * FPS) / lead.frames);
+      $("scrub").value = Math.round(state.s * 1000);
     }
-    draw($("exact"), flows.exact, state.t);
-    if (flows.run) draw($("run"), flows.run, state.t);
+    state.t = timeAt(lead, state.s);
+    $("time").textContent = `t = ${state.t.toFixed(2)}`;
+    if (flows.exact) draw($("exact"), flows.exact, state.s);
+    if (flows.run) draw($("run"), flows.run, state.s);
     state.frames++;
     counted++;
   }
   if (now - since >= 1000) {
     state.fps = (counted * 1000) / (now - since);
-    $("fps").textContent = flows.exact ? `${state.fps.toFixed(0)} fps` : "";
+    $("fps").textContent = lead ? `${state.fps.toFixed(0)} fps` : "";
     counted = 0; since = now;
   }
   requestAnimationFrame(frame);
@@ -107,45 +244,89 @@ requestAnimationFrame(frame);
 
 function say(text) { $("status").textContent = text; state.error = text; }
 
-async function fetchFlow(url, options) {
-  const res = await fetch(url, options);
-  if (!res.ok) {
-    let reason = `${res.status}`;
-    try { reason = (await res.json()).error; } catch (e) { /* not JSON */ }
-    throw new Error(reason);
+// A request the server may work on for a while: its progress (polled by the job's name) in the
+// bar; `signal` aborts it, and the server then drops the work (a closed tab does the same).
+async function fetchBody(url, options = {}, signal) {
+  const job = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  const sep = url.includes("?") ? "&" : "?";
+  const bar = $("progress");
+  let polling = true;
+  const poll = async () => {
+    while (polling) {
+      await new Promise((r) => setTimeout(r, 250));
+      if (!polling) break;
+      try {
+        const p = await (await fetch(`/api/progress/${job}`)).json();
+        if (!polling) break;
+        bar.hidden = false;
+        if (p.state === "running") bar.value = p.done; else bar.removeAttribute("value");
+      } catch (e) { /* the answer is on its way */ }
+    }
+  };
+  poll();
+  try {
+    const res = await fetch(`${url}${sep}job=${job}`, { ...options, signal });
+    if (!res.ok) {
+      let reason = `${res.status}`;
+      try { reason = (await res.json()).error; } catch (e) { /* not JSON */ }
+      throw new Error(reason);
+    }
+    return await res.arrayBuffer();
+  } finally {
+    polling = false;
+    bar.hidden = true;
   }
-  return prepare(decode(await res.arrayBuffer()));
 }
 
-async function show(promise, caption) {
-  say("computing the exact flow ...");
+async function fetchFlow(url, options, signal) {
+  const flow = decode(await fetchBody(url, options, signal));
+  flow.header_inside = flow.inside;
+  flow.heat_stops = flow.heat;
+  flow.source = url;
+  return prepare(flow);
+}
+
+function begin() {
+  if (pending) pending.abort();
+  pending = new AbortController();
   state.ready = false;
+  return pending.signal;
+}
+
+async function show(url, options, caption) {
+  const signal = begin();
+  say("computing the exact flow ...");
   try {
-    const flow = await promise;
+    const flow = await fetchFlow(url, options, signal);
     flows.exact = flow;
     flows.run = null;
     $("run-figure").hidden = true;
     size($("exact"), flow);
     $("exact-caption").textContent = `the exact flow of ${caption}`;
-    state.t = 0; state.ready = true;
+    start();
     say("");
-  } catch (e) { say(`error: ${e.message}`); }
+    loadInside();
+  } catch (e) { if (e.name !== "AbortError") say(`error: ${e.message}`); }
 }
 
-function send(blob, caption) {
-  show(fetchFlow("/api/flow", { method: "POST", body: blob }), caption);
+function start() { state.s = 0; held = 0; state.ready = true; }
+
+const ink = () => `ink=${encodeURIComponent($("ink").value)}`;
+function send(blob, caption) { show(`/api/flow?${ink()}`, { method: "POST", body: blob }, caption); }
+function sendWord() {
+  const w = $("text").value.trim();
+  if (w) show(`/api/flow?text=${encodeURIComponent(w)}&${ink()}`, { method: "POST" }, `"${w}"`);
 }
 
 $("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) send(f, f.name); });
-$("word").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const w = $("text").value.trim();
-  if (w) show(fetchFlow(`/api/flow?text=${encodeURIComponent(w)}`, { method: "POST" }), `"${w}"`);
-});
+$("word").addEventListener("submit", (e) => { e.preventDefault(); sendWord(); });
 document.addEventListener("paste", (e) => {
+  if (document.activeElement === $("text")) return;
   for (const item of e.clipboardData.items) {
     if (item.type.startsWith("image/")) { send(item.getAsFile(), "the pasted picture"); return; }
   }
+  const text = e.clipboardData.getData("text").trim();
+  if (text) { $("text").value = text.slice(0, 64); sendWord(); }
 });
 document.addEventListener("dragover", (e) => { e.preventDefault(); document.body.classList.add("dragging"); });
 document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
@@ -155,27 +336,80 @@ document.addEventListener("drop", (e) => {
   const f = e.dataTransfer.files[0];
   if (f) send(f, f.name);
 });
+$("ink").addEventListener("change", () => {
+  const f = $("file").files[0];
+  if (flows.exact && flows.exact.label?.startsWith("text:")) sendWord();
+  else if (f) send(f, f.name);
+});
+
+// drawing: black strokes on a white pad, sent as a PNG
+const pad = $("pad"), pen = pad.getContext("2d");
+function clearPad() { pen.fillStyle = "#fff"; pen.fillRect(0, 0, pad.width, pad.height); }
+clearPad();
+let drawing = null;
+function padPoint(e) {
+  const r = pad.getBoundingClientRect();
+  return [((e.clientX - r.left) / r.width) * pad.width, ((e.clientY - r.top) / r.height) * pad.height];
+}
+pad.addEventListener("pointerdown", (e) => {
+  pad.setPointerCapture(e.pointerId);
+  drawing = padPoint(e);
+  pen.fillStyle = "#000";
+  pen.beginPath(); pen.arc(drawing[0], drawing[1], 7, 0, 2 * Math.PI); pen.fill();
+});
+pad.addEventListener("pointermove", (e) => {
+  if (!drawing) return;
+  const p = padPoint(e);
+  pen.strokeStyle = "#000"; pen.lineWidth = 14; pen.lineCap = "round";
+  pen.beginPath(); pen.moveTo(...drawing); pen.lineTo(...p); pen.stroke();
+  drawing = p;
+});
+for (const end of ["pointerup", "pointercancel"]) pad.addEventListener(end, () => { drawing = null; });
+$("pad-clear").addEventListener("click", clearPad);
+$("pad-flow").addEventListener("click", () => pad.toBlob((b) => send(b, "the drawing"), "image/png"));
+
 $("play").addEventListener("click", () => {
   state.playing = !state.playing;
   $("play").textContent = state.playing ? "pause" : "play";
 });
-$("scrub").addEventListener("input", (e) => { state.t = e.target.value / 1000; });
+$("scrub").addEventListener("input", (e) => { state.s = e.target.value / 1000; held = 0; });
 $("speed").addEventListener("change", (e) => { state.speed = parseFloat(e.target.value); });
-state.seek = (t) => { state.t = t; $("scrub").value = Math.round(t * 1000); };
+state.seek = (s) => { state.s = s; held = 0; $("scrub").value = Math.round(s * 1000); };
 state.pause = () => { state.playing = false; $("play").textContent = "play"; };
 
+// what is inside: p_t and v on a grid per time, fetched once a toggle asks for them
+async function loadInside() {
+  if (!$("show-density").checked && !$("show-field").checked) return;
+  for (const key of ["exact", "run"]) {
+    const flow = flows[key];
+    if (!flow || flow.inside || flow.insideLoading) continue;
+    flow.insideLoading = true;
+    const url = flow.id ? `/api/inside?id=${flow.id}` : flow.insideUrl;
+    try {
+      const inside = decode(await fetchBody(url));
+      flow.inside = {
+        density: inside.density, densityGrid: inside.blocks.density.shape[1],
+        field: inside.field, fieldGrid: inside.blocks.field.shape[1], box: inside.box,
+      };
+      state.insideReady = true;
+    } catch (e) { say(`error: ${e.message}`); }
+    flow.insideLoading = false;
+  }
+}
+$("show-density").addEventListener("change", loadInside);
+$("show-field").addEventListener("change", loadInside);
+
 async function keep(format) {
-  if (!flows.exact || !flows.exact.id) { say("drop a picture first"); return; }
+  const flow = flows.run || flows.exact;
+  if (!flow || (!flow.id && !flow.run)) { say("drop a picture first"); return; }
   say(`rendering the ${format.toUpperCase()} with flowgif render ...`);
   const q = new URLSearchParams({
-    id: flows.exact.id, format,
-    particles: $("particles").value, color: $("color").value,
-    background: $("background").value, trail: $("trail").checked ? 8 : 0,
+    format, particles: $("particles").value, color: $("color").value,
+    background: $("background").value, trail: $("trail").value, pace: $("pace").value,
   });
+  if (flow.run) q.set("run", flow.run); else q.set("id", flow.id);
   try {
-    const res = await fetch(`/api/save?${q}`, { method: "POST" });
-    const answer = await res.json();
-    if (!res.ok) throw new Error(answer.error);
+    const answer = JSON.parse(new TextDecoder().decode(await fetchBody(`/api/save?${q}`, { method: "POST" })));
     const a = $("saved");
     a.href = `/api/files/${encodeURIComponent(answer.file)}`;
     a.download = answer.file;
@@ -189,6 +423,33 @@ async function keep(format) {
 $("save-gif").addEventListener("click", () => keep("gif"));
 $("save-mp4").addEventListener("click", () => keep("mp4"));
 
+function figures(run) {
+  const e = run.eval || {};
+  return ["kl", "tv", "on_ink"].filter((k) => typeof e[k] === "number").map((k) => `${k} ${e[k].toFixed(3)}`).join(", ");
+}
+
+async function playRun(run) {
+  const signal = begin();
+  const name = encodeURIComponent(run.name);
+  say(`solving ${run.name} and the exact flow of its picture ...`);
+  try {
+    const exact = await fetchFlow(`/api/runs/${name}/exact`, {}, signal);
+    const mine = await fetchFlow(`/api/runs/${name}/flow`, {}, signal);
+    exact.insideUrl = `/api/runs/${name}/inside?of=exact`;
+    mine.insideUrl = `/api/runs/${name}/inside?of=run`;
+    mine.run = run.name;
+    flows.exact = exact; flows.run = mine;
+    size($("exact"), exact); size($("run"), mine);
+    $("run-figure").hidden = false;
+    $("exact-caption").textContent = `the exact flow of ${run.name}'s picture, from the same noise`;
+    const f = figures(run);
+    $("run-caption").textContent = `${run.name} (${mine.method})${f ? `: ${f}` : ""}`;
+    start();
+    say("");
+    loadInside();
+  } catch (e) { if (e.name !== "AbortError") say(`error: ${e.message}`); }
+}
+
 async function listRuns() {
   const res = await fetch("/api/runs");
   const { runs } = await res.json();
@@ -197,21 +458,16 @@ async function listRuns() {
   for (const run of runs) {
     const li = document.createElement("li");
     const b = document.createElement("button");
-    const figures = run.eval ? ` (tv ${run.eval.tv?.toFixed(3)})` : "";
-    b.textContent = run.name + figures;
-    b.addEventListener("click", async () => {
-      say(`solving ${run.name} ...`);
-      try {
-        const flow = await fetchFlow(`/api/runs/${encodeURIComponent(run.name)}/flow`);
-        flows.run = flow;
-        size($("run"), flow);
-        $("run-figure").hidden = false;
-        $("run-caption").textContent = run.name + figures;
-        if (!flows.exact) { flows.exact = flow; size($("exact"), flow); $("exact-caption").textContent = run.name; }
-        state.t = 0; state.ready = true;
-        say("");
-      } catch (e) { say(`error: ${e.message}`); }
-    });
+    b.type = "button";
+    const img = document.createElement("img");
+    img.src = `/api/runs/${encodeURIComponent(run.name)}/thumb`;
+    img.alt = "";
+    const title = document.createElement("span");
+    title.textContent = run.name;
+    const small = document.createElement("small");
+    small.textContent = figures(run);
+    b.append(img, title, small);
+    b.addEventListener("click", () => playRun(run));
     li.append(b);
     ul.append(li);
   }
