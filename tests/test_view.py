@@ -3,6 +3,7 @@ browser (Debian's Chromium through selenium, as the gallery test does)."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import struct
@@ -24,6 +25,7 @@ pytest.importorskip("starlette", reason="the view extra: pip install -e '.[test]
 from starlette.testclient import TestClient
 
 from flowgif.view import app as view_app
+from flowgif.view import scene as view_scene
 
 
 def bar_png(path: Path, size: int = 48) -> Path:
@@ -35,11 +37,29 @@ def bar_png(path: Path, size: int = 48) -> Path:
     return path
 
 
-def decode(body: bytes) -> tuple[dict, np.ndarray]:
+def blocks(body: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """A body's header and its blocks as arrays (the layout the page reads)."""
     (n,) = struct.unpack("<I", body[:4])
     header = json.loads(body[4 : 4 + n])
-    data = np.frombuffer(body[4 + n :], "<i2").reshape(header["times"], header["particles"], 2)
-    return header, data.astype(float) * header["scale"] / 32767
+    out = {}
+    for name, b in header["blocks"].items():
+        count = int(np.prod(b["shape"]))
+        start = 4 + n + b["offset"]
+        out[name] = np.frombuffer(body, b["dtype"], count, start).reshape(b["shape"])
+    return header, out
+
+
+def decode(body: bytes) -> tuple[dict, np.ndarray]:
+    header, arrays = blocks(body)
+    return header, arrays["paths"].astype(float) * header["scale"] / 32767
+
+
+def on_ink(points: np.ndarray, half: list[float], ink: np.ndarray) -> np.ndarray:
+    """Whether each model point falls on the ink of a picture framed by ``half``."""
+    h, w = ink.shape
+    col = ((points[:, 0] + half[0]) / (2 * half[0]) * w).astype(int).clip(0, w - 1)
+    row = ((half[1] - points[:, 1]) / (2 * half[1]) * h).astype(int).clip(0, h - 1)
+    return ink[row, col]
 
 
 @pytest.fixture
@@ -57,16 +77,49 @@ def test_a_dropped_picture_comes_back_as_paths_that_end_on_its_ink(
     r = client.post("/api/flow?n=5000", content=pic.read_bytes())
     assert r.status_code == 200, r.text
     header, paths = decode(r.content)
-    assert header["particles"] == 5000 and header["times"] == view_app.TIMES
-    assert len(r.content) >= 4 * 5000 * view_app.TIMES
-    hx, hy = header["half"]
-    end = paths[-1]
-    col = ((end[:, 0] + hx) / (2 * hx) * 48).astype(int).clip(0, 47)
-    row = ((hy - end[:, 1]) / (2 * hy) * 48).astype(int).clip(0, 47)
+    assert header["particles"] == 5000 and header["times"] == view_scene.TIMES
+    assert len(r.content) >= 4 * 5000 * view_scene.TIMES
     ink = np.asarray(Image.open(pic)) < 128
-    assert ink[row, col].mean() >= 0.98
+    assert on_ink(paths[-1], header["half"], ink).mean() >= 0.98
+    _, arrays = blocks(r.content)
+    assert arrays["rgb"].shape == (5000, 3)
+    for pace in ("shape", "time"):  # the renderer's frame times, and its camera at each
+        times, view = np.array(header["pace"][pace]), np.array(header["view"][pace])
+        assert times[0] == 0 and times[-1] == pytest.approx(1) and (np.diff(times) >= 0).all()
+        assert view.shape == (header["frames"], 2) and (view > 0).all()
+        # from the whole noise cloud in to at most that, never cutting the picture's frame
+        assert (view[-1] <= view[0] + 1e-6).all() and (view >= np.array(header["half"])).all()
     word = client.post("/api/flow?text=hi&n=1000")
     assert word.status_code == 200 and decode(word.content)[0]["label"] == "text:hi"
+    assert client.post("/api/flow?ink=nonsense", content=pic.read_bytes()).status_code == 400
+
+
+def test_what_is_inside_the_exact_flow(client: TestClient, tmp_path: Path) -> None:
+    """p_t at t = 1 sits on the ink; at t = 0 the field points from each place to the
+    picture's mean (v(0, x) = E[x1] - x for a start of N(0, I))."""
+    pic = bar_png(tmp_path / "l.png", 64)
+    header, paths = decode(client.post("/api/flow?n=2000", content=pic.read_bytes()).content)
+    r = client.get(f"/api/inside?id={header['id']}")
+    assert r.status_code == 200, r.text
+    inside, arrays = blocks(r.content)
+    density, field = arrays["density"], arrays["field"].astype(float)
+    box = np.array(inside["box"])
+    g = density.shape[1]
+    centres = (np.arange(g) + 0.5) / g * 2 - 1
+    xs, ys = np.meshgrid(centres * box[-1, 0], -centres * box[-1, 1])
+    nodes = np.stack([xs.ravel(), ys.ravel()], 1)
+    ink = np.asarray(Image.open(pic)) < 128
+    mass = density[-1].ravel().astype(float)
+    assert (mass * on_ink(nodes, header["half"], ink)).sum() >= 0.9 * mass.sum()
+    f = field.shape[1]
+    centres = (np.arange(f) + 0.5) / f * 2 - 1
+    xs, ys = np.meshgrid(centres * box[0, 0], -centres * box[0, 1])
+    nodes = np.stack([xs.ravel(), ys.ravel()], 1)
+    towards = paths[-1].mean(0) - nodes
+    v = field[0].reshape(-1, 2)
+    cos = (v * towards).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(towards, axis=1)
+    assert np.median(cos) > 0.99 and cos.min() > 0.9
+    assert client.get("/api/inside?id=nothing").status_code == 400
 
 
 def test_what_the_server_refuses(
@@ -87,22 +140,40 @@ def test_what_the_server_refuses(
     for name in ("..", "..%2F..%2Fetc", "%2e%2e"):
         r = client.get(f"/api/runs/{name}/flow")
         assert r.status_code in (404, 405), (name, r.status_code)  # 405: ".." resolved away
-        assert b"error" in r.content or r.status_code == 405
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    for what in ("flow", "exact", "thumb", "inside"):
+        r = client.get(f"/api/runs/link/{what}")
+        assert r.status_code == 404 and "no run named" in r.json()["error"]
 
 
-def test_runs_are_listed_and_played(tmp_path: Path) -> None:
-    """A run folder under FOLDER is listed and its flow comes back from the same noise."""
+def test_runs_are_listed_and_played_beside_their_exact_flow(tmp_path: Path) -> None:
+    """A run folder under FOLDER is listed (with its eval figures and a thumbnail); its flow
+    and the exact flow of its picture come back from the same noise; its field comes too."""
     pic = bar_png(tmp_path / "l.png")
     runs = tmp_path / "runs"
-    assert call("train", "--img", pic, "--method", "ot", "--out", runs / "l").exit_code == 0
+    assert call("train", "--img", pic, "--steps", 60, "--out", runs / "l").exit_code == 0
+    (runs / "l" / "eval.json").write_text(json.dumps({"kl": 0.5, "tv": 0.25, "on_ink": 0.75}))
     (runs / "not-a-run").mkdir()
     client = TestClient(view_app.make_app(runs, ["testserver"]))
     listed = client.get("/api/runs").json()["runs"]
-    assert [r["name"] for r in listed] == ["l"]
+    assert listed == [{"name": "l", "eval": {"kl": 0.5, "tv": 0.25, "on_ink": 0.75}}]
+    thumb = client.get("/api/runs/l/thumb")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+    small = np.asarray(Image.open(io.BytesIO(thumb.content)).convert("L"))
+    assert max(small.shape) == 96 and small.min() < 64 and small.max() > 200
     r = client.get("/api/runs/l/flow?n=1000")
     assert r.status_code == 200
     header, paths = decode(r.content)
-    assert header["method"] == "ot" and paths.shape == (view_app.TIMES, 1000, 2)
+    assert header["method"] == "fm/field" and paths.shape == (view_scene.TIMES, 1000, 2)
+    exact_header, exact = decode(client.get("/api/runs/l/exact?n=1000").content)
+    assert exact_header["method"] == "exact"
+    assert np.abs(exact[0] - paths[0]).max() < 1e-3  # the same noise
+    ink = np.asarray(Image.open(pic)) < 128
+    assert on_ink(exact[-1], exact_header["half"], ink).mean() >= 0.98
+    _, arrays = blocks(client.get("/api/runs/l/inside?of=run").content)
+    assert np.abs(arrays["field"]).max() == 32767 and not arrays["density"].any()
 
 
 def test_view_without_a_free_port_or_with_a_bad_host_is_one_line(tmp_path: Path) -> None:
@@ -119,19 +190,15 @@ def test_view_without_a_free_port_or_with_a_bad_host_is_one_line(tmp_path: Path)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """The app on a free loopback port, served by uvicorn in a thread."""
+def served(tmp_path: Path) -> Iterator[tuple[str, object]]:
+    """The app on a free loopback port, served by uvicorn in a thread: its URL and the app."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(
-        view_app.make_app(tmp_path, ["127.0.0.1", "localhost"]),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
+    app = view_app.make_app(tmp_path, ["127.0.0.1", "localhost"])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -139,9 +206,55 @@ def server(tmp_path: Path) -> Iterator[str]:
     while not srv.started:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", app
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def server(served: tuple[str, object]) -> str:
+    return served[0]
+
+
+def test_a_closed_tab_cancels_its_work(
+    served: tuple[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one worker busy, a drop whose connection closes while it waits never starts; one
+    that closes while it runs stops at its next part; the busy one is answered."""
+    import httpx
+
+    url, app = served
+    stats = app.state.stats  # type: ignore[attr-defined]
+    slow = view_app.picture_scene
+
+    def picture_scene(*args: object) -> object:
+        time.sleep(1.5)
+        return slow(*args)
+
+    monkeypatch.setattr(view_app, "picture_scene", picture_scene)
+    body = bar_png(tmp_path / "l.png", 32).read_bytes()
+
+    def drop(timeout: float) -> int:
+        try:
+            with httpx.Client(timeout=timeout) as c:
+                return c.post(f"{url}/api/flow?n=500", content=body).status_code
+        except httpx.TimeoutException:
+            return 0  # the tab closed
+
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(drop, 60)
+        time.sleep(0.4)
+        assert drop(0.5) == 0  # queued behind the busy one, then gone
+        assert busy.result() == 200
+    time.sleep(0.3)
+    assert stats["started"] == 1 and stats["cancelled"] == 1, stats
+    assert drop(0.5) == 0  # running (in the slow part), then gone
+    deadline = time.monotonic() + 10
+    while stats["finished"] < 2:
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert stats["started"] == 2 and stats["cancelled"] == 2, stats
 
 
 def test_twenty_drops_at_once_are_each_answered(server: str, tmp_path: Path) -> None:
@@ -187,15 +300,8 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
         time.sleep(2.5)
         fps = d.execute_script("return window.flowgifView.fps")
         assert fps >= 30, fps
-        d.execute_script(
-            "document.getElementById('color').value = 'mono'; window.flowgifView.pause();"
-            "window.flowgifView.seek(1)"
-        )
-        frames = d.execute_script("return window.flowgifView.frames")
-        while d.execute_script("return window.flowgifView.frames") < frames + 3:
-            time.sleep(0.02)
         png = tmp_path / "canvas.png"
-        png.write_bytes(d.find_element("id", "exact").screenshot_as_png)
+        view = at_the_end(d, png)
         origins = d.execute_script(
             "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
         )
@@ -204,17 +310,98 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
         assert not severe, severe
     finally:
         d.quit()
+    ink = np.asarray(Image.open(pic)) < 128
+    assert share_on_ink(png, view, ink) >= 0.9
+
+
+def at_the_end(d, png: Path) -> dict:
+    """Pause the page at t = 1 in mono, screenshot its first canvas; what the canvas shows."""
+    d.execute_script(
+        "document.getElementById('color').value = 'mono'; window.flowgifView.pause();"
+        "window.flowgifView.seek(1)"
+    )
+    frames = d.execute_script("return window.flowgifView.frames")
+    while d.execute_script("return window.flowgifView.frames") < frames + 3:
+        time.sleep(0.02)
+    assert d.execute_script("return window.flowgifView.t") == pytest.approx(1)
+    canvas = d.find_element("id", "exact")
+    d.execute_script("arguments[0].scrollIntoView()", canvas)
+    png.write_bytes(canvas.screenshot_as_png)
+    return d.execute_script(
+        "return {view: window.flowgifView.view, half: window.flowgifView.half}"
+    )
+
+
+def share_on_ink(png: Path, shown: dict, ink: np.ndarray) -> float:
+    """The share of a screenshot's dark pixels that lie on ``ink`` (the picture's pixels),
+    through the view the page reported."""
     shot = np.asarray(Image.open(png).convert("L")).astype(float)
     dark = shot < 128
     assert dark.sum() > 500
-    # the picture's frame fills the canvas (with a 5 % margin): map the canvas onto it
     h, w = shot.shape
     ys, xs = np.nonzero(dark)
-    u = ((xs / w - 0.5) * 1.05 + 0.5) * 96
-    v = ((ys / h - 0.5) * 1.05 + 0.5) * 96
-    ink = np.asarray(Image.open(pic)) < 128
-    on = ink[v.astype(int).clip(0, 95), u.astype(int).clip(0, 95)]
-    assert on.mean() >= 0.9, on.mean()
+    vx, vy = shown["view"]
+    points = np.stack([((xs + 0.5) / w * 2 - 1) * vx, (1 - (ys + 0.5) / h * 2) * vy], 1)
+    return float(on_ink(points, shown["half"], ink).mean())
+
+
+def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path: Path) -> None:
+    """Strokes drawn on the pad (pointer events) flow: at t = 1 at least 90 % of the canvas's
+    dark pixels are on the drawn ink. p_t and v toggled on load and tint the canvas; every
+    colour mode on either background draws without an error."""
+    import base64
+
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    d = browser(tmp_path, 1200, 1000)
+    try:
+        d.get(server + "/")
+        d.find_element("css selector", "#drawing summary").click()
+        pad = d.find_element("id", "pad")
+        chain = ActionChains(d).move_to_element_with_offset(pad, -60, -70).click_and_hold()
+        chain.move_by_offset(0, 120).move_by_offset(100, 0).release().perform()
+        data = d.execute_script("return document.getElementById('pad').toDataURL()")
+        drawn = np.asarray(
+            Image.open(io.BytesIO(base64.b64decode(data.split(",")[1]))).convert("L")
+        )
+        assert (drawn < 128).mean() > 0.02
+        d.find_element("id", "pad-flow").click()
+        deadline = time.monotonic() + 60
+        while not d.execute_script("return window.flowgifView.ready"):
+            assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
+            time.sleep(0.05)
+        png = tmp_path / "drawing.png"
+        view = at_the_end(d, png)
+        assert share_on_ink(png, view, drawn < 128) >= 0.9
+        plain = np.asarray(Image.open(png).convert("RGB"))
+        d.execute_script(
+            "for (const id of ['show-density', 'show-field']) {"
+            "  const box = document.getElementById(id); box.checked = true;"
+            "  box.dispatchEvent(new Event('change')); }"
+        )
+        deadline = time.monotonic() + 60
+        while not d.execute_script("return window.flowgifView.insideReady"):
+            assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
+            time.sleep(0.05)
+        d.execute_script("window.flowgifView.seek(0.5)")
+        time.sleep(0.3)
+        png.write_bytes(d.find_element("id", "exact").screenshot_as_png)
+        tinted = np.asarray(Image.open(png).convert("RGB")).astype(int)
+        blue = (tinted[..., 2] - tinted[..., 0] > 30).mean()  # p_t's tint
+        assert blue > 0.02 and blue > (plain[..., 2].astype(int) - plain[..., 0] > 30).mean()
+        for background in ("light", "dark"):
+            for color in ("position", "image", "target", "density", "mono"):
+                d.execute_script(
+                    f"document.getElementById('background').value = '{background}';"
+                    f"document.getElementById('color').value = '{color}';"
+                    "document.getElementById('trail').value = '8'; window.flowgifView.seek(0.7)"
+                )
+                time.sleep(0.15)
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+        assert not d.execute_script("return window.flowgifView.error")
+    finally:
+        d.quit()
 
 
 def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:

@@ -209,7 +209,9 @@ def thumbnail(folder: Path, name: str, job: Job) -> bytes:
     a = (ink / max(float(ink.max()), 1e-30))[..., None] ** 0.5
     rgb = 255 * (1 - a) + run.colors.astype(float) * a
     img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    img.thumbnail((96, 96), Image.Resampling.LANCZOS)
+    f = 96 / max(img.size)  # a small grid grows (in blocks), a large one shrinks (smoothly)
+    fit = (max(1, round(img.width * f)), max(1, round(img.height * f)))
+    img = img.resize(fit, Image.Resampling.NEAREST if f > 1 else Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

@@ -15,9 +15,9 @@ of the header, each 4-byte aligned), so the page reads each as a typed array wit
   palettes of ``--color position``/``density``/``mono`` on either background.
 
 An ``inside`` body holds ``density`` (``uint8`` ``(TIMES, G, G)``: ``p_t`` over each time's
-view, ``header["box"]``, ``255`` the time's largest value) and ``field`` (``int16`` ``(TIMES, F, F, 2)``: ``v`` at
-the centres of an ``F x F`` grid over the view, ``32767`` the time's largest speed, listed in
-``header["speed"]``).
+view, ``header["box"]``, ``255`` the time's largest value) and ``field`` (``int16``
+``(TIMES, F, F, 2)``: ``v`` at the centres of an ``F x F`` grid over the view, ``32767`` the
+time's largest speed, listed in ``header["speed"]``).
 
 Work here can be long (a trained network's ODE): it reports progress and stops when asked
 through a :class:`Job`.

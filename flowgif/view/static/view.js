@@ -227,6 +227,8 @@ function frame(now) {
       $("scrub").value = Math.round(state.s * 1000);
     }
     state.t = timeAt(lead, state.s);
+    state.view = viewAt(lead, state.s); // what the canvas shows: half extents, model units
+    state.half = lead.half;
     $("time").textContent = `t = ${state.t.toFixed(2)}`;
     if (flows.exact) draw($("exact"), flows.exact, state.s);
     if (flows.run) draw($("run"), flows.run, state.s);
