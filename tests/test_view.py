@@ -414,14 +414,14 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     client = TestClient(view_app.make_app(folder, ["testserver"]))
     pic = bar_png(tmp_path / "l.png", 40)
     header, _ = decode(client.post("/api/flow?n=1000", content=pic.read_bytes()).content)
-    q = f"id={header['id']}&particles=1500&color=mono&background=dark&format=gif"
+    q = f"id={header['id']}&particles=1500&color=mono&background=dark&pace=time&trail=4"
     first = client.post(f"/api/save?{q}")
     assert first.status_code == 200, first.text
     answer = first.json()
     saved = folder / answer["file"]
     assert saved.is_file()
     args = shlex.split(answer["command"])
-    assert args[:2] == ["flowgif", "render"]
+    assert args[:2] == ["flowgif", "render"] and args[-4:] == ["--pace", "time", "--trail", "4"]
     by_hand = tmp_path / "by-hand.gif"
     args[args.index("--out") + 1] = str(by_hand)
     result = call(*args[1:])
@@ -432,3 +432,12 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     assert client.get(f"/api/files/{answer['file']}").content == saved.read_bytes()
     assert client.get("/api/files/..%2Fl.png").status_code == 404
     assert client.post("/api/save?id=nothing").status_code == 400
+    assert client.post(f"/api/save?{q}&trail=5").status_code == 400
+    # a run of the folder (what plays beside the exact flow) is rendered as it is
+    assert call("train", "--img", pic, "--method", "ot", "--out", folder / "l").exit_code == 0
+    run = client.post("/api/save?run=l&particles=1200&format=gif")
+    assert run.status_code == 200, run.text
+    args = shlex.split(run.json()["command"])
+    assert args[:3] == ["flowgif", "render", str(folder / "l")]
+    assert (folder / run.json()["file"]).is_file()
+    assert client.post("/api/save?run=..&format=gif").status_code == 404
