@@ -404,6 +404,62 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
         d.quit()
 
 
+def test_the_view_command_bounds_its_memory_under_twenty_drops_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """``flowgif view`` as a person runs it: it prints its URL on one line; 20 drops of a
+    512-px picture at once are each answered (a flow or 503) with the server's peak memory
+    under 1.5 GB (bench/VIEW.md measured 659 MB); Ctrl-C stops it cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    star = Image.open(Path(__file__).parents[1] / "imgs" / "star.png")
+    buf = io.BytesIO()
+    star.resize((512, 512)).save(buf, format="PNG")
+    body = buf.getvalue()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowgif", "view", str(tmp_path), "--no-open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("flowgif view: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].rstrip("/")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+        def drop(_: int) -> int:
+            with httpx.Client(timeout=120) as c:
+                return c.post(f"{url}/api/flow", content=body).status_code
+
+        with ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(drop, range(20)))
+        assert set(codes) <= {200, 503} and 200 in codes, codes
+        assert drop(0) == 200
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+        assert peak < 1.5 * 1024 * 1024, f"peak {peak / 1024:.0f} MB"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0 and "Traceback" not in err, err
+
+
 def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     """ "Save GIF" writes a fresh file in FOLDER and shows the ``flowgif render`` line; that
     line, run by hand (here: in process), writes the same bytes. A second save gets a new
