@@ -91,13 +91,11 @@ def jumpiness(
 
 
 def positions_at(paths: np.ndarray, grid: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """``(len(times), N, 2)`` particles at ``times``, linear between the grid's times."""
-    return np.stack([_at(paths, grid, t) for t in times])
-
-
-def _at(paths: np.ndarray, grid: np.ndarray, t: float) -> np.ndarray:
-    k = int(np.clip(np.searchsorted(grid, t) - 1, 0, len(grid) - 2))
-    w = (t - grid[k]) / max(grid[k + 1] - grid[k], 1e-12)
+    """``(len(times), N, 2)`` particles at ``times``, linear between the grid's times (all
+    times in one array expression: the pacing calls this for every weight it tries)."""
+    times = np.asarray(times, dtype=np.float64)
+    k = np.clip(np.searchsorted(grid, times) - 1, 0, len(grid) - 2)
+    w = ((times - grid[k]) / np.maximum(grid[k + 1] - grid[k], 1e-12))[:, None, None]
     return (1 - w) * paths[k] + w * paths[k + 1]
 
 

@@ -50,6 +50,7 @@ HUES = 12  # ``--color position``: hues by starting angle, as the renderer has t
 DENSITY_GRID = 64  # p_t: cells along each side of the view
 FIELD_GRID = 21  # v: arrows along each side of the view
 PROBE = 3000  # particles the pacing measures (as the renderer's probe)
+SEEN = 4000  # particles the camera keeps in view (as many as the renderer's camera reads)
 CHUNKS = 10  # a trained flow is solved in this many parts (progress, cancellation)
 
 
@@ -173,7 +174,7 @@ def _camera_and_pacing(
     pace, views = {}, {}
     for p in PACES:
         times, _ = paced_times(grid, probe, FRAMES, p, True, screen)
-        seen = positions_at(paths, grid, times)
+        seen = positions_at(paths[:, :SEEN], grid, times)
         frames = camera(canvas, frame, seen, True, np.interp(times, grid, progress), start)
         pace[p] = times
         views[p] = (
