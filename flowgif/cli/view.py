@@ -36,11 +36,12 @@ def view(
         ),
     ] = 1,
 ) -> None:
-    """A local page where a dropped, pasted or typed picture flows at once (Ctrl-C stops it)."""
+    """A local page where a dropped, pasted, typed or drawn picture flows at once (Ctrl-C stops
+    it)."""
     try:
         import uvicorn
 
-        from flowgif.view import make_app
+        from flowgif.view import make_app, warm_up
     except ImportError:
         raise FlowgifError(
             "flowgif view needs its extra: pip install 'flowgif[view]' (in a checkout: "
@@ -66,6 +67,7 @@ def view(
     hosts = [host, "localhost", "127.0.0.1"] if host in LOCAL else [host]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     out_console.print(f"flowgif view: {url}", highlight=False, markup=False)
+    threading.Thread(target=warm_up, daemon=True).start()  # the first drop as fast as the next
     if open_browser:
         threading.Timer(1.0, webbrowser.open, (url,)).start()
     uvicorn.run(make_app(folder, hosts, workers), host=host, port=port, log_level="warning")

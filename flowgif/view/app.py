@@ -57,7 +57,7 @@ from flowgif.errors import FlowgifError
 from flowgif.view.scene import CancelledError, Job, Scene, exact_scene, inside_body, run_scene
 from flowgif.view.scene import scene_body as _scene_body
 
-__all__ = ["MAX_UPLOAD", "QUEUE", "make_app"]
+__all__ = ["MAX_UPLOAD", "QUEUE", "make_app", "warm_up"]
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 16 * 1024 * 1024  # bytes of one uploaded picture
@@ -105,6 +105,16 @@ def picture_scene(data: bytes | None, text: str | None, ink: str) -> tuple[Scene
     made = end.ink.ink if getattr(end, "ink", None) is not None else None
     colors = ink_colors(source.picture, end.grid, dc.invert, made)
     return exact_scene(end, colors, steps=STEPS), source.label if text else "picture"
+
+
+def warm_up() -> None:
+    """Import and run once what a drop runs (a word's exact flow, a few particles), so the
+    first picture a person drops flows as fast as the later ones."""
+    try:
+        scene, _ = picture_scene(None, "warm", "auto")
+        _scene_body(scene, 500, Job(), {})
+    except Exception:  # only a head start: a real drop says what went wrong
+        pass
 
 
 def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job: Job) -> dict:
