@@ -36,7 +36,8 @@ def browser(tmp_path: Path, width: int, height: int):
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)  # fmt: skip
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # the console, and the network (every request Chromium sends: tests check their hosts)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
 

@@ -306,6 +306,13 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
             "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
         )
         assert set(origins) <= {server}, origins
+        sent = [  # Chromium's own network log: every request the page made
+            json.loads(e["message"])["message"]["params"]["request"]["url"]
+            for e in d.get_log("performance")
+            if '"Network.requestWillBeSent"' in e["message"]
+        ]
+        hosts = {u.split("/")[2] for u in sent if u.startswith(("http:", "https:", "ws"))}
+        assert len(sent) >= 4 and hosts == {server.split("/")[2]}, sent
         severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
     finally:
