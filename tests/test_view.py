@@ -292,10 +292,7 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
         button = d.find_element("css selector", "label.button")
         assert button.is_displayed() and button.rect["width"] <= width
         d.find_element("id", "file").send_keys(str(pic))
-        deadline = time.monotonic() + 60
-        while not d.execute_script("return window.flowgifView.ready"):
-            assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
-            time.sleep(0.05)
+        wait_for(d, "ready")
         d.execute_script("document.getElementById('particles').value = 100000")
         time.sleep(2.5)
         fps = d.execute_script("return window.flowgifView.fps")
@@ -319,6 +316,14 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
         d.quit()
     ink = np.asarray(Image.open(pic)) < 128
     assert share_on_ink(png, view, ink) >= 0.9
+
+
+def wait_for(d, flag: str, limit: float = 60) -> None:
+    """Wait until the page sets ``window.flowgifView[flag]`` (its error, if not in time)."""
+    deadline = time.monotonic() + limit
+    while not d.execute_script(f"return window.flowgifView.{flag}"):
+        assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
+        time.sleep(0.05)
 
 
 def at_the_end(d, png: Path) -> dict:
@@ -373,10 +378,7 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
         )
         assert (drawn < 128).mean() > 0.02
         d.find_element("id", "pad-flow").click()
-        deadline = time.monotonic() + 60
-        while not d.execute_script("return window.flowgifView.ready"):
-            assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
-            time.sleep(0.05)
+        wait_for(d, "ready")
         png = tmp_path / "drawing.png"
         view = at_the_end(d, png)
         assert share_on_ink(png, view, drawn < 128) >= 0.9
@@ -386,10 +388,7 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
             "  const box = document.getElementById(id); box.checked = true;"
             "  box.dispatchEvent(new Event('change')); }"
         )
-        deadline = time.monotonic() + 60
-        while not d.execute_script("return window.flowgifView.insideReady"):
-            assert time.monotonic() < deadline, d.execute_script("return window.flowgifView.error")
-            time.sleep(0.05)
+        wait_for(d, "insideReady")
         d.execute_script("window.flowgifView.seek(0.5)")
         time.sleep(0.3)
         png.write_bytes(d.find_element("id", "exact").screenshot_as_png)
