@@ -94,6 +94,25 @@ def test_a_dropped_picture_comes_back_as_paths_that_end_on_its_ink(
     assert client.post("/api/flow?ink=nonsense", content=pic.read_bytes()).status_code == 400
 
 
+def test_light_ink_on_a_dark_ground_flows_with_invert(client: TestClient, tmp_path: Path) -> None:
+    """A blank white picture is refused in the CLI's words (``--invert``, not the library's
+    ``density.invert``); a white L on black with ``invert=1`` ends on the white L."""
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 30), 255).save(blank)
+    r = client.post("/api/flow", content=blank.read_bytes())
+    assert r.status_code == 400 and "--invert" in r.json()["error"], r.text
+    assert "density." not in r.json()["error"]
+    dark = tmp_path / "dark.png"
+    white = np.asarray(Image.open(bar_png(tmp_path / "l.png"))) > 128
+    Image.fromarray(np.where(white, 0, 255).astype(np.uint8)).save(dark)
+    white = ~white
+    r = client.post("/api/flow?n=2000&invert=1", content=dark.read_bytes())
+    assert r.status_code == 200, r.text
+    header, paths = decode(r.content)
+    assert on_ink(paths[-1], header["half"], white).mean() >= 0.98
+    assert client.post("/api/flow?invert=yes", content=dark.read_bytes()).status_code == 400
+
+
 def test_what_is_inside_the_exact_flow(client: TestClient, tmp_path: Path) -> None:
     """p_t at t = 1 sits on the ink; at t = 0 the field points from each place to the
     picture's mean (v(0, x) = E[x1] - x for a start of N(0, I))."""
@@ -403,6 +422,11 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
                     "document.getElementById('trail').value = '8'; window.flowgifView.seek(0.7)"
                 )
                 time.sleep(0.15)
+        # --invert flows the same drawing again, its white ground now the ink
+        d.find_element("id", "invert").click()
+        wait_for(d, "ready")
+        view = at_the_end(d, png)
+        assert share_on_ink(png, view, drawn >= 128) >= 0.9
         severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
         assert not d.execute_script("return window.flowgifView.error")

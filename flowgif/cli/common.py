@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import warnings
 from collections.abc import Callable
 from enum import StrEnum
@@ -17,6 +16,7 @@ from typer.core import TyperGroup
 
 from flowgif import __version__
 from flowgif.config import CHOICES, METHODS
+from flowgif.config.flags import as_flags
 from flowgif.errors import FlowgifError
 from flowgif.limits import MAX_PARTICLES, MAX_SEED
 from flowgif.sources.toys import ENERGIES, TOYS
@@ -145,43 +145,6 @@ MinutesOpt = Annotated[
     float | None,
     typer.Option(min=0.01, help="Wall-time budget (alone, no step limit).", show_default=False),
 ]
-
-
-# The library names its settings as Python does (``density.invert``, ``render.frames``); on the
-# command line they are flags.
-FLAGS = {
-    "density.invert": "--invert",
-    "density.ink_floor": "--ink-floor",
-    "density.ink": "--ink",
-    "density.resolution": "--resolution",
-    "field.augment": "--augment",
-    "train.method": "--method",
-    "train.objective": "--objective",
-    "train.family": "--family",
-    "train.steps": "--steps",
-    "train.minutes": "--minutes",
-    "train.batch": "--batch",
-    "train.lr": "--lr",
-    "train.seed": "--seed",
-    "train.device": "--device",
-    "train.threads": "--threads",
-}
-RENDER = (
-    *("frames", "fps", "particles", "size", "color", "background", "seed", "ease", "hold"),
-    *("loop", "quality", "dot", "zoom", "trail", "glow", "pace", "max_mb", "panels"),
-)
-FLAGS |= {f"render.{name}": "--" + name.replace("_", "-") for name in RENDER}
-FLAGS |= {"plot.kind": "--kind", "batch.out": "--out", "batch.recursive": "--recursive"}
-FLAGS |= {"batch.stack": "--stack", "batch.engine": "--engine"}
-FLAGS |= {"morph.runs": "--runs"}
-_SETTING = re.compile(r"(?<![\w./-])([a-z]+\.[a-z_]+)(?![\w./-])(?! =)")
-
-
-def as_flags(message: str) -> str:
-    """A library message with its settings named as the command line's flags (a config
-    file's ``key = value`` is left as it is)."""
-
-    return _SETTING.sub(lambda m: FLAGS.get(m.group(1), m.group(1)), message)
 
 
 def guarded(fn: F) -> F:

@@ -4,7 +4,7 @@ the run folders, and saving what is on screen.
 Routes:
 
 - ``GET /``: the page; ``/static/...``: its script and style (shipped in the package).
-- ``POST /api/flow?ink=...``: a picture's bytes (or ``?text=WORD``) -> its exact flow
+- ``POST /api/flow?ink=...&invert=1``: a picture's bytes (or ``?text=WORD``) -> its exact flow
   (:mod:`flowgif.flows.exact`, the ``--method exact`` code, with the CLI's ``--ink``).
 - ``GET /api/inside?id=...``: that flow's ``p_t`` and ``v`` on a grid at each time.
 - ``GET /api/runs``: the run folders under FOLDER, with their ``eval`` figures;
@@ -53,6 +53,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from flowgif.config.flags import as_flags
 from flowgif.errors import FlowgifError
 from flowgif.view.scene import CancelledError, Job, Scene, exact_scene, inside_body, run_scene
 from flowgif.view.scene import scene_body as _scene_body
@@ -77,19 +78,26 @@ REMEMBERED = 8  # pictures kept for save and inside (each at most MAX_UPLOAD)
 JOB = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
-def picture_id(data: bytes | None, text: str | None, ink: str = "auto") -> str:
-    """A picture's (or word's) name on this server: the start of a SHA-256 of it and its ink."""
+def picture_id(
+    data: bytes | None, text: str | None, ink: str = "auto", invert: bool = False
+) -> str:
+    """A picture's (or word's) name on this server: the start of a SHA-256 of it and how its
+    ink is read."""
     raw = data if data is not None else ("text:" + (text or "")).encode()
-    return hashlib.sha256(raw + b"\0ink:" + ink.encode()).hexdigest()[:12]
+    how = f"\0ink:{ink}" + ("\0invert" if invert else "")
+    return hashlib.sha256(raw + how.encode()).hexdigest()[:12]
 
 
-def picture_scene(data: bytes | None, text: str | None, ink: str) -> tuple[Scene, str]:
+def picture_scene(
+    data: bytes | None, text: str | None, ink: str, invert: bool = False
+) -> tuple[Scene, str]:
     """The exact flow of a picture (its bytes) or a word as a scene, and its label."""
     from flowgif.config import load_config
     from flowgif.sources import load_source, spec
     from flowgif.sources.picture import ink_colors
 
-    dc = load_config("default").updated({"density.resolution": RESOLUTION, "density.ink": ink})
+    how = {"density.resolution": RESOLUTION, "density.ink": ink, "density.invert": invert}
+    dc = load_config("default").updated(how)
     dc = dc.density
     with tempfile.TemporaryDirectory() as tmp:
         if text is not None:
@@ -111,7 +119,7 @@ def warm_up() -> None:
     """Import and run once what a drop runs (a word's exact flow, a few particles), so the
     first picture a person drops flows as fast as the later ones."""
     try:
-        scene, _ = picture_scene(None, "warm", "auto")
+        scene, _ = picture_scene(None, "warm", "auto", False)
         _scene_body(scene, 500, Job(), {})
     except Exception:  # only a head start: a real drop says what went wrong
         pass
@@ -124,7 +132,7 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
     if settings.get("run"):  # a run of the folder: rendered as it is
         pid, run = settings["run"], folder / settings["run"]
     else:
-        pid = picture_id(data, text, settings["ink"])
+        pid = picture_id(data, text, settings["ink"], settings["invert"])
         run = folder / f"view-{pid}"
     folder.mkdir(parents=True, exist_ok=True)
     commands = []
@@ -137,7 +145,7 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
                 pic.write_bytes(data or b"")
                 what = ["--img", str(pic)]
             train = ["train", *what, "--method", "exact", "--resolution", str(RESOLUTION)]
-            train += ["--ink", settings["ink"]]
+            train += ["--ink", settings["ink"]] + (["--invert"] if settings["invert"] else [])
             commands.append(_flowgif([*train, "--out", str(run)], job))
         ext = settings["format"]
         k = 1
@@ -253,7 +261,9 @@ def _choice(request: Request, name: str, choices: tuple, default: str) -> str:
 
 
 def _error(message: str, status: int = 400) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+    """A refusal the page shows: one line, its settings named as the page's controls are (the
+    command line's flags)."""
+    return JSONResponse({"error": as_flags(message)}, status_code=status)
 
 
 def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
@@ -362,10 +372,10 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         return inside_body(scene, views[key], job)
 
     def picture_maker(pid: str) -> Callable[[], tuple[Scene, dict]]:
-        data, text, ink = pictures[pid]
+        data, text, ink, invert = pictures[pid]
 
         def make() -> tuple[Scene, dict]:
-            scene, label = picture_scene(data, text, ink)
+            scene, label = picture_scene(data, text, ink, invert)
             return scene, {"label": label, "id": pid, "method": "exact"}
 
         return make
@@ -388,6 +398,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         try:
             n = _count(request)
             ink = _choice(request, "ink", INKS, "auto")
+            invert = _choice(request, "invert", ("0", "1"), "0") == "1"
         except FlowgifError as e:
             return _error(str(e))
         text = request.query_params.get("text")
@@ -407,8 +418,8 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
                     return _error("no picture was sent")
                 data = buf.getvalue()
             word = text[:64] if text is not None else None
-            pid = picture_id(data, word, ink)
-            keep(pictures, pid, (data, word, ink))
+            pid = picture_id(data, word, ink, invert)
+            keep(pictures, pid, (data, word, ink, invert))
             return await answer(request, job, flow_body, pid, picture_maker(pid), n)
 
         return await admit(request, work)
@@ -461,10 +472,10 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         q = request.query_params
         try:
             if "run" in q:
-                data, text, ink = None, None, "auto"
+                data, text, ink, invert = None, None, "auto", False
                 _run_name(folder, q["run"])
             else:
-                data, text, ink = pictures[q.get("id", "")]
+                data, text, ink, invert = pictures[q.get("id", "")]
             settings = {
                 "particles": max(1000, min(300_000, int(q.get("particles", PARTICLES)))),
                 "color": _choice(request, "color", COLORS, "position"),
@@ -473,6 +484,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
                 "trail": int(q.get("trail", 0)),
                 "format": _choice(request, "format", ("gif", "mp4"), "gif"),
                 "ink": ink,
+                "invert": invert,
                 "run": q.get("run"),
             }
         except KeyError:

@@ -313,11 +313,18 @@ async function show(url, options, caption) {
 
 function start() { state.s = 0; held = 0; state.ready = true; }
 
-const ink = () => `ink=${encodeURIComponent($("ink").value)}`;
-function send(blob, caption) { show(`/api/flow?${ink()}`, { method: "POST", body: blob }, caption); }
+// how the ink is read (the CLI's --ink and --invert); a change flows the last picture again
+const ink = () => `ink=${encodeURIComponent($("ink").value)}${$("invert").checked ? "&invert=1" : ""}`;
+let sent = null;  // what was last sent: a picture (blob) or a word
+function send(blob, caption) {
+  sent = { blob, caption };
+  show(`/api/flow?${ink()}`, { method: "POST", body: blob }, caption);
+}
 function sendWord() {
   const w = $("text").value.trim();
-  if (w) show(`/api/flow?text=${encodeURIComponent(w)}&${ink()}`, { method: "POST" }, `"${w}"`);
+  if (!w) return;
+  sent = { word: w };
+  show(`/api/flow?text=${encodeURIComponent(w)}&${ink()}`, { method: "POST" }, `"${w}"`);
 }
 
 $("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) send(f, f.name); });
@@ -338,11 +345,12 @@ document.addEventListener("drop", (e) => {
   const f = e.dataTransfer.files[0];
   if (f) send(f, f.name);
 });
-$("ink").addEventListener("change", () => {
-  const f = $("file").files[0];
-  if (flows.exact && flows.exact.label?.startsWith("text:")) sendWord();
-  else if (f) send(f, f.name);
-});
+for (const id of ["ink", "invert"]) {
+  $(id).addEventListener("change", () => {
+    if (sent?.word) { $("text").value = sent.word; sendWord(); }
+    else if (sent) send(sent.blob, sent.caption);
+  });
+}
 
 // drawing: black strokes on a white pad, sent as a PNG
 const pad = $("pad"), pen = pad.getContext("2d");
