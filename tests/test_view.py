@@ -206,6 +206,32 @@ def test_view_without_a_free_port_or_with_a_bad_host_is_one_line(tmp_path: Path)
         call("view", tmp_path, "--no-open", "--host", "203.0.113.9"), "cannot serve"
     )
     assert_one_line_error(call("view", tmp_path, "--port", "70000"), "--port", code=2)
+    (tmp_path / "a file").write_text("not runs")
+    assert_one_line_error(call("view", tmp_path / "a file", "--no-open"), "is not a folder")
+
+
+def test_a_save_where_the_folder_cannot_be_made_says_why(tmp_path: Path) -> None:
+    """FOLDER under a file: the flow plays, and Save answers one line (not a 500)."""
+    (tmp_path / "a file").write_text("not runs")
+    client = TestClient(view_app.make_app(tmp_path / "a file" / "runs", ["testserver"]))
+    header, _ = decode(client.post("/api/flow?text=hi&n=1000").content)
+    r = client.post(f"/api/save?id={header['id']}&particles=1000")
+    assert r.status_code == 400 and r.json()["error"].startswith("cannot write into"), r.text
+    assert (tmp_path / "a file").read_text() == "not runs"
+
+
+def test_a_fault_of_flowgif_is_one_line_in_the_page(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong inside, the page gets a 500 with one line that says what failed."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("out of luck\nsecond line")
+
+    monkeypatch.setattr(view_app, "save", broken)
+    header, _ = decode(client.post("/api/flow?text=hi&n=1000").content)
+    r = client.post(f"/api/save?id={header['id']}")
+    assert r.status_code == 500 and r.json()["error"] == "broken failed: RuntimeError: out of luck"
 
 
 @pytest.fixture

@@ -47,6 +47,8 @@ def view(
             "flowgif view needs its extra: pip install 'flowgif[view]' (in a checkout: "
             "pip install '.[view]')"
         ) from None
+    if folder.exists() and not folder.is_dir():
+        raise FlowgifError(f"{folder} is not a folder: give a folder of runs (made if missing)")
     import torch
 
     from flowgif.device import pick_threads

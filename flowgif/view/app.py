@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import shlex
 import subprocess
@@ -134,7 +135,10 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
     else:
         pid = picture_id(data, text, settings["ink"], settings["invert"])
         run = folder / f"view-{pid}"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FlowgifError(f"cannot write into {folder}: {e.strerror}") from None
     commands = []
     with tempfile.TemporaryDirectory() as tmp:
         if not settings.get("run") and not (run / "checkpoint.pt").is_file():
@@ -336,7 +340,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
                 out = await anyio.to_thread.run_sync(run, limiter=limiter)
             except CancelledError:
                 pass
-            except FlowgifError as e:  # raised here, not inside the task group
+            except Exception as e:  # raised after the task group, not wrapped by it
                 failed = e
             finally:
                 tg.cancel_scope.cancel()
@@ -352,6 +356,10 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             out = await heavy(request, job, fn, *args)
         except FlowgifError as e:
             return _error(str(e))
+        except Exception as e:  # a fault of flowgif's: one line in the page and in the log
+            reason = f"{fn.__name__} failed: {type(e).__name__}: {e}".splitlines()[0]
+            logging.getLogger("flowgif.view").error(reason)
+            return _error(reason, 500)
         if out is None:
             return Response(status_code=499)  # nobody is listening
         if isinstance(out, (dict, list)):
