@@ -518,12 +518,13 @@ def test_the_view_command_bounds_its_memory_under_twenty_drops_and_stops_on_ctrl
 
 def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     """ "Save GIF" writes a fresh file in FOLDER and shows the ``flowgif render`` line; that
-    line, run by hand (here: in process), writes the same bytes. A second save gets a new
-    name; a download serves it; names outside the saved files are refused."""
+    line, run by hand (here: in process), writes the same bytes. Two more saves at once get
+    new names; a download serves it; names outside the saved files are refused."""
     import shlex
+    from concurrent.futures import ThreadPoolExecutor
 
     folder = tmp_path / "runs"
-    client = TestClient(view_app.make_app(folder, ["testserver"]))
+    client = TestClient(view_app.make_app(folder, ["testserver"], workers=2))
     pic = bar_png(tmp_path / "l.png", 40)
     header, _ = decode(client.post("/api/flow?n=1000", content=pic.read_bytes()).content)
     q = f"id={header['id']}&particles=1500&color=mono&background=dark&pace=time&trail=4"
@@ -539,8 +540,10 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     result = call(*args[1:])
     assert result.exit_code == 0, result.output
     assert by_hand.read_bytes() == saved.read_bytes()
-    second = client.post(f"/api/save?{q}").json()
-    assert second["file"] != answer["file"]
+    with ThreadPoolExecutor(2) as pool:  # two saves at once, by two workers: two fresh names
+        both = list(pool.map(lambda _: client.post(f"/api/save?{q}").json(), range(2)))
+    names = {answer["file"], *(b["file"] for b in both)}
+    assert len(names) == 3 and all((folder / n).is_file() for n in names), both
     assert client.get(f"/api/files/{answer['file']}").content == saved.read_bytes()
     assert client.get("/api/files/..%2Fl.png").status_code == 404
     assert client.post("/api/save?id=nothing").status_code == 400

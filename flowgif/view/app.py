@@ -40,6 +40,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,6 +77,9 @@ BACKGROUNDS = ("light", "dark")
 PACES = ("shape", "time")
 TRAILS = (0, 4, 8, 16)
 REMEMBERED = 8  # pictures kept for save and inside (each at most MAX_UPLOAD)
+_NAMES = threading.Lock()  # guards the two below, shared by the workers' saves
+_TAKEN: set[Path] = set()  # files being saved now (a fresh name each)
+_MAKING: dict[Path, threading.Lock] = {}  # a picture's run folder is trained once at a time
 JOB = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
@@ -140,7 +144,9 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
     except OSError as e:
         raise FlowgifError(f"cannot write into {folder}: {e.strerror}") from None
     commands = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with _NAMES:
+        making = _MAKING.setdefault(run, threading.Lock())
+    with tempfile.TemporaryDirectory() as tmp, making:  # one train of a picture at a time
         if not settings.get("run") and not (run / "checkpoint.pt").is_file():
             if text is not None:
                 what = ["--text", text]
@@ -151,17 +157,22 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
             train = ["train", *what, "--method", "exact", "--resolution", str(RESOLUTION)]
             train += ["--ink", settings["ink"]] + (["--invert"] if settings["invert"] else [])
             commands.append(_flowgif([*train, "--out", str(run)], job))
-        ext = settings["format"]
+    ext = settings["format"]
+    with _NAMES:  # a name no file has and no other save has chosen
         k = 1
-        while (folder / f"view-{pid}-{k}.{ext}").exists():
+        while (out := folder / f"view-{pid}-{k}.{ext}").exists() or out in _TAKEN:
             k += 1
-        out = folder / f"view-{pid}-{k}.{ext}"
+        _TAKEN.add(out)
+    try:
         render = ["render", str(run), "--out", str(out), "--particles", str(settings["particles"])]
         render += ["--color", settings["color"], "--background", settings["background"]]
         render += ["--pace", settings["pace"]]
         if settings["trail"]:
             render += ["--trail", str(settings["trail"])]
         commands.append(_flowgif(render, job))
+    finally:
+        with _NAMES:
+            _TAKEN.discard(out)
     return {"file": out.name, "command": commands[-1], "commands": commands}
 
 
