@@ -3,6 +3,7 @@ browser (Debian's Chromium through selenium, as the gallery test does)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -465,7 +466,8 @@ def test_the_view_command_bounds_its_memory_under_twenty_drops_and_stops_on_ctrl
 ) -> None:
     """``flowgif view`` as a person runs it: it prints its URL on one line; 20 drops of a
     512-px picture at once are each answered (a flow or 503) with the server's peak memory
-    under 1.5 GB (bench/VIEW.md measured 659 MB); Ctrl-C stops it cleanly."""
+    under 1.5 GB (bench/VIEW.md measured 659 MB); Ctrl-C stops it cleanly, and stops a save
+    under way (its render is terminated, nothing half-written is left)."""
     import signal
     import subprocess
     import sys
@@ -506,6 +508,17 @@ def test_the_view_command_bounds_its_memory_under_twenty_drops_and_stops_on_ctrl
         status = Path(f"/proc/{proc.pid}/status").read_text()
         peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
         assert peak < 1.5 * 1024 * 1024, f"peak {peak / 1024:.0f} MB"
+        # a long save under way when Ctrl-C comes: stopped, not waited for
+        with httpx.Client(timeout=30) as c:
+            pid = decode(c.post(f"{url}/api/flow?text=hi&n=1000").content)[0]["id"]
+        pool = ThreadPoolExecutor(1)
+        saving = pool.submit(
+            lambda: httpx.post(f"{url}/api/save?id={pid}&particles=300000&format=mp4", timeout=120)
+        )
+        while not (tmp_path / f"view-{pid}" / "checkpoint.pt").is_file():  # rendering next
+            assert not saving.done(), saving.result().text
+            time.sleep(0.1)
+        time.sleep(1)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -514,6 +527,12 @@ def test_the_view_command_bounds_its_memory_under_twenty_drops_and_stops_on_ctrl
             proc.kill()
             raise
     assert proc.returncode == 0 and "Traceback" not in err, err
+    with contextlib.suppress(httpx.TransportError):  # not saved: it says so, or hangs up
+        assert saving.result().status_code != 200, saving.result().text
+    pool.shutdown()
+    assert not list(tmp_path.glob("view-*.mp4")) and not list(tmp_path.glob("*.tmp*")), list(
+        tmp_path.iterdir()
+    )
 
 
 def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:

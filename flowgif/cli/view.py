@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import webbrowser
@@ -72,4 +73,14 @@ def view(
     threading.Thread(target=warm_up, daemon=True).start()  # the first drop as fast as the next
     if open_browser:
         threading.Timer(1.0, webbrowser.open, (url,)).start()
-    uvicorn.run(make_app(folder, hosts, workers), host=host, port=port, log_level="warning")
+    web = make_app(folder, hosts, workers)
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
+    graceful = server.handle_exit
+
+    def stop(sig: int, frame: object) -> None:  # Ctrl-C: stop the work, then the server
+        web.state.cancel_all()
+        graceful(sig, frame)
+
+    server.handle_exit = stop  # type: ignore[method-assign]
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises it again once stopped
+        server.run()  # stopped as asked: exit 0

@@ -294,7 +294,8 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     admitted = [0]
     stats: Counter = Counter()  # started, finished, cancelled, refused (app.state.stats)
     jobs: OrderedDict[str, Job] = OrderedDict()  # by the page's ?job= name
-    pictures: OrderedDict[str, tuple[bytes | None, str | None, str]] = OrderedDict()
+    live: dict[int, Job] = {}  # every admitted request's job (app.state.cancel_all stops them)
+    pictures: OrderedDict[str, tuple[bytes | None, str | None, str, bool]] = OrderedDict()
     views: OrderedDict[str, np.ndarray] = OrderedDict()  # each flow's camera, for inside
     thumbs: dict[tuple[str, float], bytes] = {}
 
@@ -316,6 +317,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             )
         admitted[0] += 1
         job = Job()
+        live[id(job)] = job
         name = request.query_params.get("job", "")
         if JOB.fullmatch(name):
             keep(jobs, name, job)
@@ -323,6 +325,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             return await work(job)
         finally:
             admitted[0] -= 1
+            live.pop(id(job), None)
 
     async def heavy(request: Request, job: Job, fn: Callable, *args: object) -> object:
         """``fn(*args, job)`` in a worker thread; None if the page went away meanwhile."""
@@ -540,6 +543,14 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.stats = stats
+
+    def cancel_all() -> None:
+        """Stop all work now (the server is stopping): queued work never starts, running work
+        stops at its next part, a save's command is terminated."""
+        for job in list(live.values()):
+            job.cancelled.set()
+
+    app.state.cancel_all = cancel_all
     return app
 
 
