@@ -101,9 +101,13 @@ def test_config_file_values_and_cli_override(tiny_png: Path, tmp_path: Path) -> 
     assert "lr = 0.01" in text and "steps = 3" in text and "width = 32" in text
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "text", "blank", "empty"])
+@pytest.mark.parametrize(
+    "case", ["missing", "folder", "text", "blank", "empty", "long name", "a word as a path"]
+)
 def test_bad_pictures_get_one_line(case: str, tmp_path: Path) -> None:
     path = {
+        "long name": tmp_path / ("a" * 3000 + ".png"),  # past the system's name limit
+        "a word as a path": Path("text:hi"),
         "missing": tmp_path / "nope.png",
         "folder": tmp_path,
         "text": tmp_path / "t.png",
@@ -117,6 +121,8 @@ def test_bad_pictures_get_one_line(case: str, tmp_path: Path) -> None:
     if case == "empty":
         path.write_bytes(b"")
     expected = {
+        "long name": "cannot read",
+        "a word as a path": "not found: text:hi (a word: --text WORD)",
         "missing": "not found",
         "folder": "folder",
         "text": "not an image",

@@ -38,10 +38,12 @@ def batch(pics: Path, out: Path, *extra: object) -> tuple[object, dict]:
     return result, json.loads((out / "batch.json").read_text())
 
 
-# --- markup: square brackets are text ------------------------------------------------------
+# --- markup: square brackets and :emoji: codes are text -----------------------------------------
 
 
-@pytest.mark.parametrize("name", ["[draft] logo", "x[i]y", "[bold red]boo[", "a\\[b]"])
+@pytest.mark.parametrize(
+    "name", ["[draft] logo", "x[i]y", "[bold red]boo[", "a\\[b]", "go :smile: b:", ":b:"]
+)
 def test_square_brackets_in_names_are_shown_as_written(name: str, tmp_path: Path) -> None:
     folder = tmp_path / f"scans [{name}]"
     pic = box(folder / f"{name}.png")

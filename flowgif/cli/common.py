@@ -63,8 +63,9 @@ app = typer.Typer(
     help="Fit a continuous normalizing flow to a picture and animate N(0,I) (or another "
     "picture) turning into it.",
 )
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# emoji=False: a name such as "text:b" followed by ":" is a person's text, not the emoji :b:
+out_console = Console(soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -148,7 +149,8 @@ MinutesOpt = Annotated[
 
 
 def guarded(fn: F) -> F:
-    """Turn FlowgifError into one red line and exit 1, Ctrl-C into exit 130."""
+    """Turn FlowgifError (or an OSError that no command caught: the system's reason) into one
+    red line and exit 1, Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -165,6 +167,14 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
+        except OSError as err:  # the system's reason, with the file it was about
+            where = f": {err.filename}" if err.filename is not None else ""
+            err_console.print(
+                f"[red]error:[/red] {escape(str(err.strerror or err))}{escape(str(where))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
         except (MemoryError, RuntimeError) as err:
             text = str(err).lower()
             if isinstance(err, RuntimeError) and not any(

@@ -64,12 +64,17 @@ def load_image(path: Path) -> Image.Image:
         FlowgifError: missing, a folder, empty, not an image, truncated, or absurdly large.
     """
     path = Path(path)
-    if not path.exists():
-        raise FlowgifError(f"image not found: {path}")
-    if path.is_dir():
-        raise FlowgifError(f"{path} is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise FlowgifError(f"{path} is an empty file")
+    try:
+        if not path.exists():
+            hints = {"text": " (a word: --text WORD)", "target": " (a toy: --target NAME)"}
+            hint = hints.get(str(path).partition(":")[0], "")
+            raise FlowgifError(f"image not found: {path}{hint}")
+        if path.is_dir():
+            raise FlowgifError(f"{path} is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise FlowgifError(f"{path} is an empty file")
+    except OSError as err:  # a name too long, a folder that may not be searched
+        raise FlowgifError(f"cannot read {path}: {err.strerror}") from None
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
