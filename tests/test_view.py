@@ -345,6 +345,19 @@ def test_the_page_plays_a_chosen_picture_in_a_real_browser(
         assert fps >= 30, fps
         png = tmp_path / "canvas.png"
         view = at_the_end(d, png)
+        if width > 400:  # what the page shows is what Save GIF writes: dots as large, as dark
+            d.execute_script("document.getElementById('particles').value = 20000")
+            at_the_end(d, png)
+            d.find_element("id", "save-gif").click()
+            wait_for(d, "saved", 120)
+            gif = tmp_path / d.execute_script("return window.flowgifView.saved.file")
+            with Image.open(gif) as g:
+                g.seek(g.n_frames - 1)
+                last = np.asarray(g.convert("L")).astype(float)
+            shown = np.asarray(Image.open(png).convert("L")).astype(float)
+            ratio = (shown < 200).mean() / (last < 200).mean()
+            assert 0.75 < ratio < 1.33, ratio
+            assert abs(shown[shown < 200].mean() - last[last < 200].mean()) < 25
         origins = d.execute_script(
             "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
         )

@@ -21,6 +21,10 @@ function decode(buffer) {
 }
 
 const rgba = ([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+// the renderer's blend of 1, 2 and 3+ particles on a pixel (flowgif/draw.py: a level of
+// log(1 + count) / log(1 + 3), a lone dot's alpha 0.25 at the lowest level)
+const SATURATE = Math.log1p(3);
+const ALPHA = [1, 2, 3].map((c) => 0.25 + 0.75 * Math.min(1, Math.log1p(c) / SATURATE));
 
 function prepare(flow) {
   // colours of each particle for every --color and --background, made once
@@ -32,6 +36,7 @@ function prepare(flow) {
     bucket[i] = Math.min(hues - 1, Math.floor(a * hues));
   }
   flow.colorsOf = {};
+  flow.levelsOf = {};
   for (const bg of ["light", "dark"]) {
     const table = flow.hues[bg].map(rgba);
     const position = new Uint32Array(n), image = new Uint32Array(n);
@@ -40,6 +45,20 @@ function prepare(flow) {
       image[i] = rgba([flow.rgb[3 * i], flow.rgb[3 * i + 1], flow.rgb[3 * i + 2]]);
     }
     flow.colorsOf[bg] = { position, image, target: image };
+    // the renderer's levels: 1, 2, 3 or more particles on a pixel blend that much of their
+    // colour into the ground (a lone dot a quarter and more, three the pure colour)
+    const ground = flow.ground[bg];
+    const blend = (c, k) => rgba([0, 1, 2].map((j) => {
+      const v = (c >>> (8 * j)) & 255;
+      return Math.round(ground[j] + (v - ground[j]) * ALPHA[k]);
+    }));
+    flow.levelsOf[bg] = {};
+    for (const [mode, colors] of Object.entries({ position, image })) {
+      flow.levelsOf[bg][mode] = [0, 1, 2].map((k) => colors.map((c) => blend(c, k)));
+    }
+    flow.levelsOf[bg].target = flow.levelsOf[bg].image;
+    const ink = rgba(flow.ink[bg]);
+    flow.levelsOf[bg].mono = [0, 1, 2].map((k) => new Uint32Array(n).fill(blend(ink, k)));
   }
   flow.heat = {};
   for (const bg of ["light", "dark"]) { // the renderer's density ramp: dense = dark on light
@@ -119,10 +138,13 @@ function draw(canvas, flow, s) {
   const a0 = k0 * n * 2, a1 = (k0 + 1) * n * 2;
   const mode = $("color").value;
   const shown = Math.max(1, Math.min(300000, parseInt($("particles").value) || 20000));
-  const colors = mode === "mono" || mode === "density" ? null : flow.colorsOf[bgName][mode];
-  const ink = rgba(flow.ink[bgName]);
-  const counts = canvas.counts;
-  if (mode === "density") counts.fill(0);
+  if (!canvas.top || canvas.top.length !== W * H) canvas.top = new Uint32Array(W * H);
+  const counts = canvas.counts, top = canvas.top;
+  counts.fill(0);
+  // each particle is a dot x dot square, as the renderer draws it (one pixel per 256 of the
+  // canvas's longer side; one pixel over p_t, so that the density shows between them); the
+  // last particle on a pixel gives its colour
+  const dot = under ? 1 : Math.max(1, Math.round(Math.max(W, H) / 256)), half = (dot - 1) / 2;
   const f = unit * sc;
   for (let i = 0; i < shown; i++) {
     const p = i % n, copy = (i / n) | 0;
@@ -130,20 +152,33 @@ function draw(canvas, flow, s) {
     let X = cx + (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * f;
     let Y = cy - (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * f;
     if (copy) { X += ((copy * 0.618) % 1) - 0.5; Y += ((copy * 0.382 + 0.5) % 1) - 0.5; }
-    const xi = X | 0, yi = Y | 0;
-    if (X >= 0 && Y >= 0 && xi < W && yi < H) {
-      const at = yi * W + xi;
-      if (colors) px[at] = colors[p];
-      else if (mode === "mono") px[at] = ink;
-      else counts[at]++;
+    const x0 = Math.floor(X - half), y0 = Math.floor(Y - half);
+    if (x0 < -dot || y0 < -dot || x0 >= W || y0 >= H) continue;
+    for (let dy = 0; dy < dot; dy++) {
+      const y = y0 + dy;
+      if (y < 0 || y >= H) continue;
+      for (let dx = 0; dx < dot; dx++) {
+        const x = x0 + dx;
+        if (x < 0 || x >= W) continue;
+        const at = y * W + x;
+        counts[at]++;
+        top[at] = p;
+      }
     }
   }
   if (mode === "density") {
     // the renderer's density colouring: overlap counts through a heat ramp (3 or more: the top)
     const ramp = flow.heat[bgName];
+    const lut = [0, 1, 2, 3].map((c) => ramp[Math.round(Math.min(1, Math.log1p(c) / SATURATE) * 255)]);
     for (let i = 0; i < counts.length; i++) {
       const c = counts[i];
-      if (c) px[i] = ramp[Math.min(255, Math.round((Math.min(c, 3) / 3) * 255))];
+      if (c) px[i] = lut[Math.min(c, 3)];
+    }
+  } else {
+    const [l1, l2, l3] = flow.levelsOf[bgName][mode];
+    for (let i = 0; i < counts.length; i++) {
+      const c = counts[i];
+      if (c) px[i] = (c === 1 ? l1 : c === 2 ? l2 : l3)[top[i]];
     }
   }
   ctx.putImageData(img, 0, 0);
