@@ -74,6 +74,53 @@ function prepare(flow) {
   return flow;
 }
 
+// each path's distance to its nearest neighbour (model units) at 11 times from 0 to 1, found
+// through a grid of cells about two paths each; made once per flow, when copies are first drawn
+function spread(flow) {
+  if (flow.near) return flow.near;
+  const n = flow.particles, T = flow.times, d = flow.paths, unit = flow.scale / 32767;
+  const near = [];
+  for (let si = 0; si < 11; si++) {
+    const base = Math.round((si * (T - 1)) / 10) * n * 2;
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (let p = 0; p < n; p++) {
+      const x = d[base + 2 * p], y = d[base + 2 * p + 1];
+      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+    const h = Math.max(1, Math.sqrt(((x1 - x0 + 1) * (y1 - y0 + 1) * 2) / n));
+    const gx = Math.min(2048, Math.ceil((x1 - x0 + 1) / h)), gy = Math.min(2048, Math.ceil((y1 - y0 + 1) / h));
+    const hx = (x1 - x0 + 1) / gx, hy = (y1 - y0 + 1) / gy;
+    const head = new Int32Array(gx * gy).fill(-1), next = new Int32Array(n), cell = new Int32Array(n);
+    for (let p = 0; p < n; p++) {
+      const c = Math.min(gx - 1, ((d[base + 2 * p] - x0) / hx) | 0) + gx * Math.min(gy - 1, ((d[base + 2 * p + 1] - y0) / hy) | 0);
+      cell[p] = c; next[p] = head[c]; head[c] = p;
+    }
+    const out = new Float32Array(n);
+    const cap = 3 * Math.max(hx, hy); // a lone path's copies stay near it
+    for (let p = 0; p < n; p++) {
+      const x = d[base + 2 * p], y = d[base + 2 * p + 1];
+      const cxi = cell[p] % gx, cyi = (cell[p] / gx) | 0;
+      let best = cap * cap;
+      for (let ring = 1; ring <= 3 && best >= (ring - 1) * (ring - 1) * Math.min(hx, hy) ** 2; ring++) {
+        for (let yy = Math.max(0, cyi - ring); yy <= Math.min(gy - 1, cyi + ring); yy++) {
+          for (let xx = Math.max(0, cxi - ring); xx <= Math.min(gx - 1, cxi + ring); xx++) {
+            if (Math.max(Math.abs(xx - cxi), Math.abs(yy - cyi)) !== ring && ring > 1) continue;
+            for (let q = head[yy * gx + xx]; q >= 0; q = next[q]) {
+              if (q === p) continue;
+              const dx = d[base + 2 * q] - x, dy = d[base + 2 * q + 1] - y, e = dx * dx + dy * dy;
+              if (e < best) best = e;
+            }
+          }
+        }
+      }
+      out[p] = Math.sqrt(best) * unit;
+    }
+    near.push(out);
+  }
+  flow.near = near;
+  return near;
+}
+
 function interpStops(stops, s) {
   for (let i = 1; i < stops.length; i++) {
     if (s <= stops[i][0] || i === stops.length - 1) {
@@ -146,12 +193,27 @@ function draw(canvas, flow, s) {
   // last particle on a pixel gives its colour
   const dot = under ? 1 : Math.max(1, Math.round(Math.max(W, H) / 256)), half = (dot - 1) / 2;
   const f = unit * sc;
+  // beyond the n paths sent, copies of them spread over a disc 1.4 times as wide as the distance
+  // to the path's nearest neighbour at that time (so they fill the space between the paths, as
+  // independent particles would, and stay on the ink where the paths are dense)
+  const copies = Math.ceil(shown / n) - 1;
+  const near = copies > 0 ? spread(flow) : null;
+  let ra = null, rb = null, rw = 0;
+  if (near) {
+    const v = Math.min(1, Math.max(0, t)) * (near.length - 1);
+    const m = Math.min(near.length - 2, Math.floor(v));
+    ra = near[m]; rb = near[m + 1]; rw = v - m;
+  }
   for (let i = 0; i < shown; i++) {
     const p = i % n, copy = (i / n) | 0;
     const j = 2 * p;
     let X = cx + (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * f;
     let Y = cy - (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * f;
-    if (copy) { X += ((copy * 0.618) % 1) - 0.5; Y += ((copy * 0.382 + 0.5) % 1) - 0.5; }
+    if (copy) {
+      const r = 1.4 * (ra[p] + (rb[p] - ra[p]) * rw) * sc * Math.sqrt((copy - 0.5) / copies);
+      const a = copy * 2.39996 + p * 0.7548; // the golden angle, turned per path
+      X += r * Math.cos(a); Y += r * Math.sin(a);
+    }
     const x0 = Math.floor(X - half), y0 = Math.floor(Y - half);
     if (x0 < -dot || y0 < -dot || x0 >= W || y0 >= H) continue;
     for (let dy = 0; dy < dot; dy++) {
