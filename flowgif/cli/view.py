@@ -21,7 +21,10 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 @guarded
 def view(
     folder: Annotated[
-        Path, typer.Argument(help="Folder of run folders to list beside the exact flow.")
+        Path,
+        typer.Argument(
+            help="Folder of run folders to list beside the exact flow; Save GIF/MP4 writes here."
+        ),
     ] = Path("runs"),
     host: Annotated[
         str, typer.Option(help="Address to bind; anything but this machine gets a warning.")
