@@ -240,8 +240,7 @@ def eval_(
     ] = 1000,
     threads: ThreadsOpt = 0,
 ) -> None:
-    """Score a run against its picture: kl, nll, entropy, tv, on_ink, transport; writes
-    <run>/eval.json."""
+    """Score a run against its picture (kl, nll, entropy, tv, on_ink, transport): RUN/eval.json."""
     from flowgif.evaluate import evaluate
     from flowgif.files import atomic_write_text
     from flowgif.owned import SIGNATURE, check_replaceable
