@@ -224,6 +224,26 @@ def test_top_level_configs_are_the_shipped_ones() -> None:
         assert load_config(name) == load_config(top / f"{name}.toml")
 
 
+def test_batch_ignores_what_flowgif_wrote_beside_the_pictures(tmp_path: Path) -> None:
+    """A GIF rendered into the pictures' folder is flowgif's own output, ignored with that
+    reason (fitting it would fit its first frame: noise); the same picture unsigned is fit."""
+    pics = tmp_path / "pics"
+    one = box(pics / "one.png")
+    run = tmp_path / "run"
+    assert call("train", "--img", one, "--method", "exact", "--out", run).exit_code == 0
+    assert call("render", run, "--out", pics / "one.gif", *RENDER_ARGS.split()).exit_code == 0
+    last = np.asarray(Image.open(pics / "one.gif").convert("RGB"))
+    Image.fromarray(last).save(pics / "plain.gif")  # its pixels, without the signature
+    result, report = batch(pics, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    status = {Path(i["image"]).name: (i["status"], i.get("reason", "")) for i in report["items"]}
+    assert status["one.gif"] == (
+        "ignored",
+        "flowgif's own output (an animation or picture it wrote)",
+    )
+    assert status["plain.gif"][0] == "done" and status["one.png"][0] == "done", status
+
+
 def test_batch_leaves_its_folder_as_it_was(tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     box(pics / "a.png")

@@ -105,12 +105,22 @@ def _sort_file(path: Path, found: Scan) -> None:
         found.ignored.append((path, "a hidden file"))
     else:
         reason = _not_a_picture(path)
-        if not reason:
+        if not reason and _made_by_flowgif(path):
+            found.ignored.append((path, "flowgif's own output (an animation or picture it wrote)"))
+        elif not reason:
             found.pictures.append(path)
         elif path.suffix.lower() in PICTURE_SUFFIXES:
             found.failed.append((path, reason))
         else:
             found.ignored.append((path, "not a picture"))
+
+
+def _made_by_flowgif(path: Path) -> bool:
+    """A GIF, WebP or PNG that carries flowgif's signature (a render, a plot, samples): not a
+    picture to fit, whatever folder it was written to."""
+    from flowgif.owned import made_by_flowgif
+
+    return path.suffix.lower() in (".gif", ".webp", ".png") and made_by_flowgif(path)
 
 
 def _not_a_picture(path: Path) -> str:
