@@ -49,9 +49,8 @@ import anyio
 import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -279,6 +278,32 @@ def _error(message: str, status: int = 400) -> Response:
     """A refusal the page shows: one line, its settings named as the page's controls are (the
     command line's flags)."""
     return JSONResponse({"error": as_flags(message)}, status_code=status)
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port (``[::1]:8000`` -> ``::1``,
+    ``localhost:8000`` -> ``localhost``)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class _SameHost:
+    """Refuse (400) a request whose Host header names another host than the server's own
+    (DNS rebinding). Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at its first
+    colon, so it refuses every request to an IPv6 address."""
+
+    def __init__(self, app: Callable, hosts: list[str]) -> None:
+        self.app = app
+        self.hosts = {h.strip("[]").lower() for h in hosts}
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(header).lower() not in self.hosts:
+                await PlainTextResponse("Invalid host header", 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
@@ -540,7 +565,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         Route("/api/files/{name}", files),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts)]
+    middleware = [Middleware(_SameHost, hosts=hosts)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.stats = stats
 
