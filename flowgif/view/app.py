@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -288,10 +289,21 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def _an_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class _SameHost:
-    """Refuse (400) a request whose Host header names another host than the server's own
-    (DNS rebinding). Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at its first
-    colon, so it refuses every request to an IPv6 address."""
+    """Refuse (400) a request whose Host header is a name other than the server's own, against
+    DNS rebinding: a page on an attacker's name made to resolve to this machine. An address
+    (``192.0.2.7:8000``, ``[::1]:8000``) is always let through, as Vite's dev server does: a
+    page can only send it from that address's own origin, and it is how other machines reach
+    ``--host 0.0.0.0``. Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at its first
+    colon, and so refused every request to an IPv6 address."""
 
     def __init__(self, app: Callable, hosts: list[str]) -> None:
         self.app = app
@@ -300,7 +312,8 @@ class _SameHost:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] in ("http", "websocket"):
             header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            if host_name(header).lower() not in self.hosts:
+            name = host_name(header).lower()
+            if name not in self.hosts and not _an_address(name):
                 await PlainTextResponse("Invalid host header", 400)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
