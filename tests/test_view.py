@@ -154,6 +154,10 @@ def test_what_the_server_refuses(
         assert client.get("/", headers={"Host": header}).status_code == 400, header
     for header in ("127.0.0.1:8000", "[::1]:8000", "192.0.2.7:8000"):  # addresses: no rebinding
         assert client.get("/", headers={"Host": header}).status_code == 200, header
+    word = "/api/flow?text=hi&n=1000"  # another site's page may post here; only the page's own
+    assert client.post(word, headers={"Origin": "http://evil.example"}).status_code == 403
+    assert client.post(word, headers={"Origin": "null"}).status_code == 403
+    assert client.post(word, headers={"Origin": "http://testserver"}).status_code == 200
     six = TestClient(view_app.make_app(tmp_path, ["::1", "localhost"]))  # --host ::1
     for header, code in (("[::1]:8000", 200), ("[::1]", 200), ("evil.example", 400)):
         assert six.get("/", headers={"Host": header}).status_code == code, header

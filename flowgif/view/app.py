@@ -45,6 +45,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import numpy as np
@@ -303,7 +304,10 @@ class _SameHost:
     (``192.0.2.7:8000``, ``[::1]:8000``) is always let through, as Vite's dev server does: a
     page can only send it from that address's own origin, and it is how other machines reach
     ``--host 0.0.0.0``. Starlette's TrustedHostMiddleware cuts ``[::1]:8000`` at its first
-    colon, and so refused every request to an IPv6 address."""
+    colon, and so refused every request to an IPv6 address.
+
+    A POST whose Origin is not this server (another site's page posting a picture or a save
+    to this machine: cross-site request forgery) gets 403."""
 
     def __init__(self, app: Callable, hosts: list[str]) -> None:
         self.app = app
@@ -311,10 +315,18 @@ class _SameHost:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] in ("http", "websocket"):
-            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            headers = dict(scope["headers"])
+            header = headers.get(b"host", b"").decode("latin-1")
             name = host_name(header).lower()
             if name not in self.hosts and not _an_address(name):
                 await PlainTextResponse("Invalid host header", 400)(scope, receive, send)
+                return
+            # another site's page may send a POST here (it cannot read the answer); the page's
+            # own requests name this server as their origin
+            origin = headers.get(b"origin")
+            posted = scope.get("method", "GET") != "GET" and origin is not None
+            if posted and urlsplit(origin.decode("latin-1")).netloc.lower() != header.lower():
+                await PlainTextResponse("Cross-origin request refused", 403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
