@@ -118,6 +118,15 @@ function spread(flow) {
     near.push(out);
   }
   flow.near = near;
+  // each copy's step in units of that distance: Gaussian, fixed for the flow
+  const m = Math.max(0, 300000 - n), step = new Float32Array(2 * m);
+  let seed = 12345;
+  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
+  for (let i = 0; i < m; i++) {
+    const r = Math.sqrt(-2 * Math.log(rand())), a = 2 * Math.PI * rand();
+    step[2 * i] = r * Math.cos(a); step[2 * i + 1] = r * Math.sin(a);
+  }
+  flow.step = step;
   return near;
 }
 
@@ -193,12 +202,14 @@ function draw(canvas, flow, s) {
   // last particle on a pixel gives its colour
   const dot = under ? 1 : Math.max(1, Math.round(Math.max(W, H) / 256)), half = (dot - 1) / 2;
   const f = unit * sc;
-  // beyond the n paths sent, copies of them spread over a disc 1.4 times as wide as the distance
-  // to the path's nearest neighbour at that time (so they fill the space between the paths, as
-  // independent particles would, and stay on the ink where the paths are dense)
+  // beyond the n paths sent, copies of them, each a fixed Gaussian step away from its path, as
+  // wide as the distance to the path's nearest neighbour at that time (so they fill
+  // the space between the paths as independent particles would, and stay on the ink where the
+  // paths are dense)
   const copies = Math.ceil(shown / n) - 1;
   const near = copies > 0 ? spread(flow) : null;
   let ra = null, rb = null, rw = 0;
+  const step = near ? flow.step : null;
   if (near) {
     const v = Math.min(1, Math.max(0, t)) * (near.length - 1);
     const m = Math.min(near.length - 2, Math.floor(v));
@@ -210,9 +221,8 @@ function draw(canvas, flow, s) {
     let X = cx + (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * f;
     let Y = cy - (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * f;
     if (copy) {
-      const r = 1.4 * (ra[p] + (rb[p] - ra[p]) * rw) * sc * Math.sqrt((copy - 0.5) / copies);
-      const a = copy * 2.39996 + p * 0.7548; // the golden angle, turned per path
-      X += r * Math.cos(a); Y += r * Math.sin(a);
+      const r = (ra[p] + (rb[p] - ra[p]) * rw) * sc, at = 2 * (i - n);
+      X += r * step[at]; Y += r * step[at + 1];
     }
     const x0 = Math.floor(X - half), y0 = Math.floor(Y - half);
     if (x0 < -dot || y0 < -dot || x0 >= W || y0 >= H) continue;
