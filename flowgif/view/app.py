@@ -341,6 +341,7 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     """
     folder = Path(folder)
     limiter = anyio.CapacityLimiter(workers)
+    few = anyio.CapacityLimiter(2)  # thumbnails made at once (each loads a run)
     admitted = [0]
     stats: Counter = Counter()  # started, finished, cancelled, refused (app.state.stats)
     jobs: OrderedDict[str, Job] = OrderedDict()  # by the page's ?job= name
@@ -518,7 +519,9 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
             stamp = (folder / name / "checkpoint.pt").stat().st_mtime
             if (name, stamp) not in thumbs:
                 try:
-                    png = await anyio.to_thread.run_sync(thumbnail, folder, name, Job())
+                    png = await anyio.to_thread.run_sync(
+                        thumbnail, folder, name, Job(), limiter=few
+                    )
                 except FlowgifError as e:
                     return _error(str(e))
                 thumbs[(name, stamp)] = png
