@@ -27,38 +27,43 @@ const SATURATE = Math.log1p(3);
 const ALPHA = [1, 2, 3].map((c) => 0.25 + 0.75 * Math.min(1, Math.log1p(c) / SATURATE));
 
 function prepare(flow) {
-  // colours of each particle for every --color and --background, made once
+  // colours of each particle for every --color and --background, made once: each at the
+  // renderer's three levels of overlap
   const n = flow.particles, d = flow.paths;
-  const hues = flow.hues.light.length;
-  const bucket = new Uint8Array(n);
+  const K = flow.hues.light.length;
+  const bucket = new Uint8Array(n); // --color position: the renderer's hue by starting angle
   for (let i = 0; i < n; i++) {
     const a = (Math.atan2(d[2 * i + 1], d[2 * i]) / (2 * Math.PI) + 1) % 1;
-    bucket[i] = Math.min(hues - 1, Math.floor(a * hues));
+    bucket[i] = Math.min(K - 1, Math.floor(a * K));
   }
-  flow.colorsOf = {};
   flow.levelsOf = {};
   for (const bg of ["light", "dark"]) {
-    const table = flow.hues[bg].map(rgba);
-    const position = new Uint32Array(n), image = new Uint32Array(n);
-    for (let i = 0; i < n; i++) {
-      position[i] = table[bucket[i]];
-      image[i] = rgba([flow.rgb[3 * i], flow.rgb[3 * i + 1], flow.rgb[3 * i + 2]]);
-    }
-    flow.colorsOf[bg] = { position, image, target: image };
     // the renderer's levels: 1, 2, 3 or more particles on a pixel blend that much of their
     // colour into the ground (a lone dot a quarter and more, three the pure colour)
     const ground = flow.ground[bg];
-    const blend = (c, k) => rgba([0, 1, 2].map((j) => {
-      const v = (c >>> (8 * j)) & 255;
-      return Math.round(ground[j] + (v - ground[j]) * ALPHA[k]);
-    }));
-    flow.levelsOf[bg] = {};
-    for (const [mode, colors] of Object.entries({ position, image })) {
-      flow.levelsOf[bg][mode] = [0, 1, 2].map((k) => colors.map((c) => blend(c, k)));
+    const blend = (c, k) => {
+      let out = 255 << 24;
+      for (let j = 0; j < 3; j++) {
+        const g = ground[j], v = (c >>> (8 * j)) & 255;
+        out |= Math.round(g + (v - g) * ALPHA[k]) << (8 * j);
+      }
+      return out >>> 0;
+    };
+    const hues = flow.hues[bg].map(rgba), ink = rgba(flow.ink[bg]);
+    const levels = { position: [], image: [], mono: [] };
+    for (let k = 0; k < 3; k++) {
+      const hue = hues.map((c) => blend(c, k));
+      const position = new Uint32Array(n), image = new Uint32Array(n);
+      for (let i = 0; i < n; i++) {
+        position[i] = hue[bucket[i]];
+        image[i] = blend(rgba([flow.rgb[3 * i], flow.rgb[3 * i + 1], flow.rgb[3 * i + 2]]), k);
+      }
+      levels.position.push(position);
+      levels.image.push(image);
+      levels.mono.push(new Uint32Array(n).fill(blend(ink, k)));
     }
-    flow.levelsOf[bg].target = flow.levelsOf[bg].image;
-    const ink = rgba(flow.ink[bg]);
-    flow.levelsOf[bg].mono = [0, 1, 2].map((k) => new Uint32Array(n).fill(blend(ink, k)));
+    levels.target = levels.image;
+    flow.levelsOf[bg] = levels;
   }
   flow.heat = {};
   for (const bg of ["light", "dark"]) { // the renderer's density ramp: dense = dark on light
