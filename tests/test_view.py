@@ -232,6 +232,26 @@ def test_a_save_where_the_folder_cannot_be_made_says_why(tmp_path: Path) -> None
     assert (tmp_path / "a file").read_text() == "not runs"
 
 
+def test_each_job_takes_the_cores_idle_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server picks torch's threads at each job from the idle cores the watcher last
+    measured, shared among the workers (not once at its start); OMP_NUM_THREADS still wins."""
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    idle = [1.0]
+    monkeypatch.setattr(view_app, "_IDLE", idle)
+    try:
+        assert view_app.use_idle_cores(1) == 1 == torch.get_num_threads()
+        idle[0] = 2.0  # the neighbour has stopped
+        assert view_app.use_idle_cores(1) == 2 == torch.get_num_threads()
+        assert view_app.use_idle_cores(2) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert view_app.use_idle_cores(1) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_fault_of_flowgif_is_one_line_in_the_page(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,11 +53,6 @@ def view(
         ) from None
     if folder.exists() and not folder.is_dir():
         raise FlowgifError(f"{folder} is not a folder: give a folder of runs (made if missing)")
-    import torch
-
-    from flowgif.device import pick_threads
-
-    torch.set_num_threads(max(1, pick_threads() // workers))
     try:  # a port in use or an address not of this machine: one line, before serving
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.bind((host, port))
