@@ -141,7 +141,24 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], suffix: str = ""
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
             raise FlowgifError(f"cannot write {path}: {os_reason(err)}") from None
+        if isinstance(err, RuntimeError) and _full(path.parent, err):
+            raise FlowgifError(f"cannot write {path}: no space left on the device") from None
         raise
+
+
+def _full(folder: Path, err: Exception) -> bool:
+    """Whether a writer's own error (torch's ``file write failed``, its ``unexpected pos``)
+    came from a full disk: the writer says so, or ``folder``'s disk has no room left."""
+    text = str(err).lower()
+    if "no space" in text:
+        return True
+    if "write failed" not in text and "unexpected pos" not in text:
+        return False
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return True
+    return st.f_bavail * st.f_frsize < 1024 * 1024
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "SIGNATURE",
     "check_replaceable",
     "html_head",
+    "html_seal",
     "made_by_flowgif",
     "mp4_boxes",
     "mp4_comment",
@@ -57,11 +58,32 @@ def html_head(title: str) -> str:
     return f"{HTML_SIGNATURE}\n<title>{title}</title>"
 
 
+_SEAL = "<!-- flowgif: sha256 of the page above: {} -->\n"
+
+
+def html_seal(text: str) -> str:
+    """A page flowgif writes, with its last line the hash of all above it: the proof that the
+    page is byte for byte as flowgif left it (one a person edited since is theirs to keep)."""
+    text = text if text.endswith("\n") else text + "\n"
+    return text + _SEAL.format(hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def _sealed(data: bytes) -> bool:
+    """Whether ``data`` begins with :data:`HTML_SIGNATURE` and ends with its own seal."""
+    if not data.startswith((HTML_SIGNATURE + "\n").encode()):
+        return False
+    body, _, seal = data[:-1].rpartition(b"\n")
+    body += b"\n"
+    wanted = _SEAL.format(hashlib.sha256(body).hexdigest()).encode()
+    return data.endswith(b"\n") and seal + b"\n" == wanted
+
+
 def made_by_flowgif(path: Path) -> bool:
     """Whether the file at ``path`` carries flowgif's signature as a whole field: a GIF
     comment, WebP XMP packet (:func:`xmp`), PNG ``Software`` text or MP4 ``comment`` equal to
     :data:`SIGNATURE`, a JSON object whose ``generator`` is :data:`SIGNATURE`, an HTML page
-    that begins with :data:`HTML_SIGNATURE`. A signature in another field, inside a longer
+    that begins with :data:`HTML_SIGNATURE` and ends with its seal, unchanged
+    (:func:`html_seal`). A signature in another field, inside a longer
     text, or a file of another format under the suffix, is not flowgif's. Samples (``.npy``)
     carry no signature: they are never taken for flowgif's."""
     path = Path(path)
@@ -81,9 +103,7 @@ def made_by_flowgif(path: Path) -> bool:
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and data.get("generator") == SIGNATURE
         if suffix == ".html":
-            with open(path, "rb") as f:
-                head = f.read(len(HTML_SIGNATURE.encode()) + 1)
-            return head == (HTML_SIGNATURE + "\n").encode()
+            return _sealed(path.read_bytes())
     except Exception:  # unreadable or another format under that suffix: not flowgif's
         return False
     return False

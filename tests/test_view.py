@@ -26,7 +26,10 @@ pytest.importorskip("starlette", reason="the view extra: pip install -e '.[test]
 from starlette.testclient import TestClient
 
 from flowgif.view import app as view_app
+from flowgif.view import jobs as view_jobs
 from flowgif.view import scene as view_scene
+from flowgif.view.routes import pictures as view_pictures
+from flowgif.view.routes import saves as view_saves
 
 
 def bar_png(path: Path, size: int = 48) -> Path:
@@ -240,14 +243,14 @@ def test_each_job_takes_the_cores_idle_now(monkeypatch: pytest.MonkeyPatch) -> N
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     idle = [1.0]
-    monkeypatch.setattr(view_app, "_IDLE", idle)
+    monkeypatch.setattr(view_jobs, "_IDLE", idle)
     try:
-        assert view_app.use_idle_cores(1) == 1 == torch.get_num_threads()
+        assert view_jobs.use_idle_cores(1) == 1 == torch.get_num_threads()
         idle[0] = 2.0  # the neighbour has stopped
-        assert view_app.use_idle_cores(1) == 2 == torch.get_num_threads()
-        assert view_app.use_idle_cores(2) == 1
+        assert view_jobs.use_idle_cores(1) == 2 == torch.get_num_threads()
+        assert view_jobs.use_idle_cores(2) == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        assert view_app.use_idle_cores(1) == 3
+        assert view_jobs.use_idle_cores(1) == 3
     finally:
         torch.set_num_threads(before)
 
@@ -260,7 +263,7 @@ def test_a_fault_of_flowgif_is_one_line_in_the_page(
     def broken(*args: object) -> None:
         raise RuntimeError("out of luck\nsecond line")
 
-    monkeypatch.setattr(view_app, "save", broken)
+    monkeypatch.setattr(view_saves, "save", broken)
     header, _ = decode(client.post("/api/flow?text=hi&n=1000").content)
     r = client.post(f"/api/save?id={header['id']}")
     assert r.status_code == 500 and r.json()["error"] == "broken failed: RuntimeError: out of luck"
@@ -302,13 +305,13 @@ def test_a_closed_tab_cancels_its_work(
 
     url, app = served
     stats = app.state.stats  # type: ignore[attr-defined]
-    slow = view_app.picture_scene
+    slow = view_pictures.picture_scene
 
     def picture_scene(*args: object) -> object:
         time.sleep(1.5)
         return slow(*args)
 
-    monkeypatch.setattr(view_app, "picture_scene", picture_scene)
+    monkeypatch.setattr(view_pictures, "picture_scene", picture_scene)
     body = bar_png(tmp_path / "l.png", 32).read_bytes()
 
     def drop(timeout: float) -> int:

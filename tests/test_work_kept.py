@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from flowgif.owned import HTML_SIGNATURE, SIGNATURE, made_by_flowgif, xmp
+from flowgif.owned import HTML_SIGNATURE, SIGNATURE, html_seal, made_by_flowgif, xmp
 from flowgif.store import MARKER, hold, let_go
 from tests.conftest import ROOT
 from tests.test_cli import SMOKE, assert_one_line_error, call
@@ -113,7 +113,11 @@ def test_signatures_count_only_as_the_whole_field_of_their_format(tmp_path: Path
     page.write_text(f"<!doctype html>\n<html><head>\n{HTML_SIGNATURE}\n</head></html>\n")
     assert not made_by_flowgif(page)
     page.write_text(f"{HTML_SIGNATURE}\n<title>x</title>\n")
+    assert not made_by_flowgif(page)  # no seal: nothing proves it unchanged
+    page.write_text(html_seal(f"{HTML_SIGNATURE}\n<title>x</title>"))
     assert made_by_flowgif(page)
+    page.write_text(page.read_text().replace("x", "mine"))  # edited since
+    assert not made_by_flowgif(page)
 
     png = tmp_path / "a.png"
     info = PngImagePlugin.PngInfo()
@@ -145,6 +149,10 @@ def test_a_gallery_never_replaces_a_page_that_quotes_the_signature(tmp_path: Pat
     write_gallery(tmp_path)
     write_gallery(tmp_path)  # its own page: replaced
     assert page.read_text().startswith(HTML_SIGNATURE)
+    edited = page.read_text().replace("</body>", "<p>my note</p></body>")  # a person's note
+    page.write_text(edited)
+    assert_one_line_error(call("gallery", tmp_path), "did not write")
+    assert page.read_text() == edited  # kept as the person left it
 
 
 def test_a_run_folder_in_use_is_refused_by_another_process(tiny_png: Path, tmp_path: Path) -> None:

@@ -165,6 +165,26 @@ def _prepare(
     (:func:`flowgif.store.resume_problem`): a batch whose budget grew extends its runs, as
     ``train --resume`` does; one whose budget is already spent is rendered again.
     """
+    clock = time.perf_counter()
+    keys = hashes(image, config, render)
+    done = skipped(run, label, keys)
+    if done is not None:
+        return done
+    if stop():
+        return BatchItem(label, str(run), "not started", "the batch was stopped")
+    for _ in range(1000):  # another flowgif may take a folder between the look and the claim
+        got = _take(run, keys, config)
+        if got is not None:
+            resume, trained = got
+            return _Job(image, run, label, keys, resume, trained, clock)
+        run, _ = run_folder(run.parent, run.name, keys, config)  # the next free name
+    raise FlowgifError(f"no free run folder beside {run}")
+
+
+def _take(run: Path, keys: dict[str, str], config: Config) -> tuple[bool, bool] | None:
+    """Hold ``run`` for this picture: ``(resume, trained)``, or None when the folder is not
+    this picture's (another flowgif took it for another picture, or another settings' run,
+    since it was chosen)."""
     from flowgif.store import (
         CHECKPOINT,
         adopt,
@@ -173,29 +193,28 @@ def _prepare(
         hold,
         let_go,
         load_checkpoint,
+        read_marker,
+        resume_problem,
     )
 
-    clock = time.perf_counter()
-    keys = hashes(image, config, render)
-    done = skipped(run, label, keys)
-    if done is not None:
-        return done
-    if stop():
-        return BatchItem(label, str(run), "not started", "the batch was stopped")
-    resume, trained = False, False
     if (run / CHECKPOINT).is_file():
+        marker = read_marker(run)
+        if marker is None or (marker["made_by"], marker.get("picture")) != ("batch", keys["image"]):
+            return None
         hold(run)  # another batch still working on it: this one says so and leaves it
         try:
             ckpt = load_checkpoint(run / CHECKPOINT, for_resume=True)
+            if resume_problem(ckpt, config, keys["image"]):
+                let_go(run)
+                return None
         except BaseException:
             let_go(run)
             raise
-        resume, trained = True, budget_spent(config, ckpt)
-    elif claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"]):
+        return True, budget_spent(config, ckpt)
+    if claim(run, "batch", keys["image"]) or adopt(run, "batch", keys["image"]):
         hold(run)  # until its picture is done (rendered, evaluated)
-    else:
-        raise FlowgifError(f"{run} was claimed by another flowgif at the same moment")
-    return _Job(image, run, label, keys, resume, trained, clock)
+        return False, False
+    return None
 
 
 def _finish(job: _Job, config: Config, render: dict) -> BatchItem:

@@ -148,12 +148,27 @@ MinutesOpt = Annotated[
 ]
 
 
+def _term_as_interrupt() -> None:
+    """SIGTERM (a scheduler's kill, a page's stop) stops a command as Ctrl-C does: what it was
+    writing is removed, it says "interrupted" and exits 130 (commands that save at a step
+    boundary set their own handler while they train)."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def guarded(fn: F) -> F:
     """Turn FlowgifError (or an OSError that no command caught: the system's reason) into one
     red line and exit 1, Ctrl-C into exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _term_as_interrupt()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # torch/typer chatter
@@ -177,6 +192,12 @@ def guarded(fn: F) -> F:
             raise typer.Exit(1) from None
         except (MemoryError, RuntimeError) as err:
             text = str(err).lower()
+            if isinstance(err, RuntimeError) and ("write failed" in text or "no space" in text):
+                err_console.print(
+                    "[red]error:[/red] cannot write: no space left on the device",
+                    highlight=False,
+                )
+                raise typer.Exit(1) from None
             if isinstance(err, RuntimeError) and not any(
                 k in text for k in ("out of memory", "can't allocate", "cannot allocate")
             ):

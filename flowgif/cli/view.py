@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import webbrowser
@@ -15,6 +16,7 @@ from flowgif.cli.common import app, err_console, guarded, out_console
 from flowgif.errors import FlowgifError
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
+ANY = ("0.0.0.0", "::")  # every address of this machine
 
 
 @app.command()
@@ -65,7 +67,11 @@ def view(
             highlight=False,
             markup=False,
         )
-    hosts = [host, "localhost", "127.0.0.1"] if host in LOCAL else [host]
+    hosts = [host]
+    if host in LOCAL or host in ANY:  # this machine's own names reach it too
+        hosts += ["localhost", "127.0.0.1", "::1"]
+    if host in ANY:
+        hosts += [socket.gethostname(), socket.getfqdn()]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     out_console.print(f"flowgif view: {url}", highlight=False, markup=False)
     threading.Thread(target=warm_up, daemon=True).start()  # the first drop as fast as the next
@@ -80,5 +86,10 @@ def view(
         graceful(sig, frame)
 
     server.handle_exit = stop  # type: ignore[method-assign]
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises it again once stopped
+
+    def stopped(sig: int, frame: object) -> None:  # uvicorn raises the signal again once
+        raise KeyboardInterrupt  # stopped: SIGTERM, as Ctrl-C, is a stop as asked
+
+    signal.signal(signal.SIGTERM, stopped)
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()  # stopped as asked: exit 0

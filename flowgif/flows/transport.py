@@ -58,7 +58,7 @@ def grid_of(d: ImageDensity) -> Grid:
     h, w = d.grid
     xs = -d.half[0] + (np.arange(w) + 0.5) * d.cell[0]
     ys = d.half[1] - (np.arange(h) + 0.5) * d.cell[1]
-    return Grid(xs, ys, d.probs_np)
+    return Grid(xs, ys, d.probs_np, (d.cell[0], -d.cell[1]))
 
 
 def blurred_grid(d: ImageDensity) -> Grid:
@@ -73,7 +73,7 @@ def blurred_grid(d: ImageDensity) -> Grid:
     mass = gaussian_filter(mass, (d.blur / d.cell[1], d.blur / d.cell[0]), mode="constant")
     xs = -d.half[0] + (np.arange(-pad, w + pad) + 0.5) * d.cell[0]
     ys = d.half[1] - (np.arange(-pad, h + pad) + 0.5) * d.cell[1]
-    return Grid(xs, ys, np.maximum(mass, 0) / np.maximum(mass, 0).sum())
+    return Grid(xs, ys, np.maximum(mass, 0) / np.maximum(mass, 0).sum(), (d.cell[0], -d.cell[1]))
 
 
 def noise_grid(cell: float) -> Grid:
@@ -189,7 +189,7 @@ class OTFlow(ComputedFlow):
         g, k = self._fine, self._ka
         x = x0.detach().to("cpu", torch.float64)
         xs, ys = torch.as_tensor(g.xs), torch.as_tensor(g.ys)
-        sx, sy = float(xs[1] - xs[0]), float(ys[1] - ys[0])  # sy < 0: rows run down
+        sx, sy = g.sx, g.sy  # sy < 0: rows run down
         u = (x[:, 0] - xs[0]) / sx + 0.5
         v = (x[:, 1] - ys[0]) / sy + 0.5
         h, w = g.mass.shape

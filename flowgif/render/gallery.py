@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from flowgif.errors import FlowgifError
 from flowgif.files import atomic_write_text
-from flowgif.owned import check_replaceable, html_head
+from flowgif.owned import check_replaceable, html_head, html_seal
 
 __all__ = ["PAGE", "write_gallery"]
 
@@ -93,7 +93,7 @@ def write_gallery(out: Path, items: list[Any] | None = None) -> Path:
             "</body></html>",
         ]
     )
-    atomic_write_text(page, text + "\n")
+    atomic_write_text(page, html_seal(text))
     return page
 
 

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,6 +39,7 @@ from flowgif.render.camera import camera
 from flowgif.render.pacing import PACES, paced_times, positions_at, shape_progress
 from flowgif.sources.base import Distribution
 from flowgif.sources.picture import ImageDensity
+from flowgif.view.jobs import CancelledError, Job
 
 __all__ = ["FRAMES", "TIMES", "CancelledError", "Job", "Scene", "inside_body", "scene_body"]
 
@@ -52,23 +52,6 @@ FIELD_GRID = 21  # v: arrows along each side of the view
 PROBE = 3000  # particles the pacing measures (as the renderer's probe)
 SEEN = 4000  # particles the camera keeps in view (as many as the renderer's camera reads)
 CHUNKS = 10  # a trained flow is solved in this many parts (progress, cancellation)
-
-
-class CancelledError(Exception):
-    """The page that asked for the work has gone."""
-
-
-@dataclass
-class Job:
-    """One piece of work's progress (0 to 1) and whether the page that asked still wants it."""
-
-    done: float = 0.0
-    running: bool = False
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def check(self) -> None:
-        if self.cancelled.is_set():
-            raise CancelledError
 
 
 @dataclass
