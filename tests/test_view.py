@@ -427,15 +427,60 @@ def wait_for(d, flag: str, limit: float = 60) -> None:
         time.sleep(0.05)
 
 
+def settle(d, s: float, limit: float = 20) -> None:
+    """Pause the page at play position ``s`` and wait until frames drawn there are on screen
+    (the page's JavaScript errors, if any, say why not in time)."""
+    d.execute_script(f"window.flowgifView.pause(); window.flowgifView.seek({s})")
+    start = d.execute_script("return window.flowgifView.frames")
+    deadline = time.monotonic() + limit
+    while True:
+        drawn, frames = d.execute_script(
+            "return [window.flowgifView.drawn, window.flowgifView.frames]"
+        )
+        if drawn == pytest.approx(s) and frames >= start + 2:
+            return
+        assert time.monotonic() < deadline, d.get_log("browser")
+        time.sleep(0.02)
+
+
+def canvas_pixels(d, canvas: str = "exact") -> np.ndarray:
+    """The canvas's own pixels ``(H, W, 3)`` (not a screenshot: no border, no scaling)."""
+    import base64
+
+    url = d.execute_script(f"return document.getElementById('{canvas}').toDataURL()")
+    png = base64.b64decode(url.split(",")[1])
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def density_cells(d) -> tuple[np.ndarray, np.ndarray]:
+    """Where the page's p_t at the time on screen is high (>= 30 of 255), and where it is
+    low (<= 15), for each canvas pixel: the page's own map from pixels to the grid it got."""
+    got = d.execute_script(
+        "const v = window.flowgifView, f = v.flows.exact, c = document.getElementById('exact');"
+        "const k = Math.round(v.t * (f.times - 1)), G = f.inside.densityGrid;"
+        "return {G, k, box: f.inside.box[k], view: v.view, W: c.width, H: c.height,"
+        " cells: Array.from(f.inside.density.subarray(k * G * G, (k + 1) * G * G))};"
+    )
+    g, (hx, hy), (vx, vy) = got["G"], got["box"], got["view"]
+    w, h = got["W"], got["H"]
+    cells = np.array(got["cells"]).reshape(g, g)
+    sc = min(w / (2 * vx), h / (2 * vy))
+    x = (np.arange(w) + 0.5 - w / 2) / sc
+    y = (h / 2 - np.arange(h) - 0.5) / sc
+    gx = np.floor((x + hx) / (2 * hx) * g).astype(int)
+    gy = np.floor((hy - y) / (2 * hy) * g).astype(int)
+    inside = ((gy >= 0) & (gy < g))[:, None] & ((gx >= 0) & (gx < g))[None, :]
+    v = np.where(inside, cells[np.clip(gy, 0, g - 1)][:, np.clip(gx, 0, g - 1)], 0)
+    return v >= 30, v <= 15
+
+
 def at_the_end(d, png: Path) -> dict:
     """Pause the page at t = 1 in mono, screenshot its first canvas; what the canvas shows."""
     d.execute_script(
         "document.getElementById('color').value = 'mono'; window.flowgifView.pause();"
         "window.flowgifView.seek(1)"
     )
-    frames = d.execute_script("return window.flowgifView.frames")
-    while d.execute_script("return window.flowgifView.frames") < frames + 3:
-        time.sleep(0.02)
+    settle(d, 1)
     assert d.execute_script("return window.flowgifView.t") == pytest.approx(1)
     canvas = d.find_element("id", "exact")
     d.execute_script("arguments[0].scrollIntoView()", canvas)
@@ -483,27 +528,30 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
         png = tmp_path / "drawing.png"
         view = at_the_end(d, png)
         assert share_on_ink(png, view, drawn < 128) >= 0.9
-        plain = np.asarray(Image.open(png).convert("RGB"))
         d.execute_script(
             "for (const id of ['show-density', 'show-field']) {"
             "  const box = document.getElementById(id); box.checked = true;"
             "  box.dispatchEvent(new Event('change')); }"
         )
         wait_for(d, "insideReady")
-        d.execute_script("window.flowgifView.seek(0.5)")
-        time.sleep(0.3)
-        png.write_bytes(d.find_element("id", "exact").screenshot_as_png)
-        tinted = np.asarray(Image.open(png).convert("RGB")).astype(int)
-        blue = (tinted[..., 2] - tinted[..., 0] > 30).mean()  # p_t's tint
-        assert blue > 0.02 and blue > (plain[..., 2].astype(int) - plain[..., 0] > 30).mean()
+        settle(d, 0.5)
+        tinted = canvas_pixels(d)
+        high, low = density_cells(d)
+        blue = tinted[..., 2] - tinted[..., 0] > 30  # p_t's tint (or a blue particle: none in mono)
+        ground = (np.abs(tinted - tinted[0, 0]).sum(-1) < 12) | blue  # not under a particle
+        assert high.sum() > 500, high.sum()
+        assert blue[high & ground].mean() > 0.9  # tinted where p_t is high
+        assert blue[low].mean() < 0.02  # and not where it is low
         for background in ("light", "dark"):
             for color in ("position", "image", "target", "density", "mono"):
                 d.execute_script(
                     f"document.getElementById('background').value = '{background}';"
                     f"document.getElementById('color').value = '{color}';"
-                    "document.getElementById('trail').value = '8'; window.flowgifView.seek(0.7)"
+                    "document.getElementById('trail').value = '8';"
                 )
-                time.sleep(0.15)
+                settle(d, 0.7)
+                pixels = canvas_pixels(d)  # particles drawn: not only the ground and p_t
+                assert (np.abs(pixels - pixels[0, 0]).sum(-1) > 60).mean() > 0.005, color
         # --invert flows the same drawing again, its white ground now the ink
         d.find_element("id", "invert").click()
         wait_for(d, "ready")

@@ -6,7 +6,9 @@ the blocks it names (``header["blocks"][name] = {offset, shape, dtype}``, offset
 of the header, each 4-byte aligned), so the page reads each as a typed array with no copy:
 
 - ``paths``: ``int16`` ``(TIMES, N, 2)``, ``32767`` standing for ``header["scale"]`` model
-  units (1.25 times the frame's larger half extent);
+  units (every path's reach, at least 1.25 times the frame's larger half extent: the start's
+  whole round cloud is sent, never clipped into a box), ``-32768`` a position too far out to
+  send (not drawn);
 - ``rgb``: ``uint8`` ``(N, 3)``, each particle's colour from the picture (``--color image``);
 - the header also holds the pacing tables (``pace[p]``: the flow's time at each of
   :data:`FRAMES` frames, as ``flowgif render --pace p`` spaces them), the camera at those
@@ -52,6 +54,8 @@ FIELD_GRID = 21  # v: arrows along each side of the view
 PROBE = 3000  # particles the pacing measures (as the renderer's probe)
 SEEN = 4000  # particles the camera keeps in view (as many as the renderer's camera reads)
 CHUNKS = 10  # a trained flow is solved in this many parts (progress, cancellation)
+REACH = 16.0  # the paths' scale is at most this many times the frame's larger half extent
+OUT = -32768  # a position beyond the scale (both coordinates): the page does not draw it
 
 
 @dataclass
@@ -112,8 +116,10 @@ def scene_body(scene: Scene, n: int, job: Job, extra: dict) -> tuple[bytes, np.n
         raise FlowgifError("the flow sent particles to infinity; this run cannot be shown")
     frame = scene.frame or density
     pace, views, by_time = _camera_and_pacing(paths, frame, scene.start)
-    scale = max(frame.half) * 1.25  # room for paths that leave the frame a little
-    q = np.clip(np.round(paths / scale * 32767), -32767, 32767).astype("<i2")
+    scale = _scale(paths, frame)
+    q = np.round(paths / scale * 32767)
+    q[(np.abs(q) > 32767).any(-1)] = OUT  # beyond the range: not drawn (never a clipped box)
+    q = q.astype("<i2")
     rgb = _image_colors(scene, z[:, :2].cpu().numpy(), paths[-1])
     dark = [(235, 235, 245), (16, 16, 28)]  # the renderer's ink on a dark, a light ground
     header = {
@@ -136,6 +142,16 @@ def scene_body(scene: Scene, n: int, job: Job, extra: dict) -> tuple[bytes, np.n
         "inside": {"density": scene.density_at is not None, "field": scene.field is not None},
     }
     return pack(header, {"paths": q, "rgb": rgb}), by_time
+
+
+def _scale(paths: np.ndarray, frame: ImageDensity) -> float:
+    """The model units ``32767`` stands for: every path's reach (the round cloud of N(0, I)
+    at the start, as the GIF shows it), at least 1.25 times the frame's larger half extent,
+    at most :data:`REACH` times it (a particle a trained flow flings further is far out of
+    any view: it is sent as :data:`OUT`)."""
+    half = max(frame.half)
+    reach = float(np.abs(paths).max())
+    return float(min(max(1.25 * half, 1.001 * reach), REACH * half))
 
 
 def _camera_and_pacing(

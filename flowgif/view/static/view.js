@@ -1,331 +1,34 @@
-// flowgif view: particles advanced in the page from the paths the server sends once per flow.
-// A body is: uint32 header length, the header (JSON), then the blocks it names (typed arrays).
+// flowgif view's controls: the page's state, its inputs, the animation loop, saves and runs.
+// Drawing is draw.js, every request api.js, the drawing pad pad.js.
+import { decode, fetchBody, fetchJSON, listRuns } from "./api.js";
+import { draw, prepare, size, timeAt, viewAt } from "./draw.js";
+import { makePad } from "./pad.js";
+
 const $ = (id) => document.getElementById(id);
 const state = { s: 0, t: 0, playing: true, speed: 1, fps: 0, ready: false, frames: 0, error: "" };
 window.flowgifView = state;
 const flows = { exact: null, run: null };
+state.flows = flows; // for tests and the console: what is on screen
 const FPS = 25; // flowgif render's --fps: a pass lasts frames / FPS seconds at speed 1
 const HOLD = 1.0; // render's --hold: seconds on the picture (half on the noise)
 let pending = null; // the AbortController of the flow being computed
 
-const TYPES = { "<i2": Int16Array, "|u1": Uint8Array, "<u4": Uint32Array, "<f4": Float32Array };
-function decode(buffer) {
-  const len = new DataView(buffer).getUint32(0, true);
-  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, len)));
-  const base = 4 + len;
-  for (const [name, b] of Object.entries(header.blocks)) {
-    const count = b.shape.reduce((a, c) => a * c, 1);
-    header[name] = new TYPES[b.dtype](buffer, base + b.offset, count);
-  }
-  return header;
-}
-
-const rgba = ([r, g, b]) => ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
-// the renderer's blend of 1, 2 and 3+ particles on a pixel (flowgif/draw.py: a level of
-// log(1 + count) / log(1 + 3), a lone dot's alpha 0.25 at the lowest level)
-const SATURATE = Math.log1p(3);
-const ALPHA = [1, 2, 3].map((c) => 0.25 + 0.75 * Math.min(1, Math.log1p(c) / SATURATE));
-
-function prepare(flow) {
-  // colours of each particle for every --color and --background, made once: each at the
-  // renderer's three levels of overlap
-  const n = flow.particles, d = flow.paths;
-  const K = flow.hues.light.length;
-  const bucket = new Uint8Array(n); // --color position: the renderer's hue by starting angle
-  for (let i = 0; i < n; i++) {
-    const a = (Math.atan2(d[2 * i + 1], d[2 * i]) / (2 * Math.PI) + 1) % 1;
-    bucket[i] = Math.min(K - 1, Math.floor(a * K));
-  }
-  flow.levelsOf = {};
-  for (const bg of ["light", "dark"]) {
-    // the renderer's levels: 1, 2, 3 or more particles on a pixel blend that much of their
-    // colour into the ground (a lone dot a quarter and more, three the pure colour)
-    const ground = flow.ground[bg];
-    const blend = (c, k) => {
-      let out = 255 << 24;
-      for (let j = 0; j < 3; j++) {
-        const g = ground[j], v = (c >>> (8 * j)) & 255;
-        out |= Math.round(g + (v - g) * ALPHA[k]) << (8 * j);
-      }
-      return out >>> 0;
-    };
-    const hues = flow.hues[bg].map(rgba), ink = rgba(flow.ink[bg]);
-    const levels = { position: [], image: [], mono: [] };
-    for (let k = 0; k < 3; k++) {
-      const hue = hues.map((c) => blend(c, k));
-      const position = new Uint32Array(n), image = new Uint32Array(n);
-      for (let i = 0; i < n; i++) {
-        position[i] = hue[bucket[i]];
-        image[i] = blend(rgba([flow.rgb[3 * i], flow.rgb[3 * i + 1], flow.rgb[3 * i + 2]]), k);
-      }
-      levels.position.push(position);
-      levels.image.push(image);
-      levels.mono.push(new Uint32Array(n).fill(blend(ink, k)));
-    }
-    levels.target = levels.image;
-    flow.levelsOf[bg] = levels;
-  }
-  flow.heat = {};
-  for (const bg of ["light", "dark"]) { // the renderer's density ramp: dense = dark on light
-    const ramp = new Uint32Array(256);
-    for (let k = 0; k < 256; k++) {
-      let s = 0.15 + 0.85 * (k / 255);
-      if (bg === "light") s = 1.15 - s;
-      ramp[k] = rgba(interpStops(flow.heat_stops || flow["heat"], s));
-    }
-    flow.heat[bg] = ramp;
-  }
-  flow.inside = null;
-  return flow;
-}
-
-// each path's distance to its nearest neighbour (model units) at 11 times from 0 to 1, found
-// through a grid of cells about two paths each; made once per flow, when copies are first drawn
-function spread(flow) {
-  if (flow.near) return flow.near;
-  const n = flow.particles, T = flow.times, d = flow.paths, unit = flow.scale / 32767;
-  const near = [];
-  for (let si = 0; si < 11; si++) {
-    const base = Math.round((si * (T - 1)) / 10) * n * 2;
-    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (let p = 0; p < n; p++) {
-      const x = d[base + 2 * p], y = d[base + 2 * p + 1];
-      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
-    }
-    const h = Math.max(1, Math.sqrt(((x1 - x0 + 1) * (y1 - y0 + 1) * 2) / n));
-    const gx = Math.min(2048, Math.ceil((x1 - x0 + 1) / h)), gy = Math.min(2048, Math.ceil((y1 - y0 + 1) / h));
-    const hx = (x1 - x0 + 1) / gx, hy = (y1 - y0 + 1) / gy;
-    const head = new Int32Array(gx * gy).fill(-1), next = new Int32Array(n), cell = new Int32Array(n);
-    for (let p = 0; p < n; p++) {
-      const c = Math.min(gx - 1, ((d[base + 2 * p] - x0) / hx) | 0) + gx * Math.min(gy - 1, ((d[base + 2 * p + 1] - y0) / hy) | 0);
-      cell[p] = c; next[p] = head[c]; head[c] = p;
-    }
-    const out = new Float32Array(n);
-    const cap = 3 * Math.max(hx, hy); // a lone path's copies stay near it
-    for (let p = 0; p < n; p++) {
-      const x = d[base + 2 * p], y = d[base + 2 * p + 1];
-      const cxi = cell[p] % gx, cyi = (cell[p] / gx) | 0;
-      let best = cap * cap;
-      for (let ring = 1; ring <= 3 && best >= (ring - 1) * (ring - 1) * Math.min(hx, hy) ** 2; ring++) {
-        for (let yy = Math.max(0, cyi - ring); yy <= Math.min(gy - 1, cyi + ring); yy++) {
-          for (let xx = Math.max(0, cxi - ring); xx <= Math.min(gx - 1, cxi + ring); xx++) {
-            if (Math.max(Math.abs(xx - cxi), Math.abs(yy - cyi)) !== ring && ring > 1) continue;
-            for (let q = head[yy * gx + xx]; q >= 0; q = next[q]) {
-              if (q === p) continue;
-              const dx = d[base + 2 * q] - x, dy = d[base + 2 * q + 1] - y, e = dx * dx + dy * dy;
-              if (e < best) best = e;
-            }
-          }
-        }
-      }
-      out[p] = Math.sqrt(best) * unit;
-    }
-    near.push(out);
-  }
-  flow.near = near;
-  // each copy's step in units of that distance: Gaussian, fixed for the flow
-  const m = Math.max(0, 300000 - n), step = new Float32Array(2 * m);
-  let seed = 12345;
-  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
-  for (let i = 0; i < m; i++) {
-    const r = Math.sqrt(-2 * Math.log(rand())), a = 2 * Math.PI * rand();
-    step[2 * i] = r * Math.cos(a); step[2 * i + 1] = r * Math.sin(a);
-  }
-  flow.step = step;
-  return near;
-}
-
-function interpStops(stops, s) {
-  for (let i = 1; i < stops.length; i++) {
-    if (s <= stops[i][0] || i === stops.length - 1) {
-      const [a, b] = [stops[i - 1], stops[i]];
-      const w = Math.max(0, Math.min(1, (s - a[0]) / (b[0] - a[0])));
-      return [1, 2, 3].map((c) => Math.round(a[c] + (b[c] - a[c]) * w));
-    }
-  }
-  return [0, 0, 0];
-}
-
-// the flow's time at play position s, by the renderer's pacing table (--pace)
-function timeAt(flow, s) {
-  const table = flow.pace[$("pace").value];
-  const u = Math.max(0, Math.min(1, s)) * (table.length - 1);
-  const k = Math.min(table.length - 2, Math.floor(u));
-  return table[k] + (table[k + 1] - table[k]) * (u - k);
-}
-
-// the camera's half extents at play position s (the renderer's camera at each frame)
-function viewAt(flow, s) {
-  const table = flow.view[$("pace").value];
-  const u = Math.max(0, Math.min(1, s)) * (table.length - 1);
-  const k = Math.min(table.length - 2, Math.floor(u)), w = u - k;
-  const a = table[k], b = table[k + 1];
-  return [a[0] + (b[0] - a[0]) * w, a[1] + (b[1] - a[1]) * w];
-}
-
-function draw(canvas, flow, s) {
-  const t = timeAt(flow, s);
-  const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height;
-  if (!canvas.image || canvas.image.width !== W || canvas.image.height !== H) {
-    canvas.image = ctx.createImageData(W, H);
-    canvas.counts = new Uint16Array(W * H);
-  }
-  const img = canvas.image, px = new Uint32Array(img.data.buffer);
-  const bgName = $("background").value;
-  const ground = flow.ground[bgName];
-  const bg = rgba(ground);
-  const [vx, vy] = viewAt(flow, s);
-  const sc = Math.min(W / (2 * vx), H / (2 * vy)), cx = W / 2, cy = H / 2;
-  const k = Math.round(t * (flow.times - 1)); // overlays: the nearest time sent
-  const trail = parseInt($("trail").value) || 0;
-  const under = $("show-density").checked && flow.inside && flow.header_inside.density;
-  if (under) drawDensity(px, W, H, flow, k, sc, ground, bgName);
-  else if (trail > 0) {
-    // a fading trail: what was drawn keeps a share of itself a frame, so that it lasts about
-    // `trail` frames of the GIF (25 a second) at this display's rate
-    const keep = Math.exp(-3 / (trail * Math.max(1, (state.fps || 60) / FPS)));
-    const a = img.data;
-    for (let i = 0; i < a.length; i += 4) {
-      a[i] = ground[0] + (a[i] - ground[0]) * keep;
-      a[i + 1] = ground[1] + (a[i + 1] - ground[1]) * keep;
-      a[i + 2] = ground[2] + (a[i + 2] - ground[2]) * keep;
-      a[i + 3] = 255;
-    }
-  } else px.fill(bg);
-  const n = flow.particles, T = flow.times, d = flow.paths, unit = flow.scale / 32767;
-  const u = Math.min(1, Math.max(0, t)) * (T - 1);
-  const k0 = Math.min(T - 2, Math.floor(u)), w = u - k0;
-  const a0 = k0 * n * 2, a1 = (k0 + 1) * n * 2;
-  const mode = $("color").value;
-  const shown = Math.max(1, Math.min(300000, parseInt($("particles").value) || 20000));
-  if (!canvas.top || canvas.top.length !== W * H) canvas.top = new Uint32Array(W * H);
-  const counts = canvas.counts, top = canvas.top;
-  counts.fill(0);
-  // each particle is a dot x dot square, as the renderer draws it (one pixel per 256 of the
-  // canvas's longer side; one pixel over p_t, so that the density shows between them); the
-  // last particle on a pixel gives its colour
-  const dot = under ? 1 : Math.max(1, Math.round(Math.max(W, H) / 256)), half = (dot - 1) / 2;
-  const f = unit * sc;
-  // beyond the n paths sent, copies of them, each a fixed Gaussian step away from its path, as
-  // wide as the distance to the path's nearest neighbour at that time (so they fill
-  // the space between the paths as independent particles would, and stay on the ink where the
-  // paths are dense)
-  const copies = Math.ceil(shown / n) - 1;
-  const near = copies > 0 ? spread(flow) : null;
-  let ra = null, rb = null, rw = 0;
-  const step = near ? flow.step : null;
-  if (near) {
-    const v = Math.min(1, Math.max(0, t)) * (near.length - 1);
-    const m = Math.min(near.length - 2, Math.floor(v));
-    ra = near[m]; rb = near[m + 1]; rw = v - m;
-  }
-  for (let i = 0; i < shown; i++) {
-    const p = i % n, copy = (i / n) | 0;
-    const j = 2 * p;
-    let X = cx + (d[a0 + j] + (d[a1 + j] - d[a0 + j]) * w) * f;
-    let Y = cy - (d[a0 + j + 1] + (d[a1 + j + 1] - d[a0 + j + 1]) * w) * f;
-    if (copy) {
-      const r = (ra[p] + (rb[p] - ra[p]) * rw) * sc, at = 2 * (i - n);
-      X += r * step[at]; Y += r * step[at + 1];
-    }
-    const x0 = Math.floor(X - half), y0 = Math.floor(Y - half);
-    if (x0 < -dot || y0 < -dot || x0 >= W || y0 >= H) continue;
-    for (let dy = 0; dy < dot; dy++) {
-      const y = y0 + dy;
-      if (y < 0 || y >= H) continue;
-      for (let dx = 0; dx < dot; dx++) {
-        const x = x0 + dx;
-        if (x < 0 || x >= W) continue;
-        const at = y * W + x;
-        counts[at]++;
-        top[at] = p;
-      }
-    }
-  }
-  if (mode === "density") {
-    // the renderer's density colouring: overlap counts through a heat ramp (3 or more: the top)
-    const ramp = flow.heat[bgName];
-    const lut = [0, 1, 2, 3].map((c) => ramp[Math.round(Math.min(1, Math.log1p(c) / SATURATE) * 255)]);
-    for (let i = 0; i < counts.length; i++) {
-      const c = counts[i];
-      if (c) px[i] = lut[Math.min(c, 3)];
-    }
-  } else {
-    const [l1, l2, l3] = flow.levelsOf[bgName][mode];
-    for (let i = 0; i < counts.length; i++) {
-      const c = counts[i];
-      if (c) px[i] = (c === 1 ? l1 : c === 2 ? l2 : l3)[top[i]];
-    }
-  }
-  ctx.putImageData(img, 0, 0);
-  if ($("show-field").checked && flow.inside && flow.header_inside.field) drawField(ctx, flow, k, sc, W, H, bgName);
-}
-
-function drawDensity(px, W, H, flow, k, sc, ground, bgName) {
-  // p_t of the nearest time sent, over its own view (a G x G grid), as a tint under the particles
-  const G = flow.inside.densityGrid, grid = flow.inside.density, off = k * G * G;
-  const [hx, hy] = flow.inside.box[k];
-  const tint = bgName === "dark" ? [80, 150, 255] : [40, 90, 220];
-  const lut = new Uint32Array(256);
-  for (let v = 0; v < 256; v++) {
-    const a = 0.55 * Math.sqrt(v / 255);
-    lut[v] = rgba(ground.map((g, c) => Math.round(g + (tint[c] - g) * a)));
-  }
-  const cx = W / 2, cy = H / 2;
-  for (let y = 0; y < H; y++) {
-    const wy = (cy - y - 0.5) / sc; // world y of the pixel's centre
-    const gy = Math.floor(((hy - wy) / (2 * hy)) * G);
-    const row = y * W;
-    if (gy < 0 || gy >= G) { px.fill(lut[0], row, row + W); continue; }
-    for (let x = 0; x < W; x++) {
-      const wx = (x + 0.5 - cx) / sc;
-      const gx = Math.floor(((wx + hx) / (2 * hx)) * G);
-      px[row + x] = gx < 0 || gx >= G ? lut[0] : lut[grid[off + gy * G + gx]];
-    }
-  }
-}
-
-function drawField(ctx, flow, k, sc, W, H, bgName) {
-  // v at the centres of an F x F grid over the view of the nearest time sent, as arrows whose
-  // length is the speed over that time's largest (a quiver normalised per time)
-  const F = flow.inside.fieldGrid, v = flow.inside.field, off = k * F * F * 2;
-  const [hx, hy] = flow.inside.box[k];
-  const cell = Math.min((2 * hx * sc) / F, (2 * hy * sc) / F);
-  ctx.save();
-  ctx.strokeStyle = bgName === "dark" ? "rgba(255,255,255,0.75)" : "rgba(0,0,0,0.6)";
-  ctx.lineWidth = 1;
-  ctx.beginPath();
-  for (let r = 0; r < F; r++) {
-    for (let c = 0; c < F; c++) {
-      const i = off + 2 * (r * F + c);
-      const ux = v[i] / 32767, uy = v[i + 1] / 32767;
-      const L = Math.hypot(ux, uy);
-      if (L < 0.02) continue;
-      const dx = ux * cell * 0.9, dy = -uy * cell * 0.9; // centred on the node
-      const X = W / 2 + (((c + 0.5) / F) * 2 * hx - hx) * sc - dx / 2;
-      const Y = H / 2 - (hy - ((r + 0.5) / F) * 2 * hy) * sc - dy / 2;
-      ctx.moveTo(X, Y); ctx.lineTo(X + dx, Y + dy);
-      const a = Math.atan2(dy, dx), h = Math.min(4, 0.35 * Math.hypot(dx, dy));
-      ctx.lineTo(X + dx - h * Math.cos(a - 0.5), Y + dy - h * Math.sin(a - 0.5));
-      ctx.moveTo(X + dx, Y + dy);
-      ctx.lineTo(X + dx - h * Math.cos(a + 0.5), Y + dy - h * Math.sin(a + 0.5));
-    }
-  }
-  ctx.stroke();
-  ctx.restore();
-}
-
-function size(canvas, flow) {
-  const room = Math.min(480, document.body.clientWidth - 24);
-  const [w, h] = flow.size; // the renderer's canvas for this frame (480 px on its longer side)
-  const f = Math.max(160, room) / Math.max(w, h);
-  canvas.width = Math.max(2, Math.round(w * f));
-  canvas.height = Math.max(2, Math.round(h * f));
+// what the controls say, as draw.js takes it
+function settings() {
+  return {
+    pace: $("pace").value, background: $("background").value, color: $("color").value,
+    trail: parseInt($("trail").value) || 0, particles: parseInt($("particles").value) || 20000,
+    density: $("show-density").checked, field: $("show-field").checked, fps: state.fps,
+  };
 }
 
 let last = performance.now(), held = 0, counted = 0, since = performance.now();
 function frame(now) {
+  requestAnimationFrame(frame); // the next frame comes even if this one fails
+  try { step(now); } catch (e) { say(`error: ${e.message}`); throw e; }
+}
+
+function step(now) {
   const dt = Math.min(0.1, (now - last) / 1000);
   last = now;
   const lead = flows.exact || flows.run;
@@ -338,12 +41,14 @@ function frame(now) {
       else state.s = Math.min(1, state.s + (dt * state.speed * FPS) / lead.frames);
       $("scrub").value = Math.round(state.s * 1000);
     }
-    state.t = timeAt(lead, state.s);
-    state.view = viewAt(lead, state.s); // what the canvas shows: half extents, model units
+    const o = settings();
+    state.t = timeAt(lead, state.s, o.pace);
+    state.view = viewAt(lead, state.s, o.pace); // what the canvas shows: half extents, model units
     state.half = lead.half;
     $("time").textContent = `t = ${state.t.toFixed(2)}`;
-    if (flows.exact) draw($("exact"), flows.exact, state.s);
-    if (flows.run) draw($("run"), flows.run, state.s);
+    if (flows.exact) draw($("exact"), flows.exact, state.s, o);
+    if (flows.run) draw($("run"), flows.run, state.s, o);
+    state.drawn = state.s; // the play position of the frame on screen
     state.frames++;
     counted++;
   }
@@ -352,48 +57,20 @@ function frame(now) {
     $("fps").textContent = lead ? `${state.fps.toFixed(0)} fps` : "";
     counted = 0; since = now;
   }
-  requestAnimationFrame(frame);
 }
 requestAnimationFrame(frame);
 
 function say(text) { $("status").textContent = text; state.error = text; }
 
-// A request the server may work on for a while: its progress (polled by the job's name) in the
-// bar; `signal` aborts it, and the server then drops the work (a closed tab does the same).
-async function fetchBody(url, options = {}, signal) {
-  const job = Math.random().toString(36).slice(2) + Date.now().toString(36);
-  const sep = url.includes("?") ? "&" : "?";
+// the progress bar of the request under way
+function progress(done) {
   const bar = $("progress");
-  let polling = true;
-  const poll = async () => {
-    while (polling) {
-      await new Promise((r) => setTimeout(r, 250));
-      if (!polling) break;
-      try {
-        const p = await (await fetch(`/api/progress/${job}`)).json();
-        if (!polling) break;
-        bar.hidden = false;
-        if (p.state === "running") bar.value = p.done; else bar.removeAttribute("value");
-      } catch (e) { /* the answer is on its way */ }
-    }
-  };
-  poll();
-  try {
-    const res = await fetch(`${url}${sep}job=${job}`, { ...options, signal });
-    if (!res.ok) {
-      let reason = `${res.status}`;
-      try { reason = (await res.json()).error; } catch (e) { /* not JSON */ }
-      throw new Error(reason);
-    }
-    return await res.arrayBuffer();
-  } finally {
-    polling = false;
-    bar.hidden = true;
-  }
+  bar.hidden = done === null;
+  if (done !== null && done >= 0) bar.value = done; else bar.removeAttribute("value");
 }
 
 async function fetchFlow(url, options, signal) {
-  const flow = decode(await fetchBody(url, options, signal));
+  const flow = decode(await fetchBody(url, options, signal, progress));
   flow.header_inside = flow.inside;
   flow.heat_stops = flow.heat;
   flow.source = url;
@@ -465,30 +142,9 @@ for (const id of ["ink", "invert"]) {
 }
 
 // drawing: black strokes on a white pad, sent as a PNG
-const pad = $("pad"), pen = pad.getContext("2d");
-function clearPad() { pen.fillStyle = "#fff"; pen.fillRect(0, 0, pad.width, pad.height); }
-clearPad();
-let drawing = null;
-function padPoint(e) {
-  const r = pad.getBoundingClientRect();
-  return [((e.clientX - r.left) / r.width) * pad.width, ((e.clientY - r.top) / r.height) * pad.height];
-}
-pad.addEventListener("pointerdown", (e) => {
-  pad.setPointerCapture(e.pointerId);
-  drawing = padPoint(e);
-  pen.fillStyle = "#000";
-  pen.beginPath(); pen.arc(drawing[0], drawing[1], 7, 0, 2 * Math.PI); pen.fill();
-});
-pad.addEventListener("pointermove", (e) => {
-  if (!drawing) return;
-  const p = padPoint(e);
-  pen.strokeStyle = "#000"; pen.lineWidth = 14; pen.lineCap = "round";
-  pen.beginPath(); pen.moveTo(...drawing); pen.lineTo(...p); pen.stroke();
-  drawing = p;
-});
-for (const end of ["pointerup", "pointercancel"]) pad.addEventListener(end, () => { drawing = null; });
-$("pad-clear").addEventListener("click", clearPad);
-$("pad-flow").addEventListener("click", () => pad.toBlob((b) => send(b, "the drawing"), "image/png"));
+const pad = makePad($("pad"), (blob) => send(blob, "the drawing"));
+$("pad-clear").addEventListener("click", pad.clear);
+$("pad-flow").addEventListener("click", pad.flow);
 
 $("play").addEventListener("click", () => {
   state.playing = !state.playing;
@@ -508,7 +164,7 @@ async function loadInside() {
     flow.insideLoading = true;
     const url = flow.id ? `/api/inside?id=${flow.id}` : flow.insideUrl;
     try {
-      const inside = decode(await fetchBody(url));
+      const inside = decode(await fetchBody(url, {}, undefined, progress));
       flow.inside = {
         density: inside.density, densityGrid: inside.blocks.density.shape[1],
         field: inside.field, fieldGrid: inside.blocks.field.shape[1], box: inside.box,
@@ -531,7 +187,7 @@ async function keep(format) {
   });
   if (flow.run) q.set("run", flow.run); else q.set("id", flow.id);
   try {
-    const answer = JSON.parse(new TextDecoder().decode(await fetchBody(`/api/save?${q}`, { method: "POST" })));
+    const answer = await fetchJSON(`/api/save?${q}`, { method: "POST" }, undefined, progress);
     const a = $("saved");
     a.href = `/api/files/${encodeURIComponent(answer.file)}`;
     a.download = answer.file;
@@ -572,9 +228,9 @@ async function playRun(run) {
   } catch (e) { if (e.name !== "AbortError") say(`error: ${e.message}`); }
 }
 
-async function listRuns() {
-  const res = await fetch("/api/runs");
-  const { runs } = await res.json();
+async function showRuns() {
+  let runs;
+  try { runs = await listRuns(); } catch (e) { say(`error: ${e.message}`); return; }
   const ul = $("run-list");
   ul.replaceChildren();
   for (const run of runs) {
@@ -595,4 +251,4 @@ async function listRuns() {
   }
   if (!runs.length) ul.textContent = "no runs in this folder yet";
 }
-listRuns();
+showRuns();
