@@ -537,7 +537,9 @@ def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path
         settle(d, 0.5)
         tinted = canvas_pixels(d)
         high, low = density_cells(d)
-        blue = tinted[..., 2] - tinted[..., 0] > 30  # p_t's tint (or a blue particle: none in mono)
+        blue = (
+            tinted[..., 2] - tinted[..., 0] > 30
+        )  # p_t's tint (or a blue particle: none in mono)
         ground = (np.abs(tinted - tinted[0, 0]).sum(-1) < 12) | blue  # not under a particle
         assert high.sum() > 500, high.sum()
         assert blue[high & ground].mean() > 0.9  # tinted where p_t is high
@@ -656,7 +658,8 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     saved = folder / answer["file"]
     assert saved.is_file()
     args = shlex.split(answer["command"])
-    assert args[:2] == ["flowgif", "render"] and args[-4:] == ["--pace", "time", "--trail", "4"]
+    assert args[:2] == ["flowgif", "render"] and args[-5:-1] == ["--pace", "time", "--trail", "4"]
+    assert args[-1] == str(folder / f"view-{header['id']}")  # the run, last, as a path
     by_hand = tmp_path / "by-hand.gif"
     args[args.index("--out") + 1] = str(by_hand)
     result = call(*args[1:])
@@ -675,6 +678,6 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
     run = client.post("/api/save?run=l&particles=1200&format=gif")
     assert run.status_code == 200, run.text
     args = shlex.split(run.json()["command"])
-    assert args[:3] == ["flowgif", "render", str(folder / "l")]
+    assert args[:2] == ["flowgif", "render"] and args[-1] == str(folder / "l")
     assert (folder / run.json()["file"]).is_file()
     assert client.post("/api/save?run=..&format=gif").status_code == 404

@@ -199,7 +199,10 @@ def _take(run: Path, keys: dict[str, str], config: Config) -> tuple[bool, bool] 
 
     if (run / CHECKPOINT).is_file():
         marker = read_marker(run)
-        if marker is None or (marker["made_by"], marker.get("picture")) != ("batch", keys["image"]):
+        if marker is None or (marker["made_by"], marker.get("picture")) != (
+            "batch",
+            keys["image"],
+        ):
             return None
         hold(run)  # another batch still working on it: this one says so and leaves it
         try:

@@ -148,18 +148,19 @@ MinutesOpt = Annotated[
 ]
 
 
-def _term_as_interrupt() -> None:
+def _term_as_interrupt() -> object:
     """SIGTERM (a scheduler's kill, a page's stop) stops a command as Ctrl-C does: what it was
     writing is removed, it says "interrupted" and exits 130 (commands that save at a step
-    boundary set their own handler while they train)."""
+    boundary set their own handler while they train). The handler it replaced, or None."""
     import signal
     import threading
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def guarded(fn: F) -> F:
@@ -168,7 +169,7 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _term_as_interrupt()
+        previous = _term_as_interrupt()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # torch/typer chatter
@@ -209,6 +210,11 @@ def guarded(fn: F) -> F:
                 soft_wrap=True,
             )
             raise typer.Exit(1) from None
+        finally:
+            if previous is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
 
     return wrapper  # type: ignore[return-value]
 

@@ -19,6 +19,17 @@ LOCAL = ("127.0.0.1", "localhost", "::1")
 ANY = ("0.0.0.0", "::")  # every address of this machine
 
 
+def served_names(host: str) -> list[str]:
+    """The Host names the page answers when bound to ``host`` (besides any address): its own,
+    and this machine's names where ``host`` is this machine (loopback, or every address)."""
+    names = [host]
+    if host in LOCAL or host in ANY:
+        names += ["localhost", "127.0.0.1", "::1"]
+    if host in ANY:
+        names += [socket.gethostname(), socket.getfqdn()]
+    return names
+
+
 @app.command()
 @guarded
 def view(
@@ -42,12 +53,12 @@ def view(
         ),
     ] = 1,
 ) -> None:
-    """A local page where a dropped, pasted, typed or drawn picture flows at once (Ctrl-C stops
-    it)."""
-    try:
-        import uvicorn
+    """A local page where a dropped, pasted, typed or drawn picture flows at once (Ctrl-C or
+    SIGTERM stops it)."""
+    try:  # the extra, asked for before anything starts
+        import uvicorn  # noqa: F401
 
-        from flowgif.view import make_app, warm_up
+        import flowgif.view  # noqa: F401
     except ImportError:
         raise FlowgifError(
             "flowgif view needs its extra: pip install 'flowgif[view]' (in a checkout: "
@@ -67,17 +78,26 @@ def view(
             highlight=False,
             markup=False,
         )
-    hosts = [host]
-    if host in LOCAL or host in ANY:  # this machine's own names reach it too
-        hosts += ["localhost", "127.0.0.1", "::1"]
-    if host in ANY:
-        hosts += [socket.gethostname(), socket.getfqdn()]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM, at any moment: exit 0
+        _serve(folder, host, port, workers, url, open_browser)
+
+
+def _serve(folder: Path, host: str, port: int, workers: int, url: str, browse: bool) -> None:
+    """Serve until Ctrl-C or SIGTERM (both raise KeyboardInterrupt once the server stopped)."""
+    import uvicorn
+
+    from flowgif.view import make_app, warm_up
+
+    def stopped(sig: int, frame: object) -> None:  # uvicorn raises the signal again once
+        raise KeyboardInterrupt  # stopped: SIGTERM, as Ctrl-C, is a stop as asked
+
+    signal.signal(signal.SIGTERM, stopped)
     out_console.print(f"flowgif view: {url}", highlight=False, markup=False)
     threading.Thread(target=warm_up, daemon=True).start()  # the first drop as fast as the next
-    if open_browser:
+    if browse:
         threading.Timer(1.0, webbrowser.open, (url,)).start()
-    web = make_app(folder, hosts, workers)
+    web = make_app(folder, served_names(host), workers)
     server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning"))
     graceful = server.handle_exit
 
@@ -86,10 +106,4 @@ def view(
         graceful(sig, frame)
 
     server.handle_exit = stop  # type: ignore[method-assign]
-
-    def stopped(sig: int, frame: object) -> None:  # uvicorn raises the signal again once
-        raise KeyboardInterrupt  # stopped: SIGTERM, as Ctrl-C, is a stop as asked
-
-    signal.signal(signal.SIGTERM, stopped)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()  # stopped as asked: exit 0
+    server.run()

@@ -38,7 +38,7 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     def __init__(self, status: int, line: str) -> None:
         super().__init__(line)
         self.status, self.line = status, line
@@ -69,7 +69,9 @@ class Guard:
         caps: the most bytes a body may have, by path (uploads); :data:`BODY` elsewhere.
     """
 
-    def __init__(self, app: Callable, hosts: list[str], caps: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: Callable, hosts: list[str], caps: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.hosts = {h.strip("[]").lower() for h in hosts}
         self.caps = caps or {}
@@ -97,7 +99,7 @@ class Guard:
 
         try:
             await self.app(scope, _bounded(receive, cap), sending)
-        except _Refused as e:
+        except _RefusedError as e:
             if not started:
                 await self._answer(scope, receive, send, e.status, e.line)
         except Exception as e:  # a fault of flowgif's: one line, never a traceback
@@ -150,14 +152,14 @@ def _bounded(receive: Receive, cap: int) -> Receive:
             with anyio.fail_after(IDLE):
                 message = await receive()
         except TimeoutError:
-            raise _Refused(408, f"the body paused over {IDLE:g} s") from None
+            raise _RefusedError(408, f"the body paused over {IDLE:g} s") from None
         if message["type"] == "http.request":
             got += len(message.get("body", b""))
             if got > cap:
-                raise _Refused(413, _too_large(cap))
+                raise _RefusedError(413, _too_large(cap))
             whole = not message.get("more_body", False)
             if not whole and time.monotonic() - first > WHOLE:
-                raise _Refused(408, f"the body took over {WHOLE:g} s")
+                raise _RefusedError(408, f"the body took over {WHOLE:g} s")
         return message
 
     return bounded
