@@ -50,3 +50,19 @@ def test_the_command_line_answers_without_torch_or_ray() -> None:
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """One module per idea: none of flowgif's Python or JavaScript modules is over 400 lines
+    (the next feature lands in a module of its own)."""
+    from pathlib import Path
+
+    import flowgif
+
+    root = Path(flowgif.__file__).parent
+    long = {
+        str(p.relative_to(root)): n
+        for p in [*root.rglob("*.py"), *root.rglob("*.js")]
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert not long, long

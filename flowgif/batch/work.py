@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from flowgif.batch.items import BatchItem, Chunk, EngineOptions, chunk_items
 from flowgif.config import Config, dump_toml
 from flowgif.device import resolve_device, set_threads
 from flowgif.errors import FlowgifError, Interrupted
@@ -35,52 +36,6 @@ __all__ = [
     "done_folders",
     "process_stack",
 ]
-
-
-@dataclass
-class EngineOptions:
-    """Where and how wide a batch runs.
-
-    Attributes:
-        jobs: the local engine's worker processes (1: this process).
-        address: the ray engine's cluster: ``None`` (start one here), ``auto`` (the one this
-            machine belongs to) or ``ray://HOST:PORT`` / ``HOST:PORT``.
-        cpus: CPUs each of Ray's tasks asks for (and the torch threads it uses).
-        gpus: GPUs each of Ray's tasks asks for; a fraction lets several share one device.
-    """
-
-    jobs: int = 1
-    address: str | None = None
-    cpus: float = 1.0
-    gpus: float = 0.0
-
-
-@dataclass
-class BatchItem:
-    """The outcome for one file of the folder.
-
-    Attributes:
-        image: the file's path relative to the batch folder.
-        run: its run folder ("" when it has none).
-        status: one of :data:`STATUSES`.
-        reason: why it failed or was ignored, or a note ("resumed").
-        seconds: time spent on it.
-    """
-
-    image: str
-    run: str
-    status: str
-    reason: str = ""
-    seconds: float = 0.0
-
-
-Chunk = list[tuple[Path, Path, str]]  # a stack's ``(picture, run folder, label)`` s
-
-
-def chunk_items(chunk: Chunk, status: str, reason: str) -> list[BatchItem]:
-    """One item per picture of ``chunk``, all with ``status`` and ``reason`` (a stack whose
-    worker died or that was never started)."""
-    return [BatchItem(label, str(run), status, reason) for _, run, label in chunk]
 
 
 def hashes(image: Path, config: Config, render: dict) -> dict[str, str]:

@@ -343,12 +343,9 @@ class Config:
                 f"is more than flowgif allows ({MEMORY_LIMIT:.0e}, about 8 GB); lower the "
                 "batch or the field's size"
             )
-        if not 0 <= self.density.ink_floor < 1:
-            raise FlowgifError(f"{source}: density.ink_floor must be in [0, 1)")
-        if not 0 <= self.train.finetune < 1:
-            raise FlowgifError(f"{source}: train.finetune must be in [0, 1)")
-        if not 0 <= self.train.ema < 1:
-            raise FlowgifError(f"{source}: train.ema must be in [0, 1)")
+        for dotted in ("density.ink_floor", "train.finetune", "train.ema"):  # fractions
+            if not 0 <= self.get(dotted) < 1:
+                raise FlowgifError(f"{source}: {dotted} must be in [0, 1)")
         if self.field.augment and self.train.family != "field":
             raise FlowgifError(
                 f"{source}: field.augment applies to the continuous flows (fm, "
