@@ -178,13 +178,8 @@ def test_the_exact_flow_stops_at_the_first_signal(tmp_path: Path) -> None:
         line = proc.stderr.readline()
         assert line, "it ended before it began computing"
     proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=60)
+    _, rest = proc.communicate(timeout=20)  # seconds, not the whole solve
     assert proc.returncode == 130, rest  # never "done" and 0 once a signal came
     last = rest.strip().splitlines()[-1]
-    if (tmp_path / "run").exists():  # the flow was whole before the signal: kept, and said so
-        from flowgif.store import load_checkpoint
-
-        assert last.startswith("interrupted: the flow was saved in"), rest
-        load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    else:
-        assert last.startswith("interrupted"), rest
+    assert last == "interrupted", rest  # cut mid-way: a 2048-px exact flow takes far longer
+    assert not (tmp_path / "run").exists(), list(tmp_path.iterdir())

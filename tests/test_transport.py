@@ -163,28 +163,31 @@ def test_solver_end_marginal_is_met_and_rows_are_exact() -> None:
     assert torch.allclose(rows, torch.ones_like(rows))
 
 
-def dark_png(path: Path, draw) -> Path:
-    a = np.full((40, 40), 255, np.uint8)
+def dark_png(path: Path, draw, n: int = 40) -> Path:
+    a = np.full((n, n), 255, np.uint8)
     draw(a)
     Image.fromarray(a).save(path)
     return path
 
 
 def test_morph_ot_writes_legs_that_render_and_eval(tmp_path: Path) -> None:
-    """``morph A B C --method ot`` (a tiny picture, a 40-px one of another shape, a word):
-    ordinary run folders in seconds, played as one GIF; each leg's eval lands on ink with
-    transport near 1; a rerun reuses the legs."""
+    """``morph A B C --method ot`` (a tiny picture, 160-px ones of other shapes, a word):
+    ordinary run folders in seconds, played as one GIF; each leg from a picture meets the
+    documented goals (on_ink 0.99, transport 1.01, tv within 0.01 of its floor) on straight
+    paths; a rerun reuses the legs."""
 
     def square(a: np.ndarray) -> None:
-        a[8:32, 8:32] = 0
+        a[32:128, 32:128] = 0
 
     def bar(a: np.ndarray) -> None:
-        a[17:23, 2:38] = 0
+        a[68:92, 8:152] = 0
 
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).save(tiny)
-    a = dark_png(tmp_path / "square.png", square)
-    b = dark_png(tmp_path / "bar.png", bar)
+    # 160 px: on a 40-px square into a bar the map's cost is 1.016 of the exact (its cells are
+    # large beside the distance moved); at 160 px 1.003, as on the bench's 512-px chains
+    a = dark_png(tmp_path / "square.png", square, 160)
+    b = dark_png(tmp_path / "bar.png", bar, 160)
     runs, out = tmp_path / "legs", tmp_path / "m.gif"
     args = ["morph", str(tiny), str(a), str(b), "text:ok", "--method", "ot"]
     args += ["--runs", str(runs), "--out", str(out), "--frames", "6", "--particles", "2000"]
@@ -194,12 +197,19 @@ def test_morph_ot_writes_legs_that_render_and_eval(tmp_path: Path) -> None:
     assert out.stat().st_size > 0
     legs = sorted(p for p in runs.iterdir() if p.is_dir())
     assert len(legs) == 3
-    ev = call("eval", str(legs[1]), "--transport", "500", "--samples", "20000", "--n-nll", "2000")
-    assert ev.exit_code == 0, ev.output
-    e = json.loads((legs[1] / "eval.json").read_text())
-    assert e["on_ink"] >= 0.99
-    assert e["transport"] < 1.03
-    assert e["tv"] < e["tv_floor"] + 0.02
+    from flowgif.store import load_run
+
+    for leg in legs[1:]:  # the documented goals (docs/morphs.md), leg by leg
+        ev = call("eval", str(leg), "--transport", "2000", "--samples", "20000", "--n-nll", "2000")
+        assert ev.exit_code == 0, ev.output
+        e = json.loads((leg / "eval.json").read_text())
+        assert e["on_ink"] >= 0.99, (leg.name, e)
+        assert e["transport"] <= 1.01, (leg.name, e)
+        assert e["tv"] <= e["tv_floor"] + 0.01, (leg.name, e)
+        flow = load_run(leg).flow  # straight paths: halfway is the middle of the pair
+        x0 = flow.starts(2000, torch.Generator().manual_seed(1), shown=True)
+        p = flow.paths(x0, torch.tensor([0.0, 0.5, 1.0]))
+        assert (p[1] - (p[0] + p[2]) / 2).norm(dim=1).max() < 1e-4, leg.name
     again = call(*args[:-2], "--size", "48", "--hold", "0")
     assert again.exit_code == 0, again.output
     assert again.output.count("done, reused") == 3
