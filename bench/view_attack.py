@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
@@ -164,7 +163,7 @@ def attacks(root: Path) -> None:
         for headers in cross:
             r = c.request(method, url, headers=headers)
             case("another site", f"{method} {url} {headers}", r.status_code == 403, r.status_code)
-    for method, url in routes[:7]:
+    for _, url in routes[:7]:
         r = c.head(url)
         case("HEAD", f"HEAD {url} -> 405", r.status_code == 405, r.status_code)
     r = c.get(
@@ -280,7 +279,7 @@ def attacks(root: Path) -> None:
 
     # saves: run names as paths, downloads, closed tabs
     r = c.post("/api/save?run=-h&particles=1000")
-    ok = r.status_code == 200 and "./-h" in r.json()["command"] or "/-h" in r.text
+    ok = (r.status_code == 200 and "./-h" in r.json()["command"]) or "/-h" in r.text
     case("saves", "a run named -h is passed as a path", ok, r.text[:200])
     if r.status_code == 200:
         got = c.get(f"/api/files/{quote(r.json()['file'])}")
@@ -421,7 +420,7 @@ def main() -> None:
         attacks(Path(tmp))
     total = sum(len(v) for v in RESULTS.values())
     failed = [(k, n, g) for k, v in RESULTS.items() for n, ok, g in v if not ok]
-    print(f"| class | cases | held | failed |\n|---|---|---|---|")
+    print("| class | cases | held | failed |\n|---|---|---|---|")
     for k, v in RESULTS.items():
         bad = sum(not ok for _, ok, _ in v)
         print(f"| {k} | {len(v)} | {len(v) - bad} | {bad} |")
