@@ -181,5 +181,5 @@ def test_the_exact_flow_stops_at_the_first_signal(tmp_path: Path) -> None:
     _, rest = proc.communicate(timeout=20)  # seconds, not the whole solve
     assert proc.returncode == 130, rest  # never "done" and 0 once a signal came
     last = rest.strip().splitlines()[-1]
-    assert last == "interrupted", rest  # cut mid-way: a 2048-px exact flow takes far longer
+    assert last.startswith("interrupted") and "saved in" not in last, rest  # cut mid-way
     assert not (tmp_path / "run").exists(), list(tmp_path.iterdir())

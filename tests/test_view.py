@@ -701,6 +701,8 @@ def test_save_writes_what_the_command_it_shows_writes(tmp_path: Path) -> None:
         both = list(pool.map(lambda _: client.post(f"/api/save?{q}").json(), range(2)))
     names = {answer["file"], *(b["file"] for b in both)}
     assert len(names) == 3 and all((folder / n).is_file() for n in names), both
+    assert not list(folder.glob("view-*-r*")), list(folder.iterdir())  # its run, reused
+    assert all(len(b["commands"]) == 1 for b in both), both  # render only: trained once
     assert client.get(f"/api/files/{answer['file']}").content == saved.read_bytes()
     assert client.get("/api/files/..%2Fl.png").status_code == 404
     assert client.post("/api/save?id=nothing").status_code == 400

@@ -221,6 +221,11 @@ def test_odd_names_and_files_are_one_line(client: TestClient, tiny_run: Path) ->
     for word in ("a\x00b", "a\nb", "w" * 65):
         r = client.post(f"/api/flow?text={quote(word)}")
         assert r.status_code == 400 and "\n" not in r.json()["error"], (word, r.text)
+    for url in ("/api/nothing", "/api/runs/a%2Fb/flow", "/api/runs/nan/nonsense"):
+        r = client.get(url)  # a path the table lacks: one line of JSON too
+        assert r.status_code == 404 and "\n" not in r.json()["error"], (url, r.text)
+    r = client.get("/api/flow")  # a method the route lacks
+    assert r.status_code == 405 and r.json()["error"], r.text
     runs = client.get("/api/runs").json()["runs"]
     assert runs == [{"name": "nan", "eval": {"tv": 0.5}}]
     assert client.post("/api/flow?text=hi&n=200&job=j1").status_code == 200

@@ -61,6 +61,13 @@ ROUTES = [
 ]
 
 
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Any path or method the table does not have: one line of JSON, as every refusal."""
+    status = getattr(exc, "status_code", 404)
+    line = "no such page" if status == 404 else f"{request.method} is not answered here"
+    return JSONResponse({"error": line}, status_code=status)
+
+
 def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
     """The view's ASGI app.
 
@@ -71,7 +78,8 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         workers: heavy jobs at once (threads off the event loop).
     """
     guard = Middleware(Guard, hosts=hosts, caps={"/api/flow": MAX_UPLOAD})
-    app = Starlette(routes=ROUTES, middleware=[guard])
+    handlers = {404: not_found, 405: not_found}
+    app = Starlette(routes=ROUTES, middleware=[guard], exception_handlers=handlers)
     pool = Pool(workers)
     app.state.view = State(Path(folder), pool)
     app.state.stats = pool.stats

@@ -37,7 +37,7 @@ RETRY = "2"  # seconds a refused request is asked to wait
 _IDLE: list[float] = []  # idle cores over the last second, kept by one watcher thread
 _WATCH = threading.Lock()
 LOG = logging.getLogger("flowgif.view")
-_TEMP = re.compile(re.escape(tempfile.gettempdir()) + r"/[^\s'\"]*")
+_TEMP = re.compile(re.escape(tempfile.gettempdir()) + r"/tmp\w+/picture")  # a sent picture
 
 
 class CancelledError(Exception):

@@ -38,6 +38,7 @@ __all__ = ["CLAIM", "claim_name", "save", "stop_children"]
 
 CLAIM = ".~flowgif-claim"  # a name being written: ``.NAME`` + this, created exclusively
 WAIT = 600.0  # seconds a save waits for another server training the same picture
+STARTING = 60.0  # seconds a just-claimed run folder is taken as being trained
 _LOCK = threading.Lock()
 _MAKING: dict[Path, threading.Lock] = {}  # a run folder is trained once at a time here
 _CHILDREN: set[subprocess.Popen] = set()  # the commands running now
@@ -186,7 +187,7 @@ def _wait_for(run: Path, digest: str, how: dict, job: Job) -> str:
             return "other"
         if (run / CHECKPOINT).is_file():
             return "ours" if _reads_ink_as(run, how) else "other"
-        if not _in_use(run) or time.monotonic() > deadline:
+        if time.monotonic() > deadline or not (_in_use(run) or _young(run)):
             return "other"  # left unfinished by a process that is gone
         job.check()
         time.sleep(0.25)
@@ -203,9 +204,21 @@ def _reads_ink_as(run: Path, how: dict) -> bool:
             density.get("ink", "auto") == how["ink"]
             and bool(density.get("invert", False)) == how["invert"]
             and density.get("resolution") == how["resolution"]
-            and config.get("train", {}).get("method") == "exact"
+            and config.get("train", {}).get("objective") == "exact"
+            and config.get("train", {}).get("family") == "exact"
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _young(run: Path) -> bool:
+    """Whether ``run``'s marker was made in the last :data:`STARTING` seconds (the process
+    that claimed it may not hold it yet)."""
+    from flowgif.store import MARKER
+
+    try:
+        return time.time() - (run / MARKER).stat().st_mtime < STARTING
+    except OSError:
         return False
 
 

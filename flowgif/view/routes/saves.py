@@ -32,8 +32,12 @@ async def save_route(request: Request) -> Response:
     q = request.query_params
     try:
         if "run" in q:
-            data, text, ink, invert = None, None, "auto", False
             run_name(state.folder, q["run"])
+    except FlowgifError as e:
+        return error(str(e), 404)
+    try:
+        if "run" in q:
+            data, text, ink, invert = None, None, "auto", False
         elif q.get("id", "") in state.pictures:
             data, text, ink, invert = state.pictures[q["id"]]
         else:
@@ -53,7 +57,7 @@ async def save_route(request: Request) -> Response:
             "run": q.get("run"),
         }
     except FlowgifError as e:
-        return error(str(e), 404 if "run" in q else 400)
+        return error(str(e))
     except ValueError:
         return error("particles is a number")
     return await state.pool.run(request, save, state.folder, data, text, settings)
