@@ -376,24 +376,36 @@ def test_a_full_disk_is_one_line_in_train(tiny_png: Path, tmp_path: Path) -> Non
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_a_huge_one_bit_picture_stays_under_2_gb(tmp_path: Path) -> None:
-    """14,000 x 14,000 pixels (under the 200-megapixel guard, 24 KB as a one-bit PNG): the
-    exact flow's density is read with a peak under 2 GB, and in the file's own pixel frame."""
+def test_a_huge_one_bit_picture_stays_under_2_gb(tmp_path: Path, client: TestClient) -> None:
+    """14,000 x 14,000 pixels (under the 200-megapixel guard, 41 KB as a one-bit PNG; it took
+    8.9 GB): ``train --method exact`` peaks under 2 GB, in the file's own pixel frame; the
+    page, which flows on a 256-px grid, refuses it in one line before decoding it."""
     big = tmp_path / "big.png"
     img = Image.new("1", (14_000, 14_000), 1)
     img.paste(0, (3000, 4000, 9000, 8000))
     img.save(big, optimize=True)
+    del img
+    run = tmp_path / "run"
     code = (
-        "import resource, sys; from flowgif.config import load_config; "
-        "from flowgif.sources import load_source, spec; "
-        "s = load_source(spec(sys.argv[1]), load_config('default').density); "
-        "print(s.density.size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    size, peak_kb = r.stdout.rsplit(" ", 1)
-    assert size.strip() == "(14000, 14000)"
+    train = [sys.executable, "-m", "flowgif", "train", "--img", str(big), "--method", "exact"]
+    r = subprocess.run(
+        [sys.executable, "-c", code, *train, "--out", str(run)], capture_output=True, text=True
+    )
+    rc, peak_kb = r.stdout.splitlines()[-1].split()
+    assert rc == "0", r.stderr
     assert int(peak_kb) < 2 * 1024 * 1024, peak_kb
+    from flowgif.store import load_run
+
+    assert load_run(run).density.size == (14_000, 14_000)
+    answer = client.post("/api/flow?n=200", content=big.read_bytes())
+    assert answer.status_code == 400 and "pixels" in answer.json()["error"], answer.text
+    mid = tmp_path / "mid.png"  # 64 megapixels: under Pillow's own guard, over the page's
+    Image.new("1", (8000, 8000), 1).save(mid, optimize=True)
+    answer = client.post("/api/flow?n=200", content=mid.read_bytes())
+    assert answer.status_code == 400 and "8000 x 8000 pixels" in answer.json()["error"]
 
 
 def test_an_ot_start_one_pixel_wide_or_high(tiny_png: Path, tmp_path: Path) -> None:

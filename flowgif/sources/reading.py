@@ -43,6 +43,16 @@ def _within_work_size(img: Image.Image) -> Image.Image:
     return img
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says, its ``info["size"]`` turned with it."""
+    w, h = img.size
+    size = img.info["size"]
+    out = ImageOps.exif_transpose(img)
+    out.info = {**img.info, **out.info}
+    out.info["size"] = size if out.size == (w, h) else (size[1], size[0])
+    return out
+
+
 def load_image(path: Path) -> Image.Image:
     """Open any picture Pillow reads at full size: first frame, EXIF orientation applied.
 
@@ -84,7 +94,7 @@ def load_image(path: Path) -> Image.Image:
             frames = getattr(img, "n_frames", 1)
             img.seek(0)
             img.load()
-            img = _within_work_size(ImageOps.exif_transpose(img))
+            img = _upright(_within_work_size(img))  # shrunk first: no full-size copy
             img.info["frames"] = frames  # an animation is read as its first frame
     except FlowgifError:
         raise

@@ -38,6 +38,7 @@ STEPS = 32  # the exact flow's solver steps here (48 for --method exact): bench/
 # against 0.9994, 0.92 s against 1.38 s
 INKS = ("auto", "darkness", "local", "shape")  # the CLI's --ink
 WORD = 64  # characters of a typed word
+PIXELS = 50_000_000  # pixels of a sent picture (decoded: at most 200 MB as RGBA)
 
 
 def picture_id(
@@ -65,6 +66,37 @@ def check_word(text: str) -> str:
     return text
 
 
+def _check_pixels(path: Path) -> None:
+    """Refuse, before decoding, a picture over :data:`PIXELS` (its header says its size): the
+    page flows it on a 256-px grid, and decoding 200 megapixels would take the server past
+    2 GB (``flowgif train`` takes it).
+
+    Raises:
+        FlowgifError: too many pixels.
+    """
+    from PIL import Image
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+    except Image.DecompressionBombError:
+        raise FlowgifError(
+            f"the picture has over {PIXELS:,} pixels, more than the page takes "
+            "(flowgif train --img takes up to 200,000,000)"
+        ) from None
+    except Exception:  # not a picture Pillow reads: the loader says why
+        return
+    if w * h > PIXELS:
+        raise FlowgifError(
+            f"the picture is {w} x {h} pixels; the page takes at most {PIXELS:,} (flowgif "
+            "train --img takes it)"
+        )
+
+
 def picture_scene(
     data: bytes | None, text: str | None, ink: str, invert: bool = False
 ) -> tuple[Scene, str]:
@@ -81,6 +113,7 @@ def picture_scene(
         else:
             path = Path(tmp) / "picture"
             path.write_bytes(data or b"")
+            _check_pixels(path)
             try:
                 source = load_source(spec(str(path)), dc)
             except FlowgifError as e:  # the reason, about the file the person sent
