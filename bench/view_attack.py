@@ -427,6 +427,11 @@ def main() -> None:
     print(f"| all | {total} | {total - len(failed)} | {len(failed)} |")
     for k, n, g in failed:
         print(f"FAILED [{k}] {n}: {g}")
+    print("\nmeasured:")
+    for k in ("bodies", "load"):
+        for n, ok, _ in RESULTS[k]:
+            if any(ch.isdigit() for ch in n) and ("s)" in n or "MB" in n or "drops" in n):
+                print(f"- {n}: {'held' if ok else 'FAILED'}")
     sys.exit(1 if failed else 0)
 
 
