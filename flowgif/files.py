@@ -25,6 +25,7 @@ from flowgif.errors import FlowgifError
 
 __all__ = [
     "FRAMES_MARKER",
+    "alive",
     "atomic_write",
     "atomic_write_text",
     "check_frames_folder",
@@ -65,7 +66,8 @@ def _prefix(path: Path) -> str:
     return f".{path.name}.{TAG}@{_host()}@{os.getpid()}@"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (this process is)."""
     if pid == os.getpid():
         return True
     try:
@@ -97,7 +99,7 @@ def sweep_stale(folder: Path, name: str | None = None) -> int:
         if not entry.name.startswith(f".{name}.{TAG}@" if name else "."):
             continue
         match = _STALE.search(entry.name)
-        if not match or match["host"] != host or _alive(int(match["pid"])):
+        if not match or match["host"] != host or alive(int(match["pid"])):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():

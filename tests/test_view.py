@@ -300,16 +300,15 @@ def test_a_fault_of_flowgif_is_one_line_in_the_page(
     assert r.status_code == 500 and r.json()["error"] == "broken failed: RuntimeError: out of luck"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, object]]:
-    """The app on a free loopback port, served by uvicorn in a thread: its URL and the app."""
+@contextlib.contextmanager
+def serve(app: object) -> Iterator[str]:
+    """``app`` on a free loopback port, served by uvicorn in a thread: its URL."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = view_app.make_app(tmp_path, ["127.0.0.1", "localhost"])
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -317,9 +316,19 @@ def served(tmp_path: Path) -> Iterator[tuple[str, object]]:
     while not srv.started:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, object]]:
+    """The app on a free loopback port: its URL and the app."""
+    app = view_app.make_app(tmp_path, ["127.0.0.1", "localhost"])
+    with serve(app) as url:
+        yield url, app
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from flowgif.owned import SIGNATURE
 from flowgif.view import app as view_app
 from flowgif.view import saving
 from flowgif.view.routes import pictures as view_pictures
-from tests.test_view import bar_png
+from tests.test_view import bar_png, serve
 
 CROSS = [
     {"Sec-Fetch-Site": "cross-site"},
@@ -112,8 +112,6 @@ def test_bodies_are_bounded_with_or_without_a_length(
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object]]:
     """The app on a free loopback port (one worker, a queue of 4), its exact flows slowed
     to 2 s so that a queue forms."""
-    import uvicorn
-
     slow = view_pictures.picture_scene
 
     def picture_scene(*args: object) -> object:
@@ -121,20 +119,9 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
         return slow(*args)
 
     monkeypatch.setattr(view_pictures, "picture_scene", picture_scene)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = view_app.make_app(tmp_path, ["127.0.0.1"])
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    with serve(app) as url:
+        yield url, app
 
 
 def raw(url: str, head: str, body: bytes = b"") -> socket.socket:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from flowgif.errors import FlowgifError
-from flowgif.files import os_reason, printable, sweep_stale
+from flowgif.files import alive, os_reason, printable, sweep_stale
 from flowgif.view.jobs import CancelledError, Job
 
 __all__ = ["CLAIM", "claim_name", "save", "stop_children"]
@@ -114,18 +114,9 @@ def _stale(claim: Path) -> bool:
         owner = json.loads(claim.read_text(encoding="utf-8"))
         if claim.is_symlink() or owner.get("host") != socket.gethostname():
             return False
-        pid = int(owner["pid"])
+        return not alive(int(owner["pid"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _picture_run(

@@ -74,9 +74,9 @@ def _check_pixels(path: Path) -> None:
     Raises:
         FlowgifError: too many pixels.
     """
-    from PIL import Image
-
     import warnings
+
+    from PIL import Image
 
     try:
         with warnings.catch_warnings():
