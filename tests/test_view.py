@@ -89,6 +89,9 @@ def test_a_dropped_picture_comes_back_as_paths_that_end_on_its_ink(
     assert on_ink(paths[-1], header["half"], ink).mean() >= 0.98
     _, arrays = blocks(r.content)
     assert arrays["rgb"].shape == (5000, 3)
+    start = arrays["paths"][0]  # N(0, I)'s whole round cloud, never clipped into a box
+    assert (start != -32768).all() and np.abs(start).max() < 32767
+    assert np.abs(paths[0]).max() > 1.5 * max(header["half"])  # it reaches past the frame
     for pace in ("shape", "time"):  # the renderer's frame times, and its camera at each
         times, view = np.array(header["pace"][pace]), np.array(header["view"][pace])
         assert times[0] == 0 and times[-1] == pytest.approx(1) and (np.diff(times) >= 0).all()
