@@ -153,7 +153,7 @@ def test_solver_end_marginal_is_met_and_rows_are_exact() -> None:
 
     def grid(d: ImageDensity) -> Grid:
         xs = -2 + (np.arange(N) + 0.5) * CELL
-        return Grid(xs, xs[::-1].copy(), d.probs_np)
+        return Grid(xs, xs[::-1].copy(), d.probs_np, (CELL, -CELL))
 
     plan = solve(grid(a), grid(b), tol=1e-3)
     assert plan.stats.error <= 1e-3

@@ -193,12 +193,6 @@ def guarded(fn: F) -> F:
             raise typer.Exit(1) from None
         except (MemoryError, RuntimeError) as err:
             text = str(err).lower()
-            if isinstance(err, RuntimeError) and ("write failed" in text or "no space" in text):
-                err_console.print(
-                    "[red]error:[/red] cannot write: no space left on the device",
-                    highlight=False,
-                )
-                raise typer.Exit(1) from None
             if isinstance(err, RuntimeError) and not any(
                 k in text for k in ("out of memory", "can't allocate", "cannot allocate")
             ):

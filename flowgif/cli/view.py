@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import threading
 import webbrowser
@@ -84,15 +83,12 @@ def view(
 
 
 def _serve(folder: Path, host: str, port: int, workers: int, url: str, browse: bool) -> None:
-    """Serve until Ctrl-C or SIGTERM (both raise KeyboardInterrupt once the server stopped)."""
+    """Serve until Ctrl-C or SIGTERM: uvicorn stops the server, then raises the signal again,
+    which every command turns into KeyboardInterrupt (:func:`flowgif.cli.common.guarded`)."""
     import uvicorn
 
     from flowgif.view import make_app, warm_up
 
-    def stopped(sig: int, frame: object) -> None:  # uvicorn raises the signal again once
-        raise KeyboardInterrupt  # stopped: SIGTERM, as Ctrl-C, is a stop as asked
-
-    signal.signal(signal.SIGTERM, stopped)
     out_console.print(f"flowgif view: {url}", highlight=False, markup=False)
     threading.Thread(target=warm_up, daemon=True).start()  # the first drop as fast as the next
     if browse:

@@ -12,32 +12,18 @@ __all__ = ["Grid"]
 @dataclass
 class Grid:
     """Masses on a grid of cells: ``mass[r, c]`` at ``(xs[c], ys[r])``, evenly spaced by
-    ``step`` (signed: ``(dx, dy)``, ``dy < 0`` when rows run down), which a grid one cell wide
-    or high cannot tell from its centres."""
+    ``step``, signed: ``(dx, dy)``, ``dy < 0`` when rows run down (the grid says it: one a
+    single cell wide or high cannot tell it from its centres)."""
 
     xs: np.ndarray  # (w,)
     ys: np.ndarray  # (h,)
     mass: np.ndarray  # (h, w), non-negative, sums to 1
-    step: tuple[float, float] | None = None  # needed when xs or ys has one centre
-
-    @property
-    def sx(self) -> float:
-        """The spacing of the columns (signed)."""
-        if len(self.xs) > 1:
-            return float(self.xs[1] - self.xs[0])
-        return float(self.step[0]) if self.step else 1.0
-
-    @property
-    def sy(self) -> float:
-        """The spacing of the rows (signed: negative when rows run down)."""
-        if len(self.ys) > 1:
-            return float(self.ys[1] - self.ys[0])
-        return float(self.step[1]) if self.step else -1.0
+    step: tuple[float, float]
 
     @property
     def cell(self) -> float:
         """The larger of the two spacings."""
-        return max(abs(self.sx), abs(self.sy))
+        return max(abs(self.step[0]), abs(self.step[1]))
 
     def pooled(self, k: int) -> Grid:
         """The grid with ``k x k`` blocks of cells summed into one (the far edges padded with
@@ -48,7 +34,7 @@ class Grid:
         hh, ww = -(-h // k), -(-w // k)
         m = np.zeros((hh * k, ww * k))
         m[:h, :w] = self.mass
-        sx, sy = self.sx, self.sy
+        sx, sy = self.step
         xs = self.xs[0] + sx * (np.arange(ww) * k + (k - 1) / 2)
         ys = self.ys[0] + sy * (np.arange(hh) * k + (k - 1) / 2)
         return Grid(xs, ys, m.reshape(hh, k, ww, k).sum(axis=(1, 3)), (sx * k, sy * k))

@@ -85,7 +85,8 @@ def noise_grid(cell: float) -> Grid:
     cdf[0], cdf[-1] = 0.0, 1.0
     p = np.diff(cdf)
     xs = 0.5 * (edges[1:] + edges[:-1])
-    return Grid(xs, xs[::-1].copy(), np.outer(p[::-1], p))
+    step = float(edges[1] - edges[0])
+    return Grid(xs, xs[::-1].copy(), np.outer(p[::-1], p), (step, -step))
 
 
 def start_grid(start: Distribution, end_cell: float) -> tuple[Grid, int]:
@@ -189,7 +190,7 @@ class OTFlow(ComputedFlow):
         g, k = self._fine, self._ka
         x = x0.detach().to("cpu", torch.float64)
         xs, ys = torch.as_tensor(g.xs), torch.as_tensor(g.ys)
-        sx, sy = g.sx, g.sy  # sy < 0: rows run down
+        sx, sy = g.step  # sy < 0: rows run down
         u = (x[:, 0] - xs[0]) / sx + 0.5
         v = (x[:, 1] - ys[0]) / sy + 0.5
         h, w = g.mass.shape

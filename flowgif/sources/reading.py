@@ -45,16 +45,15 @@ def _within_work_size(img: Image.Image) -> Image.Image:
 
 def _upright(img: Image.Image) -> Image.Image:
     """``img`` turned as its EXIF orientation says, its ``info["size"]`` turned with it."""
-    w, h = img.size
-    size = img.info["size"]
-    out = ImageOps.exif_transpose(img)
-    out.info = {**img.info, **out.info}
-    out.info["size"] = size if out.size == (w, h) else (size[1], size[0])
+    out = ImageOps.exif_transpose(img)  # its info a copy of img's
+    if out.size != img.size:  # a quarter turn
+        out.info["size"] = img.info["size"][::-1]
     return out
 
 
 def load_image(path: Path) -> Image.Image:
-    """Open any picture Pillow reads at full size: first frame, EXIF orientation applied.
+    """Open any picture Pillow reads: first frame, EXIF orientation applied, at most
+    :data:`WORK_PIXELS`.
 
     ``img.info["frames"]`` keeps the file's frame count, so callers can say when an animation
     was reduced to its first frame.

@@ -16,7 +16,6 @@ import logging
 import re
 import tempfile
 import threading
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -236,11 +235,3 @@ class Pool:
         stops at its next part, a save's command is terminated."""
         for job in list(self.live.values()):
             job.cancelled.set()
-
-    def wait_idle(self, limit: float) -> bool:
-        """Wait up to ``limit`` seconds for every job to finish (a stopping server); whether
-        they did."""
-        deadline = time.monotonic() + limit
-        while self.live and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return not self.live

@@ -130,6 +130,7 @@ def _picture_run(
 ) -> Path:
     """The run folder of this picture's exact flow: one proved to be it, or a new one trained
     now (its command added to ``commands``)."""
+    # the digest train's marker records (flowgif.sources: a file's bytes, or "text:WORD")
     digest = hashlib.sha256(data if data is not None else f"text:{text}".encode()).hexdigest()
     k = 1
     while True:

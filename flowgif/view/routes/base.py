@@ -19,6 +19,7 @@ from flowgif.view.scene import inside_body, scene_body
 __all__ = [
     "PARTICLES",
     "REMEMBERED",
+    "THUMBS",
     "State",
     "choice",
     "count",
@@ -33,32 +34,33 @@ __all__ = [
 PARTICLES = 20_000  # paths sent per picture (the page draws up to 15 x as many, jittered)
 MAX_PARTICLES = 60_000
 REMEMBERED = 8  # pictures kept for save and inside (each at most the upload cap)
+THUMBS = 256  # thumbnails kept (a few KB each): a folder's list is not made again each time
 
 
 @dataclass
 class State:
-    """The server's state: the folder it serves, its pool, and what it remembers (each an
-    LRU of :data:`REMEMBERED`)."""
+    """The server's state: the folder it serves, its pool, and what it remembers (LRUs of
+    :data:`REMEMBERED` pictures and cameras, :data:`THUMBS` thumbnails)."""
 
     folder: Path
     pool: Pool
     pictures: OrderedDict = field(default_factory=OrderedDict)  # id -> (data, text, ink, invert)
     cameras: OrderedDict = field(default_factory=OrderedDict)  # flow key -> (TIMES, 2) views
     thumbs: OrderedDict = field(default_factory=OrderedDict)  # (name, mtime) -> PNG
-    few: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
-    # thumbnails made at once (each loads a run)
+    thumbnailing: anyio.CapacityLimiter = field(  # thumbnails made at once (each loads a run)
+        default_factory=lambda: anyio.CapacityLimiter(2)
+    )
 
 
 def state_of(request: Request) -> State:
     return request.app.state.view
 
 
-def remember(store: OrderedDict, key: object, value: object) -> None:
-    """Keep ``value`` under ``key``, forgetting the least recently kept beyond
-    :data:`REMEMBERED`."""
+def remember(store: OrderedDict, key: object, value: object, most: int = REMEMBERED) -> None:
+    """Keep ``value`` under ``key``, forgetting the least recently kept beyond ``most``."""
     store[key] = value
     store.move_to_end(key)
-    while len(store) > REMEMBERED:
+    while len(store) > most:
         store.popitem(last=False)
 
 

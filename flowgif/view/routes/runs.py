@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from flowgif.errors import FlowgifError
 from flowgif.view.jobs import Job
 from flowgif.view.routes.base import (
+    THUMBS,
     choice,
     count,
     error,
@@ -159,8 +160,10 @@ async def _thumb(request: Request, folder: Path, name: str) -> Response:
     try:
         key = (name, (folder / name / CHECKPOINT).stat().st_mtime)
         if key not in state.thumbs:
-            png = await anyio.to_thread.run_sync(thumbnail, folder, name, Job(), limiter=state.few)
-            remember(state.thumbs, key, png)
+            png = await anyio.to_thread.run_sync(
+                thumbnail, folder, name, Job(), limiter=state.thumbnailing
+            )
+            remember(state.thumbs, key, png, THUMBS)
     except FlowgifError as e:
         return error(str(e), folder=folder)
     except OSError as e:
