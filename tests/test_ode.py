@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -107,3 +109,33 @@ def test_rk4_hermite_matches_the_linear_solution_at_every_frame() -> None:
     for k, t in enumerate(times):
         expected = x0 @ torch.linalg.matrix_exp(t * A).T
         assert torch.allclose(paths[k], expected, atol=2e-5), float(t)
+
+
+class Sharpening(torch.nn.Module):
+    """``x' = -x / sqrt(1.001 - t)``: it sharpens toward t = 1, as a field that carries
+    particles onto a picture does; ``x(t) = x0 exp(2 sqrt(1.001 - t) - 2 sqrt(1.001))``."""
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -x / torch.sqrt(1.001 - t)
+
+
+def test_rk4_steps_crowded_toward_the_picture_land_closer_for_the_same_evaluations() -> None:
+    """``warp``: 9 steps ending at ``1 - (1 - u)^2`` against 9 equal ones (the same 37
+    evaluations): the warped solve's error at t = 1 is over 5x smaller, and its dense output
+    still reads out every frame."""
+    x0 = torch.randn(50, 2, dtype=torch.float64)
+    times = torch.linspace(0, 1, 11, dtype=torch.float64)
+    want = (
+        x0[None] * torch.exp(2 * torch.sqrt(1.001 - times) - 2 * math.sqrt(1.001))[:, None, None]
+    )
+    errors = {}
+    for warp in (1.0, 2.0):
+        stats = SolveStats()
+        got = sample_paths(Sharpening(), x0, times, "rk4", steps=9, warp=warp, stats=stats)
+        assert stats.nfe == 37
+        errors[warp] = float((got[-1] - want[-1]).abs().max() / x0.abs().max())
+        assert torch.allclose(got[0], x0)
+    assert errors[2.0] < errors[1.0] / 5, errors
+    linear = sample_paths(Linear(), x0, times, "rk4", steps=10, warp=2.0)
+    for k, t in enumerate(times):
+        assert torch.allclose(linear[k], x0 @ torch.linalg.matrix_exp(t * A).T, atol=1e-4)

@@ -78,6 +78,7 @@ POSITIVE = {
     "solve.rtol",
     "solve.eval_tol",
     "solve.steps",
+    "solve.warp",
 }
 
 
@@ -85,6 +86,7 @@ NON_NEGATIVE = {
     "field.time_features",
     "field.fourier_features",
     "field.fourier_scale",
+    "field.late_features",
     "field.augment",
     "flow.layers",
     "train.steps",
@@ -111,6 +113,7 @@ LIMITS: dict[str, float] = {
     "field.time_features": 1024,
     "field.fourier_features": 8192,
     "field.fourier_scale": 1e4,
+    "field.late_features": 1024,
     "field.augment": 64,
     "flow.layers": 1024,
     "flow.hidden": 4096,
@@ -126,12 +129,14 @@ LIMITS: dict[str, float] = {
     "fm.ot_batch": 8192,
     "ffjord.steps": 10_000,
     "solve.steps": 10_000,
+    "solve.warp": 16,
 }
 
 
 # Lower limits: below them a float32 solve cannot meet its tolerance (its step underflows), or
 # a picture has no room in model units.
 FLOORS: dict[str, float] = {
+    "solve.warp": 1.0,  # below 1 the steps would crowd toward the start instead
     "ffjord.atol": 1e-8,
     "ffjord.rtol": 1e-7,
     "solve.atol": 1e-8,

@@ -74,6 +74,8 @@ class FieldConfig:
         time_features: sin/cos features of t (0 feeds t itself).
         fourier_features: random Fourier features of x (0 = off); they help sharp edges.
         fourier_scale: standard deviation of the Fourier frequencies, in cycles per model unit.
+        late_features: sin/cos pairs of ``log(1 - t)`` (harmonics over ``1 - t`` from 1 to
+            1e-3): they tell apart times near the picture, where the field sharpens.
         arch: ``mlp``, or ``concatsquash`` (every layer gated by t, as FFJORD's 2D models).
         augment: extra dimensions of the state (augmented flow): paths may then cross in the
             picture's plane. The extra coordinates are N(0, I) at both ends, so flow matching
@@ -86,6 +88,7 @@ class FieldConfig:
     time_features: int = 8
     fourier_features: int = 64
     fourier_scale: float = 1.0
+    late_features: int = 4
     arch: str = "mlp"
     augment: int = 0
 
@@ -179,6 +182,8 @@ class FMConfig:
         time_sampling: ``uniform`` or ``logit_normal`` (t = sigmoid(N(time_loc, time_scale))).
         time_loc: location of the logit-normal; > 0 spends more steps near the picture.
         time_scale: scale of the logit-normal.
+        late: the fraction of each batch's times drawn near the picture instead, ``1 - t``
+            log-uniform in [1e-3, 0.1] (where the field sharpens and a network lags most).
         sigma: standard deviation of the Gaussian tube around each straight path.
         target: what the field regresses on: ``conditional`` (``x1 - x0`` of each pair),
             ``exact`` (the marginal field ``v*(t, x_t)`` itself, computed in closed form by
@@ -196,6 +201,7 @@ class FMConfig:
     time_sampling: str = "logit_normal"
     time_loc: float = 1.0
     time_scale: float = 1.0
+    late: float = 0.25
     sigma: float = 0.0
     target: str = "auto"
 
@@ -240,6 +246,9 @@ class SolveConfig:
         rtol: relative tolerance of an adaptive method.
         eval_tol: atol = rtol of the likelihood solves in ``flowgif eval``.
         steps: steps of ``method = "rk4"`` (fixed steps with cubic Hermite dense output).
+        warp: how ``rk4``'s steps crowd toward the picture, ``t = 1 - (1 - u)^warp`` for ``u``
+            evenly spaced (1: equal steps; 2, the default, measured as close as 64 equal steps
+            with 9: bench/EXACT.md).
     """
 
     method: str = "rk4"
@@ -247,6 +256,7 @@ class SolveConfig:
     rtol: float = 1e-4
     eval_tol: float = 1e-5
     steps: int = 9
+    warp: float = 2.0
 
 
 @dataclass
@@ -343,7 +353,7 @@ class Config:
                 f"is more than flowgif allows ({MEMORY_LIMIT:.0e}, about 8 GB); lower the "
                 "batch or the field's size"
             )
-        for dotted in ("density.ink_floor", "train.finetune", "train.ema"):  # fractions
+        for dotted in ("density.ink_floor", "train.finetune", "train.ema", "fm.late"):
             if not 0 <= self.get(dotted) < 1:
                 raise FlowgifError(f"{source}: {dotted} must be in [0, 1)")
         if self.field.augment and self.train.family != "field":

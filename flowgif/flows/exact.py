@@ -35,6 +35,8 @@ from flowgif.sources.picture import ImageDensity
 
 __all__ = ["ExactField", "ExactFlow", "build"]
 
+LATE = 4  # solver steps from the posterior's late time to the landing (its window, exact)
+
 
 class ExactField(ComputedField):
     """The exact flow's module: no weights. The field is computed from the run's ends (the
@@ -75,6 +77,10 @@ class ExactFlow(ComputedFlow):
         self.posterior = Posterior(end, self.start)
         self.delta = 0.1 * min(end.cell)
         self.times = solve_times(self.delta, steps)
+        late = self.posterior.late
+        if late < 1:  # past the grid, each point's window is exact: a few long steps
+            window = 1 - (1 - late) * (self.delta / (1 - late)) ** np.linspace(0, 1, LATE + 1)
+            self.times = np.concatenate([self.times[self.times < late], window])
         self._nearest = _nearest_inked(end)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:

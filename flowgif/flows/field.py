@@ -34,6 +34,9 @@ class ConcatSquash(nn.Module):
         return self.layer(h) * torch.sigmoid(self.gate(t)) + self.bias(t)
 
 
+LATE_EPS = 1e-3  # 1 - t where the late features end (log(1 - t + LATE_EPS) / log(LATE_EPS))
+
+
 class VectorField(nn.Module):
     """MLP velocity ``v(t, x)`` on ``dim``-dimensional points.
 
@@ -65,8 +68,12 @@ class VectorField(nn.Module):
         self.register_buffer(
             "x_freq", 2 * math.pi * config.fourier_scale * torch.randn(dim, f, generator=gen)
         )
+        # Harmonics pi * (1..k) of log(1 - t) over [0, 1] as 1 - t goes from 1 to 1e-3.
+        late = config.late_features
+        freq = math.pi * torch.arange(1, late + 1, dtype=torch.float32)
+        self.register_buffer("u_freq", freq, persistent=False)  # runs from before it load
         self.squash = config.arch == "concatsquash"
-        n_in = dim + 2 * f + (0 if self.squash else 2 * k if k else 1)
+        n_in = dim + 2 * f + (0 if self.squash else (2 * k if k else 1) + 2 * late)
         sizes = [n_in] + [config.width] * config.depth + [dim]
         make = ConcatSquash if self.squash else nn.Linear
         self.layers = nn.ModuleList(make(a, b) for a, b in itertools.pairwise(sizes))
@@ -82,6 +89,9 @@ class VectorField(nn.Module):
                 if len(self.t_freq)
                 else [t]
             )
+            if len(self.u_freq):
+                u = torch.log1p(LATE_EPS - t.clamp(max=1.0)) / math.log(LATE_EPS)
+                parts += [torch.sin(u * self.u_freq), torch.cos(u * self.u_freq)]
         if self.x_freq.shape[1]:
             b = x @ self.x_freq
             parts += [torch.sin(b), torch.cos(b)]

@@ -120,7 +120,9 @@ class ContinuousFlow(Flow):
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
         s = self.solve
-        out = sample_paths(self.field, z, times, s.method, s.atol, s.rtol, s.steps, stats=stats)
+        out = sample_paths(
+            self.field, z, times, s.method, s.atol, s.rtol, s.steps, stats=stats, warp=s.warp
+        )
         return out[..., :2]
 
     def paths_with_log_prob(

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from flowgif.errors import FlowgifError
+from flowgif.flows.kernels import blur_matrix, box_blur, cells, convolve, corners, edges, splat
+from flowgif.flows.window import Window
 from flowgif.sources.base import Distribution
 from flowgif.sources.noise import Noise
 from flowgif.sources.picture import ImageDensity
@@ -46,36 +48,59 @@ def solve_times(delta: float, steps: int = STEPS) -> np.ndarray:
     return 1.0 - delta**k
 
 
+LATE_NODES = 1.5  # from 1 - t below this many grid nodes on, each point's window (Window)
+NOISE_FORM = 0.5  # from this time on, a slice keeps the start's moment (module docstring)
+
+
 @dataclass
 class _Slice:
     """The posterior at one time on a grid: node ``(i, j)`` sits at ``lo + (j, i) * step``.
 
-    ``mass`` is ``p_t`` integrated over each node's cell (it sums to 1), ``mean`` the
-    posterior mean times ``mass``, ``(2, G, G)``."""
+    ``mass`` is ``p_t`` integrated over each node's cell (it sums to 1). ``moment`` is, times
+    ``mass``, the posterior mean of the end ``E[x1 | x_t]`` before :data:`NOISE_FORM`, and of
+    the start's part ``E[x_t - t x1 | x_t] = (1 - t) E[x0 | x_t]`` from it on, ``(2, G, G)``:
+    each the form whose velocity divides by the larger of ``1 - t`` and ``t``."""
 
     t: float
     lo: Tensor  # (2,) x and y of node (0, 0)
     step: Tensor  # (2,)
     mass: Tensor  # (Gy, Gx)
-    mean: Tensor  # (2, Gy, Gx)
+    moment: Tensor  # (2, Gy, Gx)
+
+    @property
+    def noise(self) -> bool:
+        return self.t >= NOISE_FORM
 
     def at(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The posterior mean ``E[x1 | x_t = x]`` ``(N, 2)`` and ``p_t(x)`` ``(N,)``, by
         bilinear interpolation (points off the grid take its edge)."""
-        corners = _corners(x, self.lo, self.step, self.mass.shape)
-        mass = sum(w * self.mass[r, c] for (r, c), w in corners)
-        mean = sum(w * self.mean[:, r, c] for (r, c), w in corners)
-        tiny = torch.finfo(self.mass.dtype).tiny
-        e = (mean / mass.clamp_min(tiny)).T
-        far = mass <= tiny  # beyond the grid's reach: the nearest node's mean
-        if far.any():
-            e[far] = self._nearest_mean(x[far])
-        density = mass / (self.step[0] * self.step[1])
-        return e, density
+        ratio, density = self._ratio(x)
+        return ((x - ratio) / self.t if self.noise else ratio), density
 
-    def _nearest_mean(self, x: Tensor) -> Tensor:
-        """The posterior mean at the grid node with mass nearest to each point's node (a
-        point where ``p_t`` underflows: far out in the start's tail)."""
+    def velocity(self, x: Tensor) -> Tensor:
+        """``v*(t, x)`` at this slice's time for points ``x`` ``(N, 2)``: ``(E[x1] - x) /
+        (1 - t)`` before :data:`NOISE_FORM`, ``(x - E[x0]) / t`` from it on."""
+        ratio, _ = self._ratio(x)
+        if self.noise:
+            return (x - ratio / (1 - self.t)) / self.t
+        return (ratio - x) / (1 - self.t)
+
+    def _ratio(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The moment over the mass at points ``x`` ``(N, 2)``, and ``p_t`` there."""
+        four = corners(x, self.lo, self.step, self.mass.shape)
+        mass = sum(w * self.mass[r, c] for (r, c), w in four)
+        moment = sum(w * self.moment[:, r, c] for (r, c), w in four)
+        tiny = torch.finfo(self.mass.dtype).tiny
+        ratio = (moment / mass.clamp_min(tiny)).T
+        far = mass <= tiny  # beyond the grid's reach: the nearest node's
+        if far.any():
+            ratio[far] = self._nearest_moment(x[far])
+        return ratio, mass / (self.step[0] * self.step[1])
+
+    def _nearest_moment(self, x: Tensor) -> Tensor:
+        """The moment over the mass at the grid node with mass nearest to each point's node
+        (a point where ``p_t`` underflows: far out in the start's tail), as the moment at
+        the point of that node's posterior mean."""
         if not hasattr(self, "_nearest"):
             from scipy.ndimage import distance_transform_edt
 
@@ -86,7 +111,28 @@ class _Slice:
         u = ((x - self.lo) / self.step).round().long()
         node = u[:, 1].clamp(0, gy - 1) * gx + u[:, 0].clamp(0, gx - 1)
         near = self._nearest.flatten()[node]
-        return (self.mean.reshape(2, -1)[:, near] / self.mass.flatten()[near]).T
+        ratio = (self.moment.reshape(2, -1)[:, near] / self.mass.flatten()[near]).T
+        if self.noise:  # the node's x_t - t x1 is the node's place less t E[x1] there
+            gx = self.mass.shape[1]
+            place = self.lo + torch.stack([near % gx, near // gx], 1).to(x.dtype) * self.step
+            ratio = x - place + ratio
+        return ratio
+
+
+@dataclass
+class _Late:
+    """The posterior at one late time, computed at each point (:class:`Window`): the same
+    ``at`` and ``velocity`` as a grid's :class:`_Slice`."""
+
+    t: float
+    window: Window
+
+    def at(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        _, e1, density = self.window(torch.tensor(self.t, dtype=torch.float64), x)
+        return e1, density
+
+    def velocity(self, x: Tensor) -> Tensor:
+        return self.window.velocity(torch.tensor(self.t, dtype=torch.float64), x)
 
 
 class Posterior:
@@ -108,19 +154,30 @@ class Posterior:
             raise FlowgifError("the exact flow starts from N(0, I) or a picture")
         self.grid = (grid | 1) if grid else grid_size(max(end.grid))
         self.device = end.device
-        self.centres, self.masses = _cells(end)
+        self.probs = torch.as_tensor(end.probs_np, dtype=torch.float64)
+        self.edges = edges(end)
         if isinstance(self.start, ImageDensity):
-            self.start_centres, self.start_masses = _cells(self.start)
+            self.start_centres, self.start_masses = cells(self.start)
             cell = self.start.cell
             self.start_sd = math.sqrt(self.start.blur**2 + (cell[0] ** 2 + cell[1] ** 2) / 24)
             self.reach = torch.tensor(self.start.half, dtype=torch.float64) + 4 * self.start_sd
         else:
             self.reach = torch.full((2,), NOISE_REACH, dtype=torch.float64)
-        self._cache: dict[float, _Slice] = {}
+        self.late, self.window = 1.0, None
+        if isinstance(self.start, Noise):  # late, each point's window of cells, exactly
+            late_s = LATE_NODES * max(
+                2 * (h + 2 * c) / (self.grid - 1) for h, c in zip(end.half, end.cell, strict=True)
+            )
+            self.late = 1.0 - late_s
+            self.window = Window(end, late_s / self.late)
+        self._cache: dict[float, _Slice | _Late] = {}
 
-    def at(self, t: float) -> _Slice:
-        """The posterior at time ``t`` in [0, 1) (cached: the solver's times repeat)."""
+    def at(self, t: float) -> _Slice | _Late:
+        """The posterior at time ``t`` in [0, 1) (cached: the solver's times repeat): on a
+        grid, or from :attr:`late` on, at each point from its window of cells."""
         key = round(float(t), 12)
+        if key >= self.late and self.window is not None:
+            return _Late(key, self.window)
         if key not in self._cache:
             if len(self._cache) > 4 * STEPS:
                 self._cache.clear()
@@ -132,29 +189,41 @@ class Posterior:
         half = torch.tensor(self.end.half, dtype=torch.float64)
         extent = t * half + s * self.reach + 2 * torch.tensor(self.end.cell, dtype=torch.float64)
         lo, step = -extent, 2 * extent / (g - 1)
-        # The end's cells, placed at t c, carry their mass and their mass times c.
-        at = t * self.centres
-        mass = _splat(at, self.masses, lo, step, g)
-        moments = [self.masses * self.centres[:, k] for k in (0, 1)]
-        mean = torch.stack([_splat(at, m, lo, step, g) for m in moments])
-        if isinstance(self.start, ImageDensity):  # the start picture, placed at (1 - t) c'
+        picture = isinstance(self.start, ImageDensity)
+        sd = s * self.start_sd if picture else s
+        noise = t >= NOISE_FORM
+        # Per axis, what each end cell (uniform on its box, placed at t times it, blurred by
+        # sd) puts in each node's cell, and the moment of x_t - t x1 there.
+        (x0, x1), (y0, y1) = (
+            box_blur(lo[k], step[k], g, t * self.edges[k][0], t * self.edges[k][1], sd, noise)
+            for k in (0, 1)
+        )
+        p = self.probs
+        across = y0 @ p  # (G, w): the rows blurred
+        mass = across @ x0.T
+        if noise:
+            moment = torch.stack([across @ x1.T, y1 @ (p @ x0.T)])
+        else:  # the end's mean: each cell's centre (its box's spread is below the blur's)
+            cx, cy = (self.edges[k].mean(0) for k in (0, 1))
+            moment = torch.stack([across @ (x0 * cx).T, (y0 * cy) @ (p @ x0.T)])
+        if picture:  # the start picture, placed at (1 - t) c'
             kernel_lo = -(g - 1) / 2 * step
-            start = _splat(s * self.start_centres, self.start_masses, kernel_lo, step, g)
-            mass = _convolve(mass, start).clamp_min(0)  # the FFT's rounding, not a mass
-            mean = torch.stack([_convolve(m, start) for m in mean])  # moments may be negative
-            sd = s * self.start_sd
-        else:
-            sd = s
-        ay, ax = blur_matrix(g, float(step[1]), sd), blur_matrix(g, float(step[0]), sd)
-        mass = ay @ mass @ ax.T
-        mean = torch.stack([ay @ m @ ax.T for m in mean])
+            at = s * self.start_centres
+            start = splat(at, self.start_masses, kernel_lo, step, g)
+            spread = mass
+            mass = convolve(mass, start).clamp_min(0)  # the FFT's rounding, not a mass
+            moment = torch.stack([convolve(m, start) for m in moment])  # may be negative
+            if noise:  # x_t - t x1 also holds the start cell's own place, s c'
+                for k in (0, 1):
+                    placed = splat(at, self.start_masses * at[:, k], kernel_lo, step, g)
+                    moment[k] += convolve(spread, placed)
         dtype = torch.float32
         return _Slice(
             t,
             lo.to(self.device, dtype),
             step.to(self.device, dtype),
             mass.to(self.device, dtype),
-            mean.to(self.device, dtype),
+            moment.to(self.device, dtype),
         )
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
@@ -163,20 +232,20 @@ class Posterior:
         :class:`Table`)."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1)
         if t.numel() == 1:
-            e, _ = self.at(float(t)).at(x)
-            return (e - x) / (1 - t)
+            return self.at(float(t)).velocity(x)
         out = torch.empty_like(x)
         for value in torch.unique(t):
             rows = t == value
-            e, _ = self.at(float(value)).at(x[rows])
-            out[rows] = (e - x[rows]) / (1 - value)
+            out[rows] = self.at(float(value)).velocity(x[rows])
         return out
 
 
 class Table:
     """The posterior on a fixed table of times, stacked for one vectorised look-up per batch:
-    ``v*(t, x)`` for any times, the posterior mean interpolated linearly in ``t`` between
-    the table's two nearest times (flow matching's exact target, and ``field_error``).
+    ``v*(t, x)`` for any times, interpolated linearly in ``t`` between the velocities the
+    table's two nearest times give at ``(t, x)`` (flow matching's exact target, and
+    ``field_error``); from the posterior's :attr:`~Posterior.late` on, each point's window
+    at its own time, exact up to t = 1.
 
     Args:
         posterior: the ends.
@@ -186,103 +255,64 @@ class Table:
     def __init__(self, posterior: Posterior, times: np.ndarray | None = None) -> None:
         if times is None:
             times = solve_times(0.1 * min(posterior.end.cell))
-        slices = [posterior.at(float(t)) for t in times]
-        self.times = torch.as_tensor(times, dtype=torch.float64)
+        self.window = posterior.window
+        grid = [float(t) for t in times if t < posterior.late]
+        if self.window is not None:
+            grid = grid[: max(2, len(grid))]
+            self.late = posterior.late
+        slices = [posterior.at(t) for t in grid]
+        self.times = torch.as_tensor(grid, dtype=torch.float64)
         self.lo = torch.stack([s.lo for s in slices])  # (T, 2)
         self.step = torch.stack([s.step for s in slices])
-        self.mass = torch.stack([s.mass for s in slices])  # (T, G, G)
-        self.mean = torch.stack([s.mean for s in slices])  # (T, 2, G, G)
+        mass = torch.stack([s.mass for s in slices])  # (T, G, G)
+        moment = torch.stack([s.moment for s in slices])  # (T, 2, G, G)
+        self.shape = mass.shape
+        # one row per node, (mass, moment x, moment y): one gather per corner
+        self.nodes = torch.cat([mass[:, None], moment], 1).permute(0, 2, 3, 1).reshape(-1, 3)
 
     def to(self, device: torch.device | str) -> Table:
-        for name in ("times", "lo", "step", "mass", "mean"):
+        for name in ("times", "lo", "step", "nodes"):
             setattr(self, name, getattr(self, name).to(device))
+        if self.window is not None:
+            self.window.to(device)
         return self
 
-    def _mean(self, k: Tensor, x: Tensor) -> Tensor:
-        """The posterior mean at slice ``k`` of each point ``(N, 2)``."""
-        corners = _corners(x, self.lo[k], self.step[k], self.mass.shape[1:])
-        mass = sum(w * self.mass[k, r, c] for (r, c), w in corners)
-        mean = sum(w[:, None] * self.mean[k, :, r, c] for (r, c), w in corners)
-        return mean / mass.clamp_min(torch.finfo(x.dtype).tiny)[:, None]
+    def _velocity(self, k: Tensor, t: Tensor, x: Tensor) -> Tensor:
+        """What grid slice ``k`` of each point ``(N, 2)`` says its velocity is at ``t``."""
+        _, gy, gx = self.shape
+        four = corners(x, self.lo[k], self.step[k], (gy, gx))
+        both = sum(w[:, None] * self.nodes[(k * gy + r) * gx + c] for (r, c), w in four)
+        ratio = both[:, 1:] / both[:, :1].clamp_min(torch.finfo(x.dtype).tiny)
+        tk = self.times[k].to(x.dtype)[:, None]
+        t = t.to(x.dtype)[:, None]
+        s = (1 - t).clamp_min(float(1 - self.times[-1]))
+        noise = tk >= NOISE_FORM
+        return torch.where(
+            noise, (x - ratio / (1 - tk)) / t.clamp_min(NOISE_FORM), (ratio - x) / s
+        )
+
+    def between(self, k: Tensor, t: Tensor, x: Tensor) -> Tensor:
+        """Between grid slices ``k`` and ``k + 1``, linearly in ``t``."""
+        w = ((t - self.times[k]) / (self.times[k + 1] - self.times[k])).clamp(0, 1)
+        w = w.to(x.dtype)[:, None]
+        return (1 - w) * self._velocity(k, t, x) + w * self._velocity(k + 1, t, x)
 
     def velocity(self, t: Tensor, x: Tensor) -> Tensor:
         """``v*(t, x)`` for points ``x`` ``(N, 2)`` at times ``t`` ``(N,)`` or ``(N, 1)``
-        (times past the table's last take its last)."""
+        (without a window, times past the table's last take its last slice)."""
         t = t.reshape(-1).to(torch.float64)
         last = len(self.times) - 1
         k = (torch.searchsorted(self.times, t, right=True) - 1).clamp(0, last - 1)
-        w = ((t - self.times[k]) / (self.times[k + 1] - self.times[k])).clamp(0, 1)
-        w = w.to(x.dtype)[:, None]
-        e = (1 - w) * self._mean(k, x) + w * self._mean(k + 1, x)
-        s = (1 - t.clamp_max(float(self.times[-1]))).to(x.dtype)[:, None]
-        return (e - x) / s
-
-
-def _corners(
-    x: Tensor, lo: Tensor, step: Tensor, shape: tuple[int, ...]
-) -> list[tuple[tuple[Tensor, Tensor], Tensor]]:
-    """Bilinear interpolation on a grid of ``shape`` ``(Gy, Gx)`` with node ``(0, 0)`` at ``lo``
-    and ``step`` apart (one grid, or one per point): the four corner nodes ``(row, col)`` of
-    each point and their weights; points off the grid take its edge."""
-    gy, gx = shape
-    top = torch.tensor([gx - 1, gy - 1], device=x.device, dtype=x.dtype)
-    u = torch.minimum(((x - lo) / step).clamp_min(0), top)
-    i0 = torch.minimum(u.floor(), top - 1).long()  # the last node is a cell's far corner
-    f = u - i0
-    ix, iy = i0[:, 0], i0[:, 1]
-    fx, fy = f[:, 0], f[:, 1]
-    return [
-        ((iy, ix), (1 - fx) * (1 - fy)),
-        ((iy, ix + 1), fx * (1 - fy)),
-        ((iy + 1, ix), (1 - fx) * fy),
-        ((iy + 1, ix + 1), fx * fy),
-    ]
-
-
-def _cells(d: ImageDensity) -> tuple[Tensor, Tensor]:
-    """The centres ``(K, 2)`` and masses ``(K,)`` of a density's cells that hold mass."""
-    probs = torch.as_tensor(d.probs_np, dtype=torch.float64)
-    rows, cols = torch.nonzero(probs > 0, as_tuple=True)
-    x = -d.half[0] + (cols.double() + 0.5) * d.cell[0]
-    y = d.half[1] - (rows.double() + 0.5) * d.cell[1]
-    return torch.stack([x, y], 1), probs[rows, cols]
-
-
-def _splat(x: Tensor, mass: Tensor, lo: Tensor, step: Tensor, g: int) -> Tensor:
-    """Masses at points ``x`` ``(K, 2)`` shared bilinearly among a ``(g, g)`` grid's nodes."""
-    u = ((x - lo) / step).clamp(0, g - 1)
-    i0 = u.floor().clamp_max(g - 2).long()
-    f = u - i0
-    out = torch.zeros(g * g, dtype=torch.float64)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            w = (f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
-            out.index_add_(0, (i0[:, 1] + dy) * g + i0[:, 0] + dx, w * mass)
-    return out.reshape(g, g)
-
-
-def blur_matrix(g: int, step: float, sd: float) -> Tensor:
-    """``(g, g)`` matrix of a 1-D Gaussian blur of ``sd`` on nodes ``step`` apart: each
-    column holds the mass N(0, sd^2) gives each node's cell, so it stays exact (a plain
-    shift) when ``sd`` is far below ``step``."""
-    j = torch.arange(-(g - 1), g, dtype=torch.float64)
-    if sd <= 1e-12:
-        kernel = (j == 0).double()
-    else:
-        z = step / (sd * math.sqrt(2))
-        kernel = 0.5 * (torch.erf((j + 0.5) * z) - torch.erf((j - 0.5) * z))
-    idx = torch.arange(g)
-    return kernel[(idx[:, None] - idx[None, :]) + g - 1]
-
-
-def _convolve(a: Tensor, kernel: Tensor) -> Tensor:
-    """``a`` convolved with a centred ``kernel`` of the same size (zero outside), by FFT."""
-    g = a.shape[0]
-    n = 2 * g
-    f = torch.fft.rfft2(a, s=(n, n)) * torch.fft.rfft2(kernel, s=(n, n))
-    full = torch.fft.irfft2(f, s=(n, n))
-    off = (g - 1) // 2
-    return full[off : off + g, off : off + g]
+        out = self.between(k, t, x)  # past the last grid slice: that slice
+        if self.window is None:
+            return out
+        late = torch.nonzero(t >= self.times[-1]).squeeze(1)
+        if len(late):  # from the last grid slice to the window's first time, linearly
+            tl, xl = t[late], x[late]
+            w = ((tl - self.times[-1]) / (self.late - self.times[-1])).clamp(0, 1)
+            w = w.to(x.dtype)[:, None]
+            out[late] = (1 - w) * out[late] + w * self.window.velocity(tl, xl)
+        return out
 
 
 NOISE_REACH = 5.5  # the start's support, in standard deviations of N(0, I)

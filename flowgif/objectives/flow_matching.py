@@ -16,6 +16,7 @@ so a morph moves each particle nearly as little as optimal transport.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -91,10 +92,20 @@ def draw_times(
 
 
 def times(drawn: Tensor, config: FMConfig) -> Tensor:
-    """Training times from :func:`draw_times`' numbers (any shape)."""
+    """Training times from :func:`draw_times`' numbers (any shape ``(..., n, 1)``): the last
+    ``fm.late`` of each batch's rows near the picture, ``1 - t`` log-uniform in [1e-3, 0.1]."""
     if config.time_sampling == "uniform":
-        return drawn
-    return torch.sigmoid(config.time_loc + config.time_scale * drawn)
+        t, uniform = drawn, drawn
+    else:
+        t = torch.sigmoid(config.time_loc + config.time_scale * drawn)
+        uniform = torch.special.ndtr(drawn)
+    n = drawn.shape[-2] if drawn.dim() >= 2 else 0
+    late = round(n * config.late)
+    if late:
+        near = 1 - torch.exp(math.log(1e-3) + uniform * math.log(100.0))
+        rows = torch.arange(n, device=drawn.device).reshape(n, 1) >= n - late
+        t = torch.where(rows, near, t)
+    return t
 
 
 def ot_pair(x0: Tensor, x1: Tensor, block: int) -> Tensor:

@@ -185,12 +185,18 @@ def _start_problem(start: Any) -> str:
 
 def checkpoint_config(ckpt: dict[str, Any], source: str = "checkpoint") -> Config:
     """The config a checkpoint was trained with (runs from before the ink models used
-    darkness, which ``density.ink`` then says; ``train.method`` of runs from before the
-    objectives and families were named apart is read as the shorthand it now is)."""
+    darkness, which ``density.ink`` then says; runs from before the late times and their
+    features trained without them, ``field.late_features = 0`` and ``fm.late = 0``;
+    ``train.method`` of runs from before the objectives and families were named apart is
+    read as the shorthand it now is)."""
     data = dict(ckpt["config"])
     density = data.get("density")
     if isinstance(density, dict) and "ink" not in density:
         data["density"] = {**density, "ink": "darkness"}
+    for section, key in (("field", "late_features"), ("fm", "late")):  # runs from before them
+        part = data.get(section)
+        if isinstance(part, dict) and key not in part:
+            data[section] = {**part, key: 0}
     return Config.from_dict(data, source=source)
 
 
