@@ -70,6 +70,8 @@ def one(config: str, image: str, budget: float, sets: list[str], threads: int, s
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sc = cfg.solve
     sampler = f"rk4 x{sc.steps}" if sc.method == "rk4" else f"{sc.method} {sc.atol:g}"
+    if sc.method == "rk4" and sc.warp != 1:
+        sampler += f" warp {sc.warp:g}"
     if "layers" in figures:  # a discrete flow
         sampler = f"{figures['layers']} layers"
     return {
@@ -167,14 +169,17 @@ def machine() -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| config | image | budget | threads | steps | kl (nats) | tv | tv_floor | on_ink "
-        "| transport | sampler | NFE | peak MB | wall s |\n" + "|---" * 14 + "|"
+        "| exact tv | tv gap | transport | sampler | NFE | peak MB | wall s |\n"
+        + "|---" * 16
+        + "|"
     )
     lines = [head]
     for r in sorted(rows, key=lambda r: (r["image"], r["budget_s"], r["kl"])):
         lines.append(
             f"| {r['name']} | {r['image']} | {r['budget_s']:g} s | {r['threads']} | "
             f"{r['steps']} | {r['kl']:.3f} | {r['tv']:.3f} | {r['tv_floor']:.3f} | "
-            f"{r['on_ink']:.3f} | {_fmt(r.get('transport'))} | "
+            f"{r['on_ink']:.3f} | {_fmt(r.get('exact_tv'))} | {_fmt(r.get('tv_gap'))} | "
+            f"{_fmt(r.get('transport'))} | "
             f"{r.get('sampler', 'dopri5 0.0001')} | {r.get('nfe', '-')} | "
             f"{r['peak_mb']:.0f} | {r['wall_s']:.0f} |"
         )

@@ -121,3 +121,27 @@ def test_runs_from_before_the_ink_models_resume_with_darkness(
     result = call("train", "--resume", run, "--steps", 45)
     assert result.exit_code == 0, result.output
     assert "ink: darkness" in result.output
+
+
+def test_runs_from_before_the_late_times_load_and_resume_as_they_trained(
+    tiny_png: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose config has no ``field.late_features`` nor ``fm.late`` (trained
+    before them, on fields without those inputs) loads with both 0, samples, and resumes."""
+    import torch
+
+    from flowgif.config import load_config
+    from flowgif.fit import train_run
+    from flowgif.store import checkpoint_config, load_checkpoint, load_run
+
+    smoke = load_config(SMOKE)
+    run = tmp_path / "old"
+    train_run(tiny_png, smoke.updated({"field.late_features": 0, "fm.late": 0.0}), run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["field"]["late_features"], ckpt["config"]["fm"]["late"]
+    torch.save(ckpt, run / "checkpoint.pt")
+    config = checkpoint_config(load_checkpoint(run / "checkpoint.pt"))
+    assert (config.field.late_features, config.fm.late) == (0, 0.0)
+    assert load_run(run).flow.paths(torch.zeros(3, 2), torch.tensor([0.0, 1.0])).isfinite().all()
+    result = call("train", "--resume", run, "--steps", 45)
+    assert result.exit_code == 0, result.output

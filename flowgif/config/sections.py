@@ -149,7 +149,7 @@ class TrainConfig:
     steps: int = 0
     minutes: float = 3.0
     batch: int = 1024
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup: int = 50
