@@ -247,6 +247,8 @@ def test_the_exact_target_teaches_the_field_closer_than_the_pairs(tiny_png: Path
     assert figures["exact"]["field_error"] < figures["conditional"]["field_error"], figures
     # smoke.toml's coarse working grid bounds every flow's tv; the exact flow's is the best
     assert figures["exact"]["exact_tv"] < min(f["tv"] for f in figures.values())
+    for f in figures.values():  # what training has left to gain, in the referee's tv
+        assert f["tv_gap"] == pytest.approx(f["tv"] - f["exact_tv"]) and f["tv_gap"] > 0
     with pytest.raises(FlowgifError, match=r"fm\.ot"):
         smoke.updated({"fm.target": "exact", "fm.ot": True})
 

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from flowgif.config.choices import (
-    CHOICES,
-    COMPUTED,
-    FIXED_STEP,
-    FLOORS,
-    LIMITS,
-    MEMORY_LIMIT,
-    METHODS,
-    NON_NEGATIVE,
-    POSITIVE,
-)
+from flowgif.config.choices import METHODS
 from flowgif.errors import FlowgifError
 
 __all__ = [
@@ -320,75 +309,10 @@ class Config:
         return new
 
     def validate(self, source: str = "config") -> None:
-        """Raise FlowgifError naming the first option out of range."""
-        for dotted, choices in CHOICES.items():
-            value = self.get(dotted)
-            if value not in choices:
-                raise FlowgifError(
-                    f"{source}: {dotted} = {value!r} is not one of: {', '.join(choices)}"
-                )
-        for dotted in POSITIVE | NON_NEGATIVE:
-            value = self.get(dotted)
-            if not math.isfinite(value) or value < 0 or (dotted in POSITIVE and value == 0):
-                need = "> 0" if dotted in POSITIVE else ">= 0"
-                raise FlowgifError(f"{source}: {dotted} = {value} must be {need}")
-        for dotted, top in LIMITS.items():
-            value = self.get(dotted)
-            if value > top:
-                raise FlowgifError(f"{source}: {dotted} = {value} is above its limit, {top:g}")
-        for dotted, bottom in FLOORS.items():
-            value = self.get(dotted)
-            if value < bottom:
-                raise FlowgifError(f"{source}: {dotted} = {value} is below its limit, {bottom:g}")
-        if self.train.seed < 0:
-            raise FlowgifError(f"{source}: train.seed = {self.train.seed} must be >= 0")
-        floats = (
-            self.train.batch
-            * max(self.field.width, self.flow.hidden)
-            * (max(self.field.depth, self.flow.depth) + 1)
-        )
-        if floats > MEMORY_LIMIT:
-            raise FlowgifError(
-                f"{source}: train.batch x width x depth = {floats:.3g} activations per step "
-                f"is more than flowgif allows ({MEMORY_LIMIT:.0e}, about 8 GB); lower the "
-                "batch or the field's size"
-            )
-        for dotted in ("density.ink_floor", "train.finetune", "train.ema", "fm.late"):
-            if not 0 <= self.get(dotted) < 1:
-                raise FlowgifError(f"{source}: {dotted} must be in [0, 1)")
-        if self.field.augment and self.train.family != "field":
-            raise FlowgifError(
-                f"{source}: field.augment applies to the continuous flows (fm, "
-                f"ffjord, reverse), not to {self.train.family}"
-            )
-        if (self.train.objective == "exact") != (self.train.family in COMPUTED):
-            raise FlowgifError(
-                f"{source}: the exact flow and the optimal-transport flow are computed, not "
-                'trained: train.objective is "exact" exactly when train.family is "exact" or '
-                '"ot" (train.method = "exact" or "ot")'
-            )
-        if self.fm.target == "plan" and (not self.fm.ot or self.fm.sigma or self.field.augment):
-            raise FlowgifError(
-                f'{source}: fm.target = "plan" pairs by the optimal-transport plan: it needs '
-                "fm.ot = true and takes no fm.sigma or field.augment"
-            )
-        if self.fm.target == "exact" and (self.fm.ot or self.fm.sigma or self.field.augment):
-            raise FlowgifError(
-                f'{source}: fm.target = "exact" is the field of independent pairs on straight '
-                "paths in two dimensions: it takes no fm.ot, fm.sigma or field.augment"
-            )
-        if self.train.objective == "fm" and self.train.family != "field":
-            raise FlowgifError(
-                f'{source}: flow matching fits a vector field (train.family = "field"), not '
-                f"{self.train.family}"
-            )
-        if self.ffjord.solver in FIXED_STEP and not self.ffjord.steps:
-            raise FlowgifError(
-                f"{source}: ffjord.solver = {self.ffjord.solver!r} takes fixed steps: set "
-                "ffjord.steps (e.g. 8)"
-            )
-        if self.train.steps == 0 and self.train.minutes == 0:
-            raise FlowgifError(f"{source}: set train.steps or train.minutes above 0")
+        """Raise FlowgifError naming the first option out of range (:mod:`.checks`)."""
+        from flowgif.config.checks import validate
+
+        validate(self, source)
 
     def get(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")

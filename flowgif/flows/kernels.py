@@ -83,9 +83,10 @@ def box_blur(
 
 
 def between(cdf: Callable[[Tensor], Tensor], hi: Tensor, lo: Tensor) -> Tensor:
-    """``Phi(hi) - Phi(lo)`` without cancelling in the upper tail."""
-    upper = (hi + lo) > 0
-    return torch.where(upper, cdf(-lo) - cdf(-hi), cdf(hi) - cdf(lo))
+    """``Phi(hi) - Phi(lo)`` without cancelling in the upper tail: there it is mirrored,
+    ``Phi(-lo) - Phi(-hi)`` (one pair of CDFs either way)."""
+    sign = torch.where((hi + lo) > 0, -1.0, 1.0).to(hi.dtype)
+    return sign * (cdf(sign * hi) - cdf(sign * lo))
 
 
 def cells(d: ImageDensity) -> tuple[Tensor, Tensor]:
