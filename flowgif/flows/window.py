@@ -63,9 +63,13 @@ class Window:
         (in chunks of :data:`CHUNK` points: a window's cells take memory per point)."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device).reshape(-1)
         t = (t.expand(len(x)) if t.numel() == 1 else t).clamp(max=1.0)  # a solver may look past 1
-        if len(x) <= CHUNK:
-            return self._chunk(t, x)
-        parts = [self._chunk(t[i : i + CHUNK], x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
+        # in full precision even inside a training step's bf16 autocast (a teacher is exact)
+        with torch.autocast(x.device.type, enabled=False):
+            if len(x) <= CHUNK:
+                return self._chunk(t, x)
+            parts = [
+                self._chunk(t[i : i + CHUNK], x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)
+            ]
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
 
     def _chunk(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
