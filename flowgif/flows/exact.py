@@ -27,6 +27,7 @@ from torch import Tensor
 
 from flowgif.config import Config
 from flowgif.flows.computed import ComputedField, ComputedFlow
+from flowgif.flows.kernels import nearest_inked
 from flowgif.flows.ode import SolveStats
 from flowgif.flows.posterior import STEPS, Posterior, blur_matrix, solve_times
 from flowgif.sources.base import Distribution
@@ -81,7 +82,7 @@ class ExactFlow(ComputedFlow):
         if late < 1:  # past the grid, each point's window is exact: a few long steps
             window = 1 - (1 - late) * (self.delta / (1 - late)) ** np.linspace(0, 1, LATE + 1)
             self.times = np.concatenate([self.times[self.times < late], window])
-        self._nearest = _nearest_inked(end)
+        self._nearest = nearest_inked(end.probs_np)
 
     def paths(self, z: Tensor, times: Tensor, stats: SolveStats | None = None) -> Tensor:
         """Points ``(T, N, 2)`` at ``times``: the solve's steps with dense output (the
@@ -180,14 +181,3 @@ class ExactFlow(ComputedFlow):
     def push(self, z: Tensor) -> tuple[Tensor, Tensor]:
         x = self.paths(z, torch.tensor([0.0, 1.0], device=z.device))[-1]
         return x, self.log_prob(x)
-
-
-def _nearest_inked(d: ImageDensity) -> np.ndarray:
-    """For every cell of ``d``, itself when it holds mass, else the nearest cell that does."""
-    from scipy.ndimage import distance_transform_edt
-
-    empty = d.probs_np <= 0
-    if not empty.any():
-        return np.arange(empty.size)
-    _, (rows, cols) = distance_transform_edt(empty, return_indices=True)
-    return (rows * d.grid[1] + cols).ravel()

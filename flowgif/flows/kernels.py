@@ -7,12 +7,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from flowgif.sources.picture import ImageDensity
 
-__all__ = ["between", "blur_matrix", "box_blur", "cells", "convolve", "corners", "edges", "splat"]
+__all__ = [
+    "between",
+    "blur_matrix",
+    "box_blur",
+    "cells",
+    "convolve",
+    "corners",
+    "edges",
+    "nearest_inked",
+    "splat",
+]
 
 
 def corners(
@@ -133,3 +144,15 @@ def convolve(a: Tensor, kernel: Tensor) -> Tensor:
     full = torch.fft.irfft2(f, s=(n, n))
     off = (g - 1) // 2
     return full[off : off + g, off : off + g]
+
+
+def nearest_inked(probs: np.ndarray) -> np.ndarray:
+    """For every cell of ``probs`` ``(h, w)``, its flat index when it holds mass, else that
+    of the nearest cell that does."""
+    from scipy.ndimage import distance_transform_edt
+
+    empty = probs <= 0
+    if not empty.any():
+        return np.arange(empty.size)
+    _, (rows, cols) = distance_transform_edt(empty, return_indices=True)
+    return (rows * probs.shape[1] + cols).ravel()

@@ -256,10 +256,8 @@ class Table:
         if times is None:
             times = solve_times(0.1 * min(posterior.end.cell))
         self.window = posterior.window
-        grid = [float(t) for t in times if t < posterior.late]
-        if self.window is not None:
-            grid = grid[: max(2, len(grid))]
-            self.late = posterior.late
+        self.late = posterior.late
+        grid = [float(t) for t in times if t < self.late]
         slices = [posterior.at(t) for t in grid]
         self.times = torch.as_tensor(grid, dtype=torch.float64)
         self.lo = torch.stack([s.lo for s in slices])  # (T, 2)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowgif.flows.kernels import nearest_inked
 from flowgif.sources.picture import ImageDensity
 
 __all__ = ["Window"]
@@ -45,7 +46,7 @@ class Window:
         self.half = end.half
         self.cell = end.cell
         self.shape = end.grid  # (h, w)
-        self.nearest = torch.as_tensor(_nearest_inked(end.probs_np), device=end.device)
+        self.nearest = torch.as_tensor(nearest_inked(end.probs_np), device=end.device)
         self.reach = math.ceil(REACH * spread / min(end.cell)) + 1
         # the cells' masses with a margin of empty cells as wide as the window
         self.padded = torch.as_tensor(
@@ -148,14 +149,3 @@ def _truncated(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         -0.5 * b * b - _LOG_ROOT_2PI - log_z
     )
     return log_z, mean
-
-
-def _nearest_inked(probs: np.ndarray) -> np.ndarray:
-    """For every cell, itself when it holds mass, else the nearest cell that does."""
-    from scipy.ndimage import distance_transform_edt
-
-    empty = probs <= 0
-    if not empty.any():
-        return np.arange(empty.size)
-    _, (rows, cols) = distance_transform_edt(empty, return_indices=True)
-    return (rows * probs.shape[1] + cols).ravel()
