@@ -1,11 +1,12 @@
-"""What a long command shows and hears while it runs: a progress bar, and Ctrl-C or SIGTERM
-turned into a stop at the next step boundary."""
+"""What a long command shows and hears while it runs: a progress bar, Ctrl-C or SIGTERM turned
+into a stop at the next step boundary, and SIGUSR1 / SIGUSR2 into a pause there and its end."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,15 +15,23 @@ from flowgif.cli.common import err_console
 __all__ = ["Stop", "progress_bar", "stop_on_signals"]
 
 
+PAUSE = getattr(signal, "SIGUSR1", None)  # pause at the next step boundary (POSIX)
+GO_ON = getattr(signal, "SIGUSR2", None)  # continue
+
+
 class Stop:
-    """Whether Ctrl-C or SIGTERM asked to stop (call it). ``at_once``: work with no step
-    boundary to stop at (the exact flow, computed whole) is cut by the first signal."""
+    """Whether Ctrl-C or SIGTERM asked to stop (call it between steps; while SIGUSR1 has paused
+    the work, the call waits for SIGUSR2 or a stop). ``at_once``: work with no step boundary
+    to stop at (the exact flow, computed whole) is cut by the first signal."""
 
     def __init__(self) -> None:
         self.asked: list[int] = []
         self.at_once = False
+        self.paused = False
 
     def __call__(self) -> bool:
+        while self.paused and not self.asked:
+            time.sleep(0.05)  # a signal's handler runs between these sleeps
         return bool(self.asked)
 
 
@@ -32,9 +41,13 @@ def stop_on_signals() -> Iterator[Stop]:
 
     The first signal sets a flag that training reads between steps; a second Ctrl-C (or the
     first, for work with no steps: :attr:`Stop.at_once`) stops at once, keeping the last
-    checkpoint as it was.
+    checkpoint as it was. SIGUSR1 pauses training at the next step boundary (its clock stops
+    with it), SIGUSR2 continues it.
     """
     stop = Stop()
+
+    def pause(signum: int, frame: object) -> None:
+        stop.paused = signum == PAUSE
 
     def handler(signum: int, frame: object) -> None:
         if stop.at_once or (stop.asked and signum == signal.SIGINT):
@@ -44,8 +57,10 @@ def stop_on_signals() -> Iterator[Stop]:
             os.write(2, b"\nstopping after this step (Ctrl-C again to stop at once)\n")
         stop.asked.append(signum)
 
+    handlers = {signal.SIGINT: handler, signal.SIGTERM: handler}
+    handlers |= {sig: pause for sig in (PAUSE, GO_ON) if sig is not None}
     try:
-        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old = {sig: signal.signal(sig, fn) for sig, fn in handlers.items()}
     except ValueError:  # not the main thread: leave signals alone
         yield stop
         return

@@ -166,6 +166,15 @@ def train(
             help="Continue the run in this folder from its last checkpoint.", show_default=False
         ),
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Write the network as it is now to RUN/live.pt four times a second, for "
+            "flowgif view to show it learning (removed when training ends). SIGUSR1 pauses "
+            "any training at a step, SIGUSR2 continues it.",
+        ),
+    ] = False,
 ) -> None:
     """Fit a flow to a picture; writes a run folder (config, checkpoint, loss.csv, samples.png)."""
     with stop_on_signals() as stop:
@@ -222,7 +231,16 @@ def _run(
     err_console.print(f"{what} -> {escape(str(out))}", highlight=False)
     try:
         with progress_bar() as update:
-            result = train_opened(run, progress=update, stop=stop)
+            if a["live"] and tc.objective != "exact":
+                write = run.live()
+
+                def both(p: Any) -> None:
+                    update(p)
+                    write(p)
+
+                result = train_opened(run, progress=both, stop=stop)
+            else:
+                result = train_opened(run, progress=update, stop=stop)
     except Interrupted as stopped:
         _report_interrupted(stopped, out)
     except KeyboardInterrupt:  # work with no step boundary (the exact flow), cut at once

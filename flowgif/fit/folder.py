@@ -4,6 +4,8 @@ its checkpoints, and ``train_run``: picture in, run folder out."""
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from flowgif.owned import check_replaceable, made_by_flowgif, record_written
 from flowgif.sources import NOISE, Source, end_spec, load_source
 from flowgif.store import (
     CHECKPOINT,
+    LIVE,
     check_marked,
     check_new_run_dir,
     claim_marked,
@@ -40,7 +43,9 @@ from flowgif.store import (
     write_loss_csv,
 )
 
-__all__ = ["RunFolder", "open_run", "train_opened", "train_run"]
+__all__ = ["LIVE_EVERY", "RunFolder", "open_run", "train_opened", "train_run"]
+
+LIVE_EVERY = 0.25  # seconds between two writes of live.pt (``flowgif train --live``)
 
 
 class RunFolder:
@@ -83,6 +88,44 @@ class RunFolder:
             self._saved = True
         write_loss_csv(self.out / "loss.csv", [tuple(r) for r in payload["losses"].tolist()])
         record_written(self.out / "loss.csv")
+
+    def live(self) -> Callable[[Progress], None]:
+        """A progress callback that writes ``live.pt`` (:data:`~flowgif.store.LIVE`): the
+        sampling weights now, with the checkpoint's record of both ends, the step, seconds,
+        loss and this process's id, after the first step and then every
+        :data:`LIVE_EVERY` seconds, atomically (``flowgif view`` shows it while it trains;
+        :meth:`clear_live` removes it when training ends)."""
+        path = self.out / LIVE
+        check_replaceable(path)  # one left by a killed run is flowgif's by its record
+        last = [-1.0]
+
+        def write(p: Progress) -> None:
+            now = time.monotonic()
+            if p.model is None or now - last[0] < LIVE_EVERY:
+                return
+            last[0] = now
+            record = {"step": p.step, "seconds": p.seconds, "loss": p.loss}
+            payload = {
+                **self.meta,
+                **record,
+                "fraction": p.fraction,
+                "pid": os.getpid(),
+                "field": p.model().state_dict(),
+                "ema": None,
+                "losses": torch.tensor([[p.step, p.seconds, p.loss, 0.0]], dtype=torch.float64),
+            }
+            save_checkpoint(path, payload)
+            record_written(path)
+
+        return write
+
+    def clear_live(self) -> None:
+        """Remove ``live.pt`` when this process wrote it (its record proves it)."""
+        from flowgif.owned import recorded
+
+        path = self.out / LIVE
+        if recorded(path):
+            path.unlink(missing_ok=True)
 
     def check_own_files(self) -> None:
         """Before a resumed run writes anything: each file it will replace (``config.toml``,
@@ -269,9 +312,11 @@ def train_opened(
             stop=stop,
         )
     except BaseException:
+        run.clear_live()
         run.discard_if_empty()
         let_go(run.out)
         raise
+    run.clear_live()
     try:
         if preview:
             run.preview(result.model, device)

@@ -12,6 +12,7 @@ one model.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class Progress:
     fraction: float  # of the budget used, in [0, 1]
     loss: float
     seconds: float
+    model: Callable[[], nn.Module] | None = None  # the sampling weights now (the EMA when on)
 
 
 @dataclass
@@ -169,7 +171,8 @@ def run_loop(
             ``checkpoint_every`` steps, when its budget is spent, and when ``stop`` asks.
         progress: called after every step with each member's progress.
         stop: asked between steps; when it returns True each unfinished member is
-            checkpointed at its last whole step and gets an ``Interrupted``.
+            checkpointed at its last whole step and gets an ``Interrupted``. It may block
+            (training paused): the time it holds is not counted as training.
 
     Returns:
         One outcome per member: a :class:`TrainResult`, the ``FlowgifError`` it failed with
@@ -179,13 +182,26 @@ def run_loop(
     loop = _Loop(stepper, members, config, save)
     try:
         while active := loop.training():
-            if stop is not None and stop():
-                loop.interrupt(active)
-                break
+            if stop is not None:
+                asked = time.perf_counter()
+                stopping = stop()
+                loop.clock += time.perf_counter() - asked  # a pause is not training time
+                if stopping:
+                    loop.interrupt(active)
+                    break
             loop.step(active)
             if progress is not None:
                 progress(
-                    [Progress(m.step, min(m.fraction, 1.0), m.loss, m.spent) for m in members]
+                    [
+                        Progress(
+                            m.step,
+                            min(m.fraction, 1.0),
+                            m.loss,
+                            m.spent,
+                            functools.partial(stepper.model, i),
+                        )
+                        for i, m in enumerate(members)
+                    ]
                 )
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flowgif.store.checkpoint import (
     CHECKPOINT,
+    LIVE,
     FORMAT,
     checkpoint_config,
     checkpoint_problem,
@@ -27,6 +28,7 @@ from flowgif.store.folders import (
     claim_marked,
     find_latest_run,
     hold,
+    in_use,
     let_go,
     new_run_dir,
     read_marker,
@@ -45,6 +47,7 @@ from flowgif.store.run import Run, load_run
 
 __all__ = [
     "CHECKPOINT",
+    "LIVE",
     "FORMAT",
     "MARKER",
     "RESUMABLE",
@@ -63,6 +66,7 @@ __all__ = [
     "find_latest_run",
     "fraction",
     "hold",
+    "in_use",
     "ink_tensor",
     "let_go",
     "load_checkpoint",

@@ -26,6 +26,7 @@ from flowgif.sources.picture import ImageDensity, ink_colors
 
 __all__ = [
     "CHECKPOINT",
+    "LIVE",
     "FORMAT",
     "checkpoint_config",
     "checkpoint_problem",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
+LIVE = "live.pt"  # a run training with --live: its sampling weights now, the checkpoint's schema
 FORMAT = "flowgif-checkpoint/1"
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "claim_marked",
     "find_latest_run",
     "hold",
+    "in_use",
     "let_go",
     "new_run_dir",
     "read_marker",
@@ -242,6 +243,17 @@ def let_go(folder: Path, all_holds: bool = False) -> None:
     _HELD[key][1] -= 1
     if all_holds or _HELD[key][1] <= 0:
         os.close(_HELD.pop(key)[0])
+
+
+def in_use(folder: Path) -> bool:
+    """Whether another process holds ``folder`` now (a run training); False for a folder
+    with no marker. (It holds the lock itself for an instant to find out.)"""
+    try:
+        hold(folder)
+    except FlowgifError:
+        return read_marker(folder) is not None
+    let_go(folder)
+    return False
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:

@@ -79,14 +79,15 @@ class Run:
         return self.model
 
 
-def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
-    """Load the run folder ``path`` (its ``checkpoint.pt``) onto ``device``."""
+def load_run(path: Path, device: torch.device | str = "cpu", file: str = CHECKPOINT) -> Run:
+    """Load the run folder ``path`` (its ``checkpoint.pt``, or ``file``: the ``live.pt`` of a
+    run training with ``--live``) onto ``device``."""
     path = Path(path)
     if not path.is_dir():
         raise FlowgifError(f"run folder not found: {path}")
-    ckpt = load_checkpoint(path / CHECKPOINT)
+    ckpt = load_checkpoint(path / file)
     try:
-        config = checkpoint_config(ckpt, source=f"{path / CHECKPOINT}")
+        config = checkpoint_config(ckpt, source=f"{path / file}")
         density = ImageDensity(
             ckpt["ink"].double().numpy(), tuple(ckpt["size"]), config.density.extent, device
         )
@@ -105,7 +106,7 @@ def load_run(path: Path, device: torch.device | str = "cpu") -> Run:
         if len(reason) > 100:
             reason = reason[:97] + "..."
         raise FlowgifError(
-            f"{path / CHECKPOINT} is damaged or from another version ({reason})"
+            f"{path / file} is damaged or from another version ({reason})"
         ) from None
     model.eval()
     meta = {k: v for k, v in ckpt.items() if not isinstance(v, (dict, torch.Tensor))}

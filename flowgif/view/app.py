@@ -11,6 +11,9 @@ one :class:`~flowgif.view.jobs.Pool`.
 ``GET /api/runs``                     the run folders of FOLDER (routes.runs)
 ``GET /api/runs/NAME/WHAT``           a run's thumb, flow, exact flow, inside (routes.runs)
 ``GET /api/progress/JOB``             how far the work named ``?job=JOB`` has come
+``POST /api/train``                   train a picture or a run, live (routes.train)
+``GET /api/train/NAME/next``          the network as it learns, when it changes
+``POST /api/train/NAME/WHAT``         pause, continue or stop a training
 ``POST /api/save``                    Save GIF/MP4 into FOLDER (routes.saves)
 ``GET /api/files/NAME``               a saved file (routes.saves)
 ====================================  ========================================================
@@ -30,7 +33,8 @@ from starlette.staticfiles import StaticFiles
 from flowgif.view import saving
 from flowgif.view.guard import Guard
 from flowgif.view.jobs import Pool
-from flowgif.view.routes import pictures, runs, saves
+from flowgif.view.routes import pictures, runs, saves, train
+from flowgif.view.training import Trainings
 from flowgif.view.routes.base import State, state_of
 from flowgif.view.routes.pictures import warm_up
 
@@ -55,6 +59,9 @@ ROUTES = [
     Route("/api/runs", runs.runs, methods=["GET"]),
     Route("/api/runs/{name}/{what}", runs.a_run, methods=["GET"]),
     Route("/api/progress/{job}", progress, methods=["GET"]),
+    Route("/api/train", train.start, methods=["POST"]),
+    Route("/api/train/{name}/next", train.next_update, methods=["GET"]),
+    Route("/api/train/{name}/{what}", train.act, methods=["POST"]),
     Route("/api/save", saves.save_route, methods=["POST"]),
     Route("/api/files/{name}", saves.download, methods=["GET"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -75,20 +82,24 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         folder: the run folders it lists (and never reads outside of); saves go here.
         hosts: the Host names it answers besides addresses (the bound address's); others
             get 400.
-        workers: heavy jobs at once (threads off the event loop).
+        workers: heavy jobs at once (threads off the event loop), and trainings at once
+            (processes).
     """
     guard = Middleware(Guard, hosts=hosts, caps={"/api/flow": MAX_UPLOAD})
     handlers = {404: not_found, 405: not_found}
     app = Starlette(routes=ROUTES, middleware=[guard], exception_handlers=handlers)
     pool = Pool(workers)
-    app.state.view = State(Path(folder), pool)
+    trainings = Trainings(workers)
+    app.state.view = State(Path(folder), pool, trainings=trainings)
     app.state.stats = pool.stats
 
     def cancel_all() -> None:
         """Stop all work now (the server is stopping): queued work never starts, running work
-        stops at its next part, a save's commands are stopped (they clean after themselves)."""
+        stops at its next part, a save's commands are stopped (they clean after themselves),
+        trainings stop with their checkpoints (but those asked to keep training)."""
         pool.cancel_all()
         saving.stop_children()
+        trainings.close()
 
     app.state.cancel_all = cancel_all
     return app

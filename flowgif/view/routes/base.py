@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from flowgif.errors import FlowgifError
 from flowgif.view.jobs import Job, Pool, refusal
+from flowgif.view.training import Trainings
 from flowgif.view.scene import inside_body, scene_body
 
 __all__ = [
@@ -49,6 +50,11 @@ class State:
     thumbs: OrderedDict = field(default_factory=OrderedDict)  # (name, mtime) -> PNG
     thumbnailing: anyio.CapacityLimiter = field(  # thumbnails made at once (each loads a run)
         default_factory=lambda: anyio.CapacityLimiter(2)
+    )
+    trainings: Trainings = field(default_factory=Trainings)  # the trainings it started
+    watches: OrderedDict = field(default_factory=OrderedDict)  # run name -> live.Watch
+    solving: anyio.CapacityLimiter = field(  # networks solved at once for the page
+        default_factory=lambda: anyio.CapacityLimiter(1)
     )
 
 

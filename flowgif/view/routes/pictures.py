@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -156,6 +157,7 @@ async def flow(request: Request) -> Response:
         data = got
     pid = picture_id(data, text, ink, invert)
     remember(state.pictures, pid, (data, text, ink, invert))
+    await anyio.to_thread.run_sync(state.trainings.prepare)  # Train may come next
     return await state.pool.run(request, flow_body, state, pid, maker(request, pid), n)
 
 

@@ -43,28 +43,35 @@ __all__ = ["a_run", "list_runs", "run_name", "runs", "thumbnail"]
 FIGURES = ("kl", "tv", "on_ink", "floor")
 
 
-def _is_run(path: Path) -> bool:
-    from flowgif.store import CHECKPOINT
+def _is_run(path: Path, training: bool = False) -> bool:
+    """Whether ``path`` is a run folder of FOLDER: flowgif's checkpoint in it (or, with
+    ``training``, the ``live.pt`` of a run training before its first checkpoint)."""
+    from flowgif.store import CHECKPOINT, LIVE
 
+    names = (CHECKPOINT, LIVE) if training else (CHECKPOINT,)
     try:
-        ckpt = path / CHECKPOINT
-        return path.is_dir() and not path.is_symlink() and ckpt.is_file() and not ckpt.is_symlink()
+        if not path.is_dir() or path.is_symlink():
+            return False
+        return any((path / n).is_file() and not (path / n).is_symlink() for n in names)
     except OSError:  # a name too long, a folder that may not be searched
         return False
 
 
 def list_runs(folder: Path) -> list[dict]:
-    """The run folders directly under ``folder`` (those with flowgif's checkpoint), with the
-    finite figures of their ``eval``."""
+    """The run folders directly under ``folder`` (those with flowgif's checkpoint, or
+    training before it), with the finite figures of their ``eval`` and whether a process is
+    training them now."""
+    from flowgif.store import in_use
+
     try:
         entries = sorted(folder.iterdir()) if folder.is_dir() else []
     except OSError:
         return []
     out = []
     for p in entries:
-        if not _is_run(p):
+        if not _is_run(p, training=True):
             continue
-        entry: dict = {"name": p.name}
+        entry: dict = {"name": p.name, "training": in_use(p)}
         try:
             figures = json.loads((p / "eval.json").read_text(encoding="utf-8"))
             entry["eval"] = finite(figures, FIGURES)
@@ -74,8 +81,9 @@ def list_runs(folder: Path) -> list[dict]:
     return out
 
 
-def run_name(folder: Path, name: str) -> str:
-    """``name`` if it is a run :func:`list_runs` would list (never anything outside FOLDER).
+def run_name(folder: Path, name: str, training: bool = False) -> str:
+    """``name`` if it is a run :func:`list_runs` would list (never anything outside FOLDER);
+    with ``training``, also one training before its first checkpoint.
 
     Raises:
         FlowgifError: not such a run.
@@ -84,7 +92,7 @@ def run_name(folder: Path, name: str) -> str:
     if bad or len(name.encode("utf-8", "surrogateescape")) > 255:
         raise FlowgifError("not a run name")
     path = folder / name
-    if not _is_run(path) or path.resolve().parent != folder.resolve():
+    if not _is_run(path, training) or path.resolve().parent != folder.resolve():
         raise FlowgifError(f"no run named {name!r} in this folder")
     return name
 
@@ -113,9 +121,11 @@ def maker(folder: Path, name: str, of: str) -> Callable[[], tuple[Scene, dict]]:
     """What builds the scene of run ``name`` (``of="run"``) or of its picture's exact flow."""
 
     def make() -> tuple[Scene, dict]:
-        from flowgif.store import load_run
+        from flowgif.store import CHECKPOINT, LIVE, load_run
 
-        run = load_run(folder / name)
+        # a run training before its first checkpoint: its weights now
+        file = CHECKPOINT if (folder / name / CHECKPOINT).is_file() else LIVE
+        run = load_run(folder / name, file=file)
         if of == "exact":
             scene = exact_scene(run.density, run.colors, run.start, run.start_colors, STEPS)
             return scene, {"label": f"the exact flow of {name}", "method": "exact"}

@@ -1,8 +1,9 @@
 // flowgif view's controls: the page's state, its inputs, the animation loop, saves and runs.
-// Drawing is draw.js, every request api.js, the drawing pad pad.js.
+// Drawing is draw.js, every request api.js, the drawing pad pad.js, training train.js.
 import { decode, fetchBody, fetchJSON, listRuns } from "./api.js";
 import { draw, prepare, size, timeAt, viewAt } from "./draw.js";
 import { makePad } from "./pad.js";
+import { makeTraining } from "./train.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { s: 0, t: 0, playing: true, speed: 1, fps: 0, ready: false, frames: 0, error: "" };
@@ -86,6 +87,7 @@ function begin() {
 
 async function show(url, options, caption) {
   const signal = begin();
+  training.leave();
   say("computing the exact flow ...");
   try {
     const flow = await fetchFlow(url, options, signal);
@@ -163,6 +165,7 @@ async function loadInside() {
     if (!flow || flow.inside || flow.insideLoading) continue;
     flow.insideLoading = true;
     const url = flow.id ? `/api/inside?id=${flow.id}` : flow.insideUrl;
+    if (!url) continue;
     try {
       const inside = decode(await fetchBody(url, {}, undefined, progress));
       flow.inside = {
@@ -208,6 +211,7 @@ function figures(run) {
 
 async function playRun(run) {
   const signal = begin();
+  training.leave();
   const name = encodeURIComponent(run.name);
   say(`solving ${run.name} and the exact flow of its picture ...`);
   try {
@@ -225,8 +229,36 @@ async function playRun(run) {
     start();
     say("");
     loadInside();
+    if (run.training) training.watch(run.name, () => flows.exact);
   } catch (e) { if (e.name !== "AbortError") say(`error: ${e.message}`); }
 }
+
+// training (train.js): the network's flow replaces the right-hand panel as it learns
+const training = makeTraining({
+  say,
+  picture: () => flows.exact?.id,
+  exact: () => flows.exact,
+  refreshRuns: () => showRuns(),
+  async showRun(name, signal) { // a training that ended: its checkpoint's flow, every path
+    try {
+      const mine = await fetchFlow(`/api/runs/${encodeURIComponent(name)}/flow`, {}, signal);
+      if (signal.aborted) return;
+      mine.run = name;
+      mine.insideUrl = `/api/runs/${encodeURIComponent(name)}/inside?of=run`;
+      flows.run = mine;
+      size($("run"), mine);
+      $("run-caption").textContent = `${name} (${mine.method}), as trained`;
+      state.trained = name;
+    } catch (e) { if (e.name !== "AbortError") say(`error: ${e.message}`); }
+  },
+  showLive(flow, caption) {
+    flows.run = flow;
+    size($("run"), flow);
+    $("run-figure").hidden = false;
+    $("run-caption").textContent = caption;
+  },
+});
+state.train = training;
 
 async function showRuns() {
   let runs;
@@ -243,10 +275,19 @@ async function showRuns() {
     const title = document.createElement("span");
     title.textContent = run.name;
     const small = document.createElement("small");
-    small.textContent = figures(run);
+    small.textContent = run.training ? "training" : figures(run);
     b.append(img, title, small);
     b.addEventListener("click", () => playRun(run));
     li.append(b);
+    if (!run.training) { // go on training it: flowgif train --resume, for the budget above
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "resume";
+      more.textContent = "continue training";
+      more.title = "flowgif train --resume with the budget above (counted from the run's start)";
+      more.addEventListener("click", async () => { await playRun(run); training.train(run.name); });
+      li.append(more);
+    }
     ul.append(li);
   }
   if (!runs.length) ul.textContent = "no runs in this folder yet";

@@ -1,0 +1,149 @@
+// flowgif view's training: Train starts `flowgif train ... --live` on the picture on screen
+// (or continues a run of the folder), and the network's flow plays beside the exact flow,
+// replaced each time the network has new weights, with the training's figures beside it.
+// The page asks /api/train/NAME/next in a loop: the server answers when there is something
+// new (new weights or a new state), at the latest every 10 s.
+import { decode } from "./api.js";
+import { prepare } from "./draw.js";
+
+const $ = (id) => document.getElementById(id);
+// what the live flow takes from the exact flow it plays beside: the same frames, camera and
+// pacing, so that both panels move in step
+const SHARED = ["frames", "half", "size", "view", "pace", "hues", "ink", "ground", "heat_stops"];
+const ENDED = ["done", "stopped", "failed", "killed", "cancelled"];
+
+export function makeTraining(page) {
+  // page: { flows, say, showLive(flow, caption), showRun(name), refreshRuns(), picture() }
+  const live = { name: null, state: "", updates: 0, firstAt: null, startedAt: null, figures: {} };
+  window.flowgifView.training = live; // for tests and the console
+  let watching = null; // the AbortController of the watch under way
+
+  const fmt = (v, d = 3) => (typeof v === "number" ? v.toFixed(d) : "…");
+  let before = null; // the figures of the update before: steps per second between the two
+  function show(status, figures) {
+    const f = figures || {};
+    let rate = live.rate ?? null;
+    if (before && f.step > before.step && f.seconds > before.seconds) {
+      rate = (f.step - before.step) / (f.seconds - before.seconds);
+      live.rate = rate;
+    }
+    if (f.step !== undefined) before = f;
+    const parts = [status.state + (status.queued ? ` (${status.queued} ahead)` : "")];
+    if (f.step !== undefined) {
+      parts.push(`step ${f.step}`, `${fmt(rate, 0)} steps/s`, `${fmt(f.seconds, 0)} s`);
+      if (f.loss !== null && f.loss !== undefined) parts.push(`loss ${fmt(f.loss, 4)}`);
+      parts.push(`field error ${fmt(f.field)}`, `tv ${fmt(f.tv)} (exact flow ${fmt(f.tv_exact)})`);
+    }
+    if (status.line) parts.push(status.line);
+    $("train-figures").textContent = parts.join(" · ");
+    $("train-figures").title =
+      "field error: mean |v − v*|² / mean |v*|² at 1,000 points of the exact flow at t = 0.1 … 0.9; " +
+      "tv: where 4,000 particles land against the picture, on 32 cells along its longer side " +
+      "(the exact flow's own tv on the same particles is the floor of that estimate)";
+    const running = ["starting", "training", "paused", "queued", "stopping"].includes(status.state);
+    $("train-pause").hidden = !running || !status.command;
+    $("train-stop").hidden = !running || !status.command;
+    $("train-pause").textContent = status.state === "paused" ? "Continue" : "Pause";
+    $("train").disabled = running;
+  }
+
+  function flowOf(header, exact) {
+    const flow = header;
+    for (const k of SHARED) flow[k] = exact[k];
+    flow.heat = exact.heat_stops;
+    flow.run = live.name;
+    flow.method = "training";
+    flow.insideUrl = null; // p_t and v of a network in training: not fetched
+    return prepare(flow);
+  }
+
+  async function watch(name, exact) {
+    if (watching) watching.abort();
+    const ctl = new AbortController();
+    watching = ctl;
+    Object.assign(live, { name, state: "", updates: 0, firstAt: null, figures: {}, rate: null });
+    before = null;
+    let after = "", state = "";
+    while (!ctl.signal.aborted) {
+      let header;
+      try {
+        const url = `/api/train/${encodeURIComponent(name)}/next?after=${encodeURIComponent(after)}&state=${state}`;
+        const res = await fetch(url, { signal: ctl.signal });
+        if (!res.ok) {
+          let reason = `${res.status}`;
+          try { reason = (await res.json()).error; } catch (e) { /* not JSON */ }
+          throw new Error(reason);
+        }
+        header = decode(await res.arrayBuffer());
+      } catch (e) {
+        if (e.name === "AbortError") return;
+        page.say(`error: ${e.message}`);
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      after = header.stamp || after;
+      state = header.status.state;
+      live.state = state;
+      live.figures = header.figures || {};
+      live.status = header.status;
+      show(header.status, header.figures);
+      if (header.paths && exact()) {
+        const flow = flowOf(header, exact());
+        live.updates++;
+        if (live.firstAt === null) live.firstAt = performance.now();
+        page.showLive(flow, `${name}, training: step ${header.figures.step}`);
+      }
+      if (ENDED.includes(state)) {
+        if (watching === ctl) watching = null;
+        page.refreshRuns();
+        // what it learned, as a run of the folder plays: all the page's paths
+        if (["done", "stopped"].includes(state)) page.showRun(name, ctl.signal);
+        return;
+      }
+    }
+  }
+
+  async function post(url) {
+    const res = await fetch(url, { method: "POST" });
+    let answer = {};
+    try { answer = await res.json(); } catch (e) { /* not JSON */ }
+    if (!res.ok) throw new Error(answer.error || `${res.status}`);
+    return answer;
+  }
+
+  async function train(run) {
+    const q = new URLSearchParams({ method: $("method").value, keep: $("keep-training").checked ? "1" : "0" });
+    q.set($("budget-unit").value, $("budget").value);
+    const picture = page.picture();
+    if (run) q.set("run", run);
+    else if (picture) q.set("id", picture);
+    else { page.say("drop a picture first"); return; }
+    live.startedAt = performance.now();
+    try {
+      const answer = await post(`/api/train?${q}`);
+      $("train-command").textContent = answer.command;
+      live.command = answer.command;
+      show(answer, null);
+      page.say("");
+      watch(answer.name, page.exact);
+    } catch (e) { page.say(`error: ${e.message}`); }
+  }
+
+  async function act(what) {
+    if (!live.name) return;
+    try { show(await post(`/api/train/${encodeURIComponent(live.name)}/${what}`), live.figures); }
+    catch (e) { page.say(`error: ${e.message}`); }
+  }
+
+  $("method").addEventListener("change", () => { $("method-flag").textContent = `--method ${$("method").value}`; });
+  $("train").addEventListener("click", () => train(null));
+  $("train-pause").addEventListener("click", () => act(live.state === "paused" ? "continue" : "pause"));
+  $("train-stop").addEventListener("click", () => act("stop"));
+
+  return {
+    train, watch,
+    // another picture or run on screen: stop watching (the training itself goes on, or stops
+    // when no page watches it, as it was asked)
+    leave() { if (watching) watching.abort(); watching = null; live.name = null; $("train").disabled = false; },
+  };
+}
