@@ -27,6 +27,7 @@ __all__ = [
     "MARKER_FORMAT",
     "SIGNATURE",
     "check_replaceable",
+    "forget_written",
     "html_head",
     "html_seal",
     "made_by_flowgif",
@@ -219,6 +220,20 @@ def record_written(path: Path) -> None:
         return
     ledger = {**_ledger(path.parent), path.name: _digest(path)}
     atomic_write_text(path.parent / LEDGER, json.dumps(ledger, indent=2) + "\n")
+
+
+def forget_written(path: Path) -> None:
+    """Remove ``path``, a file :func:`record_written` recorded (byte for byte), and its
+    record; the ledger goes too when nothing else is recorded in it. Anything else is left."""
+    path = Path(path)
+    if not recorded(path):
+        return
+    path.unlink(missing_ok=True)
+    ledger = {k: v for k, v in _ledger(path.parent).items() if k != path.name}
+    if ledger:
+        atomic_write_text(path.parent / LEDGER, json.dumps(ledger, indent=2) + "\n")
+    else:
+        (path.parent / LEDGER).unlink(missing_ok=True)
 
 
 def recorded(path: Path) -> bool:

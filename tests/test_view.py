@@ -197,7 +197,9 @@ def test_runs_are_listed_and_played_beside_their_exact_flow(tmp_path: Path) -> N
     (runs / "not-a-run").mkdir()
     client = TestClient(view_app.make_app(runs, ["testserver"]))
     listed = client.get("/api/runs").json()["runs"]
-    assert listed == [{"name": "l", "eval": {"kl": 0.5, "tv": 0.25, "on_ink": 0.75}}]
+    assert listed == [
+        {"name": "l", "training": False, "eval": {"kl": 0.5, "tv": 0.25, "on_ink": 0.75}}
+    ]
     thumb = client.get("/api/runs/l/thumb")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
     small = np.asarray(Image.open(io.BytesIO(thumb.content)).convert("L"))

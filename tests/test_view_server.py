@@ -214,7 +214,7 @@ def test_odd_names_and_files_are_one_line(client: TestClient, tiny_run: Path) ->
     r = client.get("/api/flow")  # a method the route lacks
     assert r.status_code == 405 and r.json()["error"], r.text
     runs = client.get("/api/runs").json()["runs"]
-    assert runs == [{"name": "nan", "eval": {"tv": 0.5}}]
+    assert runs == [{"name": "nan", "training": False, "eval": {"tv": 0.5}}]
     assert client.post("/api/flow?text=hi&n=200&job=j1").status_code == 200
     assert client.get("/api/progress/j1").json() == {"state": "done", "done": 1.0}
 

@@ -19,8 +19,8 @@ def main() -> None:
 
     import flowgif.cli
     import flowgif.fit
-    import flowgif.flows.exact  # noqa: F401
-    import flowgif.sources  # noqa: F401
+    import flowgif.flows.exact
+    import flowgif.sources
 
     print("ready", flush=True)
     line = sys.stdin.readline()

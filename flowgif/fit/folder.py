@@ -120,12 +120,11 @@ class RunFolder:
         return write
 
     def clear_live(self) -> None:
-        """Remove ``live.pt`` when this process wrote it (its record proves it)."""
-        from flowgif.owned import recorded
+        """Remove ``live.pt`` and its record when this process wrote it (its record proves
+        it), so that the folder is what a run without ``--live`` leaves."""
+        from flowgif.owned import forget_written
 
-        path = self.out / LIVE
-        if recorded(path):
-            path.unlink(missing_ok=True)
+        forget_written(self.out / LIVE)
 
     def check_own_files(self) -> None:
         """Before a resumed run writes anything: each file it will replace (``config.toml``,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flowgif.store.checkpoint import (
     CHECKPOINT,
-    LIVE,
     FORMAT,
+    LIVE,
     checkpoint_config,
     checkpoint_problem,
     end_meta,
@@ -47,8 +47,8 @@ from flowgif.store.run import Run, load_run
 
 __all__ = [
     "CHECKPOINT",
-    "LIVE",
     "FORMAT",
+    "LIVE",
     "MARKER",
     "RESUMABLE",
     "Run",

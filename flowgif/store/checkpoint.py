@@ -26,8 +26,8 @@ from flowgif.sources.picture import ImageDensity, ink_colors
 
 __all__ = [
     "CHECKPOINT",
-    "LIVE",
     "FORMAT",
+    "LIVE",
     "checkpoint_config",
     "checkpoint_problem",
     "end_meta",

@@ -34,9 +34,9 @@ from flowgif.view import saving
 from flowgif.view.guard import Guard
 from flowgif.view.jobs import Pool
 from flowgif.view.routes import pictures, runs, saves, train
-from flowgif.view.training import Trainings
 from flowgif.view.routes.base import State, state_of
 from flowgif.view.routes.pictures import warm_up
+from flowgif.view.training import Trainings
 
 __all__ = ["MAX_UPLOAD", "make_app", "warm_up"]
 

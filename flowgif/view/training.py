@@ -31,14 +31,14 @@ from pathlib import Path
 
 from flowgif.files import printable
 
-__all__ = ["GRACE", "QUEUE", "Busy", "Training", "Trainings", "threads_for"]
+__all__ = ["GRACE", "QUEUE", "BusyError", "Training", "Trainings", "threads_for"]
 
 QUEUE = 4  # trainings that may wait for a place; beyond them, 503
 GRACE = 5.0  # seconds a training may go unwatched before it is stopped (keep: never)
 RUNNING = ("starting", "training", "paused", "stopping")
 
 
-class Busy(Exception):
+class BusyError(Exception):
     """Every place and the queue are taken."""
 
 
@@ -87,7 +87,7 @@ class Trainings:
 
     Args:
         workers: trainings at once.
-        queue: trainings that may wait; beyond them :class:`Busy`.
+        queue: trainings that may wait; beyond them :class:`BusyError`.
     """
 
     def __init__(self, workers: int = 1, queue: int = QUEUE) -> None:
@@ -102,13 +102,13 @@ class Trainings:
         """Start (or queue) ``flowgif ARGS`` training the run ``folder`` named ``name``.
 
         Raises:
-            Busy: every place and the queue are taken.
+            BusyError: every place and the queue are taken.
         """
         with self.lock:
             running = sum(t.state in RUNNING for t in self.all.values())
             queued = sum(t.state == "queued" for t in self.all.values())
             if running >= self.workers and queued >= self.queue:
-                raise Busy
+                raise BusyError
             t = Training(name, folder, args, keep)
             self.all[name] = t
             self._watch()
@@ -215,9 +215,17 @@ class Trainings:
         elif code == 130:
             t.state, t.line = "stopped", last.removeprefix("interrupted: ") or "stopped"
         elif code < 0:
+            from flowgif.owned import forget_written
+            from flowgif.store import CHECKPOINT, LIVE
+
             name = signal.Signals(-code).name
-            t.state = "killed"
-            t.line = f"the training was killed ({name}); its folder keeps its last checkpoint"
+            forget_written(t.folder / LIVE)  # what the killed command wrote for the page
+            kept = (
+                "its folder resumes from its last checkpoint (flowgif train --resume)"
+                if (t.folder / CHECKPOINT).is_file()
+                else "it was killed before its first checkpoint: there is nothing to resume"
+            )
+            t.state, t.line = "killed", f"the training was killed ({name}); {kept}"
         else:
             t.state, t.line = "failed", last.removeprefix("error: ") or f"exit status {code}"
 

@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from flowgif.errors import FlowgifError
 from flowgif.view.jobs import Job, Pool, refusal
-from flowgif.view.training import Trainings
 from flowgif.view.scene import inside_body, scene_body
+from flowgif.view.training import Trainings
 
 __all__ = [
     "PARTICLES",

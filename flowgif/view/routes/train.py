@@ -32,7 +32,7 @@ from flowgif.view.routes.base import choice, error, remember, state_of
 from flowgif.view.routes.pictures import RESOLUTION, STEPS
 from flowgif.view.routes.runs import run_name
 from flowgif.view.scene import pack
-from flowgif.view.training import Busy, threads_for
+from flowgif.view.training import BusyError, threads_for
 
 __all__ = ["METHODS", "act", "keep_picture", "next_update", "start"]
 
@@ -80,12 +80,14 @@ def keep_picture(folder: Path, data: bytes) -> Path:
             tmp.unlink(missing_ok=True)
 
 
-def _run_folder(folder: Path, stem: str) -> str:
-    """The first free run name ``STEM``, ``STEM-2`` ... (the command claims it)."""
+def _run_folder(folder: Path, stem: str, taken: dict) -> str:
+    """The first free run name ``STEM``, ``STEM-2`` ...: nothing of that name in ``folder``,
+    and none of this server's trainings (``taken``; a queued one has no folder yet). The
+    command claims it; another process taking it first makes the command say so."""
     k = 1
     while True:
         name = stem if k == 1 else f"{stem}-{k}"
-        if not os.path.lexists(folder / name):
+        if name not in taken and not os.path.lexists(folder / name):
             return name
         k += 1
 
@@ -131,7 +133,7 @@ async def start(request: Request) -> Response:
             else:
                 picture = await anyio.to_thread.run_sync(keep_picture, folder, data)
                 what = ["--img", _arg(picture)]
-            name = _run_folder(folder, f"view-{q['id']}-{method}")
+            name = _run_folder(folder, f"view-{q['id']}-{method}", state.trainings.all)
             args = ["train", *what, "--method", method, "--resolution", str(RESOLUTION)]
             args += ["--ink", ink, *(["--invert"] if invert else []), *budget]
             args += ["--out", _arg(folder / name), *threads]
@@ -143,7 +145,7 @@ async def start(request: Request) -> Response:
         return error(f"cannot write into {folder}: {e.strerror}", folder=folder)
     try:
         t = state.trainings.start(name, folder / name, args, keep)
-    except Busy:
+    except BusyError:
         return error(f"busy: {state.trainings.workers} training(s) and a full queue", 503)
     return JSONResponse({**t.status(), "queued": state.trainings.position(t)})
 
@@ -195,9 +197,7 @@ async def next_update(request: Request) -> Response:
                 status, looked = _status(state, folder, name), time.monotonic()
         body, figures = None, watch.figures
         if stamp and stamp != after:
-            body, figures = await anyio.to_thread.run_sync(
-                watch.update, limiter=state.solving
-            )
+            body, figures = await anyio.to_thread.run_sync(watch.update, limiter=state.solving)
             stamp = "-".join(map(str, watch.seen[1:])) if watch.seen else ""
     except FlowgifError as e:
         return error(str(e))
