@@ -11,7 +11,8 @@ one :class:`~flowgif.view.jobs.Pool`.
 ``GET /api/runs``                     the run folders of FOLDER (routes.runs)
 ``GET /api/runs/NAME/WHAT``           a run's thumb, flow, exact flow, inside (routes.runs)
 ``GET /api/progress/JOB``             how far the work named ``?job=JOB`` has come
-``POST /api/train``                   train a picture or a run, live (routes.train)
+``POST /api/morph``                   pictures on screen, one into the next (routes.morph)
+``POST /api/train``                   train a picture, a morph or a run, live (routes.train)
 ``GET /api/train/NAME/next``          the network as it learns, when it changes
 ``POST /api/train/NAME/WHAT``         pause, continue or stop a training
 ``POST /api/save``                    Save GIF/MP4 into FOLDER (routes.saves)
@@ -33,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from flowgif.view import saving
 from flowgif.view.guard import Guard
 from flowgif.view.jobs import Pool
-from flowgif.view.routes import pictures, runs, saves, train
+from flowgif.view.routes import morph, pictures, runs, saves, train
 from flowgif.view.routes.base import State, state_of
 from flowgif.view.routes.pictures import warm_up
 from flowgif.view.training import Trainings
@@ -59,6 +60,7 @@ ROUTES = [
     Route("/api/runs", runs.runs, methods=["GET"]),
     Route("/api/runs/{name}/{what}", runs.a_run, methods=["GET"]),
     Route("/api/progress/{job}", progress, methods=["GET"]),
+    Route("/api/morph", morph.morph, methods=["POST"]),
     Route("/api/train", train.start, methods=["POST"]),
     Route("/api/train/{name}/next", train.next_update, methods=["GET"]),
     Route("/api/train/{name}/{what}", train.act, methods=["POST"]),
@@ -85,7 +87,8 @@ def make_app(folder: Path, hosts: list[str], workers: int = 1) -> Starlette:
         workers: heavy jobs at once (threads off the event loop), and trainings at once
             (processes).
     """
-    guard = Middleware(Guard, hosts=hosts, caps={"/api/flow": MAX_UPLOAD})
+    caps = {"/api/flow": MAX_UPLOAD, "/api/morph": MAX_UPLOAD}  # uploads: a picture each
+    guard = Middleware(Guard, hosts=hosts, caps=caps)
     handlers = {404: not_found, 405: not_found}
     app = Starlette(routes=ROUTES, middleware=[guard], exception_handlers=handlers)
     pool = Pool(workers)

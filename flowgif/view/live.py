@@ -16,6 +16,9 @@ Each new file is then one cheap update (:meth:`Watch.update`):
 - ``field``: the network's field error, ``mean |v - v*|^2 / mean |v*|^2`` over
   :data:`PROBES` points of the exact flow's paths at :data:`PROBE_TIMES` times (``v*`` the
   exact field).
+
+A morph (a run from a picture) is taught by the optimal-transport map (the ``morph`` recipe):
+its reference is the map's flow (:class:`~flowgif.flows.transport.OTFlow`) instead.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class Watch:
             "fraction": _number(run.meta.get("fraction")),
             "tv": tv_on_cells(end, run.density) if np.isfinite(end).all() else None,
             "tv_exact": ref.get("tv") if ref else None,
+            "reference": "the map" if isinstance(run.start, ImageDensity) else "the exact flow",
             "field": self._field_error(scene, ref) if ref else None,
             "source": name,
         }
@@ -154,8 +158,14 @@ class Watch:
         from flowgif.view.scene import exact_scene
 
         try:
-            scene = exact_scene(run.density, run.colors, run.start, run.start_colors, self.steps)
-            flow = scene.flow
+            if isinstance(run.start, ImageDensity):  # a morph: taught by the map, its answer
+                from flowgif.flows.transport import OTFlow
+
+                flow = OTFlow(run.density, run.start)
+                field = lambda t, x: flow.velocity(torch.tensor(t), x)  # noqa: E731
+            else:
+                scene = exact_scene(run.density, run.colors, run.start, None, self.steps)
+                flow, field = scene.flow, scene.field
             z = flow.starts(PARTICLES, torch.Generator().manual_seed(0), shown=True)[:LIVE]
             times = torch.tensor((0.0, *PROBE_TIMES, 1.0), dtype=z.dtype)
             with torch.no_grad():
@@ -164,7 +174,7 @@ class Watch:
             for k, t in enumerate(PROBE_TIMES, start=1):
                 x = paths[k, :PROBES, :2].float()
                 with torch.no_grad():
-                    v = scene.field(t, x.double())[:, :2].float()  # type: ignore[misc]
+                    v = field(t, x.double())[:, :2].float()  # type: ignore[misc]
                 probes.append((t, x, v))
             tv = tv_on_cells(paths[-1, :, :2].double().numpy(), run.density)
             self.reference = {"tv": tv, "probes": probes}

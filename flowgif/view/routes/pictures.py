@@ -15,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
 from flowgif.errors import FlowgifError
+from flowgif.sources.picture import ImageDensity
 from flowgif.view.jobs import Job
 from flowgif.view.routes.base import (
     choice,
@@ -31,7 +33,16 @@ from flowgif.view.routes.base import (
 )
 from flowgif.view.scene import Scene, exact_scene
 
-__all__ = ["INKS", "RESOLUTION", "STEPS", "WORD", "flow", "picture_id", "picture_inside"]
+__all__ = [
+    "INKS",
+    "RESOLUTION",
+    "STEPS",
+    "WORD",
+    "flow",
+    "load_picture",
+    "picture_id",
+    "picture_inside",
+]
 
 RESOLUTION = 256  # the working grid of a dropped picture (the exact flow: about a second)
 STEPS = 32  # the exact flow's solver steps here (48 for --method exact): bench/EXACT.md
@@ -98,10 +109,11 @@ def _check_pixels(path: Path) -> None:
         )
 
 
-def picture_scene(
+def load_picture(
     data: bytes | None, text: str | None, ink: str, invert: bool = False
-) -> tuple[Scene, str]:
-    """The exact flow of a picture (its bytes) or a word as a scene, and its label."""
+) -> tuple[ImageDensity, np.ndarray, str]:
+    """A picture (its bytes) or a word on the page's grid: its density, its cells' colours,
+    and its label."""
     from flowgif.config import load_config
     from flowgif.sources import load_source, spec
     from flowgif.sources.picture import ink_colors
@@ -122,7 +134,15 @@ def picture_scene(
     end = source.density
     made = end.ink.ink if getattr(end, "ink", None) is not None else None
     colors = ink_colors(source.picture, end.grid, dc.invert, made)
-    return exact_scene(end, colors, steps=STEPS), source.label if text else "picture"
+    return end, colors, source.label if text else "picture"
+
+
+def picture_scene(
+    data: bytes | None, text: str | None, ink: str, invert: bool = False
+) -> tuple[Scene, str]:
+    """The exact flow of a picture (its bytes) or a word as a scene, and its label."""
+    end, colors, label = load_picture(data, text, ink, invert)
+    return exact_scene(end, colors, steps=STEPS), label
 
 
 def maker(request: Request, pid: str) -> Callable[[], tuple[Scene, dict]]:

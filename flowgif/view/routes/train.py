@@ -1,8 +1,9 @@
 """Training in the page: a picture on screen (or a run of the folder) trained by an ordinary
 ``flowgif train ... --live`` command, watched as it learns beside its exact flow.
 
-- ``POST /api/train?id=PICTURE|run=NAME&method=fm&steps=N|minutes=M&keep=1``: start (or queue)
-  the command (:mod:`flowgif.view.training`); the answer names the run and the command.
+- ``POST /api/train?id=PICTURE[&from=PICTURE]|run=NAME&method=fm&steps=N|minutes=M&keep=1``:
+  start (or queue) the command (:mod:`flowgif.view.training`); the answer names the run and
+  the command. ``from`` trains a morph of two pictures (``--from``: the ``morph`` recipe).
   ``run=NAME`` continues a run of the folder (``--resume``); a picture sent as bytes is kept
   in FOLDER as ``view-HASH.EXT`` (the command's ``--img``, so that it can be run again and
   resumed), never over a file that holds anything else.
@@ -115,6 +116,15 @@ def _arg(path: Path) -> str:
     return f"./{text}" if text.startswith("-") else text
 
 
+async def _picture_args(folder: Path, data: bytes | None, text: str | None, flag: str) -> list:
+    """A picture of the page as the command's argument: ``--img PATH`` (the picture kept in
+    FOLDER, :func:`keep_picture`) or ``--text=WORD`` (``--from text:WORD`` for a start)."""
+    if text is not None:
+        return [f"--text={text}"] if flag == "--img" else [f"{flag}=text:{text}"]
+    picture = await anyio.to_thread.run_sync(keep_picture, folder, data)
+    return [flag, _arg(picture)]
+
+
 async def start(request: Request) -> Response:
     state = state_of(request)
     folder, q = state.folder, request.query_params
@@ -128,12 +138,19 @@ async def start(request: Request) -> Response:
         elif q.get("id", "") in state.pictures:
             method = choice(request, "method", METHODS, "fm")
             data, text, ink, invert = state.pictures[q["id"]]
-            if text is not None:
-                what = [f"--text={text}"]
-            else:
-                picture = await anyio.to_thread.run_sync(keep_picture, folder, data)
-                what = ["--img", _arg(picture)]
-            name = _run_folder(folder, f"view-{q['id']}-{method}", state.trainings.all)
+            what = await _picture_args(folder, data, text, "--img")
+            stem = f"view-{q['id']}-{method}"
+            if "from" in q:  # a morph: from the picture before
+                if q["from"] not in state.pictures:
+                    return error("drop the pictures of the morph again, then train")
+                if method == "realnvp":
+                    raise FlowgifError(
+                        "RealNVP carries N(0, I) through its layers: it cannot morph"
+                    )
+                data0, text0, _, _ = state.pictures[q["from"]]
+                what += await _picture_args(folder, data0, text0, "--from")
+                stem = f"view-{q['from']}-to-{q['id']}-{method}"
+            name = _run_folder(folder, stem, state.trainings.all)
             args = ["train", *what, "--method", method, "--resolution", str(RESOLUTION)]
             args += ["--ink", ink, *(["--invert"] if invert else []), *budget]
             args += ["--out", _arg(folder / name), *threads]

@@ -1,6 +1,6 @@
 // flowgif view's drawing pad: black strokes on a white square, sent as a PNG.
 
-export function makePad(pad, onFlow) {
+export function makePad(pad, onFlow, onMorph) {
   const pen = pad.getContext("2d");
   const clear = () => { pen.fillStyle = "#fff"; pen.fillRect(0, 0, pad.width, pad.height); };
   clear();
@@ -23,5 +23,9 @@ export function makePad(pad, onFlow) {
     drawing = p;
   });
   for (const end of ["pointerup", "pointercancel"]) pad.addEventListener(end, () => { drawing = null; });
-  return { clear, flow: () => pad.toBlob((b) => onFlow(b), "image/png") };
+  return {
+    clear,
+    flow: () => pad.toBlob((b) => onFlow(b), "image/png"),
+    morph: () => pad.toBlob((b) => onMorph(b), "image/png"),
+  };
 }

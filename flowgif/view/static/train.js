@@ -32,14 +32,15 @@ export function makeTraining(page) {
     if (f.step !== undefined) {
       parts.push(`step ${f.step}`, `${fmt(rate, 0)} steps/s`, `${fmt(f.seconds, 0)} s`);
       if (f.loss !== null && f.loss !== undefined) parts.push(`loss ${fmt(f.loss, 4)}`);
-      parts.push(`field error ${fmt(f.field)}`, `tv ${fmt(f.tv)} (exact flow ${fmt(f.tv_exact)})`);
+      parts.push(`field error ${fmt(f.field)}`, `tv ${fmt(f.tv)} (${f.reference || "the exact flow"} ${fmt(f.tv_exact)})`);
     }
     if (status.line) parts.push(status.line);
     $("train-figures").textContent = parts.join(" · ");
     $("train-figures").title =
-      "field error: mean |v − v*|² / mean |v*|² at 1,000 points of the exact flow at t = 0.1 … 0.9; " +
-      "tv: where 4,000 particles land against the picture, on 32 cells along its longer side " +
-      "(the exact flow's own tv on the same particles is the floor of that estimate)";
+      "field error: mean |v − v*|² / mean |v*|² at 1,000 points of the exact flow (a morph: the " +
+      "optimal-transport map it is taught by) at t = 0.1 … 0.9; tv: where 4,000 particles land " +
+      "against the picture, on 32 cells along its longer side (that flow's own tv on the same " +
+      "particles is the floor of the estimate)";
     const running = ["starting", "training", "paused", "queued", "stopping"].includes(status.state);
     $("train-pause").hidden = !running || !status.command;
     $("train-stop").hidden = !running || !status.command;
@@ -116,8 +117,13 @@ export function makeTraining(page) {
     q.set($("budget-unit").value, $("budget").value);
     const picture = page.picture();
     if (run) q.set("run", run);
-    else if (picture) q.set("id", picture);
-    else { page.say("drop a picture first"); return; }
+    else if (picture?.legs > 1) {
+      page.say("Train trains a morph of two pictures; a longer one: flowgif morph A B C --method fm");
+      return;
+    } else if (picture) {
+      q.set("id", picture.id);
+      if (picture.from) q.set("from", picture.from);
+    } else { page.say("drop a picture first"); return; }
     live.startedAt = performance.now();
     try {
       const answer = await post(`/api/train?${q}`);

@@ -13,6 +13,7 @@ state.flows = flows; // for tests and the console: what is on screen
 const FPS = 25; // flowgif render's --fps: a pass lasts frames / FPS seconds at speed 1
 const HOLD = 1.0; // render's --hold: seconds on the picture (half on the noise)
 let pending = null; // the AbortController of the flow being computed
+const names = {}; // what the page calls each picture it sent (its caption), by the server's id
 
 // what the controls say, as draw.js takes it
 function settings() {
@@ -88,14 +89,19 @@ function begin() {
 async function show(url, options, caption) {
   const signal = begin();
   training.leave();
-  say("computing the exact flow ...");
+  say(url.startsWith("/api/morph") ? "solving the optimal-transport map ..." : "computing the exact flow ...");
   try {
     const flow = await fetchFlow(url, options, signal);
     flows.exact = flow;
     flows.run = null;
+    state.chain = flow.ids || null; // a morph: its pictures, in order
     $("run-figure").hidden = true;
     size($("exact"), flow);
-    $("exact-caption").textContent = `the exact flow of ${caption}`;
+    if (flow.id) names[flow.id] = caption;
+    if (state.chain) names[state.chain.at(-1)] = caption;
+    $("exact-caption").textContent = state.chain
+      ? `the optimal-transport morph ${state.chain.map((i) => names[i] || "a picture").join(" → ")} (flowgif morph)`
+      : `the exact flow of ${caption}`;
     start();
     say("");
     loadInside();
@@ -119,6 +125,14 @@ function sendWord() {
 }
 
 $("file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) send(f, f.name); });
+// a morph: the picture (or morph) on screen flows into the next one
+function morphInto(blob, caption) {
+  const ids = state.chain || (flows.exact?.id ? [flows.exact.id] : null);
+  if (!ids) { say("show a picture first: the morph starts from it"); return; }
+  sent = null;
+  show(`/api/morph?ids=${ids.join(",")}&${ink()}`, { method: "POST", body: blob }, caption);
+}
+$("morph-file").addEventListener("change", (e) => { const f = e.target.files[0]; if (f) morphInto(f, f.name); });
 $("word").addEventListener("submit", (e) => { e.preventDefault(); sendWord(); });
 document.addEventListener("paste", (e) => {
   if (document.activeElement === $("text")) return;
@@ -144,7 +158,8 @@ for (const id of ["ink", "invert"]) {
 }
 
 // drawing: black strokes on a white pad, sent as a PNG
-const pad = makePad($("pad"), (blob) => send(blob, "the drawing"));
+const pad = makePad($("pad"), (blob) => send(blob, "the drawing"), (blob) => morphInto(blob, "the drawing"));
+$("pad-morph").addEventListener("click", pad.morph);
 $("pad-clear").addEventListener("click", pad.clear);
 $("pad-flow").addEventListener("click", pad.flow);
 
@@ -236,7 +251,8 @@ async function playRun(run) {
 // training (train.js): the network's flow replaces the right-hand panel as it learns
 const training = makeTraining({
   say,
-  picture: () => flows.exact?.id,
+  // what Train trains: the picture on screen, or the morph of two pictures on screen
+  picture: () => (state.chain ? { id: state.chain.at(-1), from: state.chain.at(-2), legs: state.chain.length - 1 } : flows.exact?.id ? { id: flows.exact.id } : null),
   exact: () => flows.exact,
   refreshRuns: () => showRuns(),
   async showRun(name, signal) { // a training that ended: its checkpoint's flow, every path
