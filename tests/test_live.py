@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -285,3 +286,55 @@ def test_a_failed_training_says_the_clis_line_and_leaves_what_the_cli_leaves(
     assert got["line"] == line.replace(str(shell), str(t.folder))
     listing = lambda p: sorted(os.listdir(p)) if p.exists() else None  # noqa: E731
     assert listing(t.folder) == listing(shell)
+
+
+def test_a_morph_set_on_the_pages_inputs_starts_on_the_first_picture_and_ends_on_the_second(
+    tmp_path: Path,
+) -> None:
+    """A picture, then 'Morph into a picture': the optimal-transport morph plays; at t = 0 the
+    canvas's dark pixels lie on the first picture's ink, at t = 1 on the second's (at least
+    90 % each); a third picture chains a second leg, played as one animation."""
+    from PIL import Image
+
+    from tests.test_gallery import browser
+    from tests.test_view import at_the_end, settle, share_on_ink
+
+    first = bar_png(tmp_path / "l.png", 96)
+    ring = np.full((96, 96), 255, np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    r = np.hypot(yy - 48, xx - 48)
+    ring[(r > 22) & (r < 36)] = 0
+    second = tmp_path / "ring.png"
+    Image.fromarray(ring).save(second)
+    with view_server(tmp_path / "runs") as (url, _):
+        d = browser(tmp_path, 1200, 1000)
+        try:
+            d.get(url + "/")
+            d.find_element("id", "file").send_keys(str(first))
+            wait(lambda: d.execute_script("return window.flowgifView.ready"))
+            d.find_element("id", "morph-file").send_keys(str(second))
+            wait(lambda: d.execute_script("return window.flowgifView.chain?.length === 2"))
+            wait(lambda: d.execute_script("return window.flowgifView.ready"))
+            caption = d.find_element("id", "exact-caption").text
+            assert "l.png → ring.png" in caption, caption
+            png = tmp_path / "end.png"
+            shown = at_the_end(d, png)
+            at_end = share_on_ink(png, shown, ring < 128)
+            settle(d, 0)
+            start = tmp_path / "start.png"
+            start.write_bytes(d.find_element("id", "exact").screenshot_as_png)
+            shown0 = d.execute_script(
+                "return {view: window.flowgifView.view, half: window.flowgifView.half}"
+            )
+            ink0 = np.asarray(Image.open(first).convert("L")) < 128
+            at_start = share_on_ink(start, shown0, ink0)
+            d.find_element("id", "morph-file").send_keys(str(first))  # back into the L
+            wait(lambda: d.execute_script("return window.flowgifView.chain?.length === 3"))
+            wait(lambda: d.execute_script("return window.flowgifView.ready"))
+            shown = at_the_end(d, png)
+            back = share_on_ink(png, shown, ink0)
+            severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+            assert not severe, severe
+        finally:
+            d.quit()
+    assert at_end >= 0.9 and at_start >= 0.9 and back >= 0.9, (at_start, at_end, back)
