@@ -139,7 +139,7 @@ def test_a_drawing_trains_in_the_page_beside_its_exact_flow_and_resumes_as_the_c
             d.find_element("id", "train").click()
             live = "return window.flowgifView.training"
             wait(lambda: d.execute_script(live + ".updates") >= 2, 60, "no learned flow")
-            assert d.execute_script("return window.flowgifView.flows.run.particles") == 4000
+            assert d.execute_script("return window.flowgifView.flows.run.particles") == 20_000
             step = lambda: d.execute_script(live + ".figures.step")  # noqa: E731
             s0 = step()
             wait(lambda: step() > s0 + 50, 30, "the network did not learn on")
@@ -338,3 +338,38 @@ def test_a_morph_set_on_the_pages_inputs_starts_on_the_first_picture_and_ends_on
         finally:
             d.quit()
     assert at_end >= 0.9 and at_start >= 0.9 and back >= 0.9, (at_start, at_end, back)
+
+
+def test_a_run_a_shell_trains_shows_as_training_and_its_flow_refreshes(tmp_path: Path) -> None:
+    """A ``flowgif train --live`` started in a shell into FOLDER is listed as training and
+    watched like the page's own (its state from the folder's hold, its flow from live.pt);
+    when it ends it is listed as done."""
+    import httpx
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    pic = bar_png(tmp_path / "l.png", 48)
+    proc = flowgif(
+        "train", "--img", pic, "--steps", 100000, "--threads", 1, "--resolution", 48,
+        "--out", folder / "shell", "--live",
+    )  # fmt: skip
+    try:
+        with view_server(folder) as (url, _):
+            c = httpx.Client(base_url=url, headers={"Origin": url}, timeout=60)
+            wait(lambda: (folder / "shell" / LIVE).is_file(), 60, "no live.pt")
+            assert c.get("/api/runs").json()["runs"] == [{"name": "shell", "training": True}]
+            steps, after = [], ""
+            while len(steps) < 3:
+                got = body_header(c.get(f"/api/train/shell/next?after={after}").content)
+                assert got["status"]["state"] == "training" and "command" not in got["status"]
+                if got["stamp"] != after and "paths" in got["blocks"]:
+                    steps.append(got["figures"]["step"])
+                after = got["stamp"]
+            assert steps == sorted(steps) and steps[-1] > steps[0]
+            assert c.post("/api/train/shell/stop").status_code == 404  # not this server's
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(60)
+            listed = c.get("/api/runs").json()["runs"]
+            assert listed == [{"name": "shell", "training": False}]
+    finally:
+        proc.kill()

@@ -67,6 +67,8 @@ def view(
         raise FlowgifError(f"{folder} is not a folder: give a folder of runs (made if missing)")
     try:  # a port in use or an address not of this machine: one line, before serving
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            # as uvicorn binds: a port a server just left (TIME_WAIT) is free, one in use not
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
             port = s.getsockname()[1]
     except OSError as e:

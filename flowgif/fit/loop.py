@@ -169,7 +169,8 @@ def run_loop(
         config: the training config they share.
         save: called with a member's index and checkpoint payload every
             ``checkpoint_every`` steps, when its budget is spent, and when ``stop`` asks.
-        progress: called after every step with each member's progress.
+        progress: called with each member's progress before the first step and after every
+            step.
         stop: asked between steps; when it returns True each unfinished member is
             checkpointed at its last whole step and gets an ``Interrupted``. It may block
             (training paused): the time it holds is not counted as training.
@@ -180,6 +181,23 @@ def run_loop(
         when a KeyboardInterrupt cut a step: then nothing is saved, the last checkpoint stays).
     """
     loop = _Loop(stepper, members, config, save)
+
+    def report() -> None:
+        if progress is not None:
+            progress(
+                [
+                    Progress(
+                        m.step,
+                        min(m.fraction, 1.0),
+                        m.loss,
+                        m.spent,
+                        functools.partial(stepper.model, i),
+                    )
+                    for i, m in enumerate(members)
+                ]
+            )
+
+    report()  # where it starts (a watcher sees the network before its first step)
     try:
         while active := loop.training():
             if stop is not None:
@@ -190,19 +208,7 @@ def run_loop(
                     loop.interrupt(active)
                     break
             loop.step(active)
-            if progress is not None:
-                progress(
-                    [
-                        Progress(
-                            m.step,
-                            min(m.fraction, 1.0),
-                            m.loss,
-                            m.spent,
-                            functools.partial(stepper.model, i),
-                        )
-                        for i, m in enumerate(members)
-                    ]
-                )
+            report()
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):
             raise

@@ -2,23 +2,28 @@
 
 A run training with ``--live`` writes its sampling weights to ``live.pt`` four times a second
 (:meth:`flowgif.fit.folder.RunFolder.live`); a run trained by a command without it is seen
-through its checkpoints. :class:`Watch` keeps, per run, what does not change while it trains:
-the exact flow's first :data:`LIVE` paths from the page's noise (seed 0, as every flow of
-one picture starts), its end's figures, and the exact field at :data:`PROBES` of its points.
-Each new file is then one cheap update (:meth:`Watch.update`):
+through its checkpoints. :class:`Watch` turns each new file into one cheap update: the
+network's paths for one block of :data:`LIVE` of the page's :data:`PARTICLES` starting points
+(seed 0, as every flow of one picture starts), the next block each time, so that the page,
+which keeps the latest paths of every block, shows all its paths (each block at most
+:data:`BLOCKS` updates old) and draws copies of them as it draws any flow's. A body is packed
+as :mod:`flowgif.view.scene` packs a flow, without the camera and pacing tables (the page
+plays it with its exact flow's, so both panels move in step), at a fixed scale
+(:data:`REACH` half extents).
 
-- the network's paths for those :data:`LIVE` starting points (a body as
-  :mod:`flowgif.view.scene` packs it, without the camera and pacing tables: the page plays it
-  with its exact flow's, so both panels move in step);
-- ``tv``: total variation between where the :data:`LIVE` particles land and the picture,
-  both on cells of :data:`TV_CELLS` along the picture's longer side (a particle off the
-  picture counts whole); the exact flow's own ``tv`` on the same particles is its floor;
+Its figures, for that block:
+
+- ``tv``: total variation between where its particles land and the picture, both on cells of
+  :data:`TV_CELLS` along the picture's longer side (a particle off the picture counts whole);
+  ``tv_exact`` is the exact flow's own on the same particles: the floor of the estimate;
 - ``field``: the network's field error, ``mean |v - v*|^2 / mean |v*|^2`` over
   :data:`PROBES` points of the exact flow's paths at :data:`PROBE_TIMES` times (``v*`` the
   exact field).
 
-A morph (a run from a picture) is taught by the optimal-transport map (the ``morph`` recipe):
-its reference is the map's flow (:class:`~flowgif.flows.transport.OTFlow`) instead.
+What it is compared with (the reference: the exact flow's ends for every particle, its field
+at the probes) is made once per run, in a thread of its own, once the first trained flow is
+out. A morph (a run from a picture) is taught by the optimal-transport map (the ``morph``
+recipe): its reference is the map's flow (:class:`~flowgif.flows.transport.OTFlow`) instead.
 """
 
 from __future__ import annotations
@@ -34,13 +39,18 @@ from flowgif.errors import FlowgifError
 from flowgif.sources.picture import ImageDensity
 from flowgif.view.scene import OUT, TIMES, pack
 
-__all__ = ["LIVE", "PROBES", "TV_CELLS", "Watch", "tv_on_cells"]
+__all__ = ["BLOCKS", "EVERY", "LIVE", "PARTICLES", "PROBES", "TV_CELLS", "Watch", "tv_on_cells"]
 
-LIVE = 4000  # paths solved per update (the page draws copies of them up to its count)
-PARTICLES = 20_000  # the page's noise: the exact flow's first LIVE of these are the live ones
+LIVE = 2000  # paths solved per update, a block of the page's PARTICLES: 0.14 s alone on one
+# core, 0.4 s beside a training and a browser (bench/VIEW.md)
+PARTICLES = 20_000  # the page's noise, as its exact flow's
+BLOCKS = PARTICLES // LIVE
+REACH = 16.0  # the paths' int16 scale, in half extents of the picture (the page's farthest)
 TV_CELLS = 32  # cells of the tv figure along the picture's longer side
 PROBES = 1000  # particles whose exact positions probe the field
 PROBE_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+EVERY = 0.45  # seconds at least from one solve of a run to the next: about 2 updates a second,
+# and the rest of this core to the browser drawing them (bench/VIEW.md)
 
 
 def tv_on_cells(x: np.ndarray, density: ImageDensity, cells: int = TV_CELLS) -> float:
@@ -77,6 +87,9 @@ class Watch:
         self.seen: tuple | None = None  # the weights file the latest body was made from
         self.body: bytes | None = None
         self.figures: dict = {}
+        self._pending = None  # the run whose reference is to be made
+        self.block = 0  # the block the next update solves
+        self.solved = 0.0  # when the latest solve began (time.monotonic)
 
     def source(self) -> tuple[str, tuple] | None:
         """The freshest weights file (``live.pt``, else ``checkpoint.pt``) and its stamp."""
@@ -98,13 +111,18 @@ class Watch:
             if found is None or found[1] == self.seen:
                 return self.body, self.figures
             name, stamp = found
+            began = time.monotonic()
             try:
                 self.body, self.figures = self._solve(name)
             except FlowgifError:
                 if name != "live.pt":
                     raise
                 return self.body, self.figures  # replaced or removed as it was read
-            self.seen = stamp
+            self.seen, self.solved = stamp, began
+            run = self._pending
+            if run is not None and self.figures.get("step"):  # a trained flow is out: now
+                self._pending = None
+                threading.Thread(target=self._make_reference, args=(run,), daemon=True).start()
             return self.body, self.figures
 
     def _solve(self, name: str) -> tuple[bytes, dict]:
@@ -117,41 +135,47 @@ class Watch:
         ref = self._reference(run)
         scene = run_scene(run)
         flow = scene.flow
-        z = flow.starts(PARTICLES, torch.Generator().manual_seed(0), shown=True)[:LIVE]
+        k, self.block = self.block, (self.block + 1) % BLOCKS
+        block = slice(k * LIVE, (k + 1) * LIVE)
+        z = flow.starts(PARTICLES, torch.Generator().manual_seed(0), shown=True)[block]
         times = torch.linspace(0.0, 1.0, TIMES, dtype=z.dtype)
         with torch.no_grad():
             paths = flow.paths(z, times)[..., :2].double().numpy()
         end = paths[-1]
+        exact = ref.get("ends") if ref else None
         figures = {
             "step": int(run.meta.get("step", 0)),
             "seconds": float(run.meta.get("seconds", 0.0)),
             "loss": _number(run.meta.get("loss")),
             "fraction": _number(run.meta.get("fraction")),
             "tv": tv_on_cells(end, run.density) if np.isfinite(end).all() else None,
-            "tv_exact": ref.get("tv") if ref else None,
+            "tv_exact": None if exact is None else tv_on_cells(exact[block], run.density),
             "reference": "the map" if isinstance(run.start, ImageDensity) else "the exact flow",
             "field": self._field_error(scene, ref) if ref else None,
             "source": name,
         }
-        half = max(run.density.half)
-        finite = np.isfinite(paths)
-        reach = float(np.abs(paths[finite]).max()) if finite.any() else half
-        scale = float(min(max(1.25 * half, 1.001 * reach), 16 * half))
+        scale = REACH * max(run.density.half)
         q = np.round(np.nan_to_num(paths, nan=1e9) / scale * 32767)
         q[(np.abs(q) > 32767).any(-1)] = OUT
         cells = run.density.cell_index(np.nan_to_num(end))
         rgb = run.colors.reshape(-1, 3)[cells].astype(np.uint8)
         figures["solve_s"] = round(time.perf_counter() - began, 3)
-        header = {"times": TIMES, "particles": len(z), "scale": scale, "figures": figures}
+        header = {
+            "times": TIMES,
+            "particles": LIVE,
+            "total": PARTICLES,
+            "offset": k * LIVE,
+            "scale": scale,
+            "figures": figures,
+        }
         return pack(header, {"paths": q.astype("<i2"), "rgb": rgb}), figures
 
     def _reference(self, run) -> dict | None:  # noqa: ANN001
-        """The exact flow's end tv on the first :data:`LIVE` particles and its field at
-        :data:`PROBES` of their points at :data:`PROBE_TIMES`: made once per run in a thread
-        of its own (about a second: the first updates come without the two figures)."""
+        """The reference (module docstring), or None while it is being made (the first
+        updates come without the two figures)."""
         if self.reference is None:
-            self.reference = {}
-            threading.Thread(target=self._make_reference, args=(run,), daemon=True).start()
+            self.reference = {}  # made once the first trained flow is out (:meth:`update`)
+            self._pending = run
         return self.reference or None
 
     def _make_reference(self, run) -> None:  # noqa: ANN001
@@ -166,7 +190,7 @@ class Watch:
             else:
                 scene = exact_scene(run.density, run.colors, run.start, None, self.steps)
                 flow, field = scene.flow, scene.field
-            z = flow.starts(PARTICLES, torch.Generator().manual_seed(0), shown=True)[:LIVE]
+            z = flow.starts(PARTICLES, torch.Generator().manual_seed(0), shown=True)
             times = torch.tensor((0.0, *PROBE_TIMES, 1.0), dtype=z.dtype)
             with torch.no_grad():
                 paths = flow.paths(z, times)
@@ -176,8 +200,7 @@ class Watch:
                 with torch.no_grad():
                     v = field(t, x.double())[:, :2].float()  # type: ignore[misc]
                 probes.append((t, x, v))
-            tv = tv_on_cells(paths[-1, :, :2].double().numpy(), run.density)
-            self.reference = {"tv": tv, "probes": probes}
+            self.reference = {"ends": paths[-1, :, :2].double().numpy(), "probes": probes}
         except Exception:  # the figures are then left out; the flow is still shown
             self.reference = {"failed": True}
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from flowgif.errors import FlowgifError
-from flowgif.view.live import Watch
+from flowgif.view.live import EVERY, Watch
 from flowgif.view.routes.base import choice, error, remember, state_of
 from flowgif.view.routes.pictures import RESOLUTION, STEPS
 from flowgif.view.routes.runs import run_name
@@ -205,7 +205,10 @@ async def next_update(request: Request) -> Response:
         while True:
             found = watch.source()
             stamp = "" if found is None else "-".join(map(str, found[1][1:]))
-            if stamp != after or status["state"] != was or time.monotonic() - began > WAIT:
+            due = time.monotonic() - watch.solved >= EVERY  # at most ~2 solves a second
+            if (stamp != after and due) or status["state"] != was:
+                break
+            if time.monotonic() - began > WAIT:
                 break
             if await request.is_disconnected():
                 return Response(status_code=499)

@@ -14,7 +14,7 @@ const ENDED = ["done", "stopped", "failed", "killed", "cancelled"];
 
 export function makeTraining(page) {
   // page: { flows, say, showLive(flow, caption), showRun(name), refreshRuns(), picture() }
-  const live = { name: null, state: "", updates: 0, firstAt: null, startedAt: null, figures: {} };
+  const live = { name: null, state: "", updates: 0, firstAt: null, trainedAt: null, startedAt: null, figures: {} };
   window.flowgifView.training = live; // for tests and the console
   let watching = null; // the AbortController of the watch under way
 
@@ -38,7 +38,8 @@ export function makeTraining(page) {
     $("train-figures").textContent = parts.join(" · ");
     $("train-figures").title =
       "field error: mean |v − v*|² / mean |v*|² at 1,000 points of the exact flow (a morph: the " +
-      "optimal-transport map it is taught by) at t = 0.1 … 0.9; tv: where 4,000 particles land " +
+      "optimal-transport map it is taught by) at t = 0.1 … 0.9; tv: where the 2,000 particles of " +
+      "the latest update land " +
       "against the picture, on 32 cells along its longer side (that flow's own tv on the same " +
       "particles is the floor of the estimate)";
     const running = ["starting", "training", "paused", "queued", "stopping"].includes(status.state);
@@ -48,22 +49,43 @@ export function makeTraining(page) {
     $("train").disabled = running;
   }
 
+  // the page keeps the latest paths of every block of the network's particles (each update
+  // solves one block, the next each time): a path not solved yet is not drawn
+  let kept = null;
   function flowOf(header, exact) {
-    const flow = header;
+    const T = header.times, n = header.total, b = header.particles, at = header.offset;
+    if (!kept || kept.n !== n || kept.T !== T || kept.scale !== header.scale) {
+      kept = { n, T, scale: header.scale, paths: new Int16Array(T * n * 2).fill(-32768), rgb: new Uint8Array(n * 3) };
+    }
+    for (let t = 0; t < T; t++) kept.paths.set(header.paths.subarray(t * b * 2, (t + 1) * b * 2), (t * n + at) * 2);
+    kept.rgb.set(header.rgb, at * 3);
+    const flow = { times: T, particles: n, scale: header.scale, paths: kept.paths, rgb: kept.rgb, figures: header.figures };
     for (const k of SHARED) flow[k] = exact[k];
     flow.heat = exact.heat_stops;
     flow.run = live.name;
     flow.method = "training";
     flow.insideUrl = null; // p_t and v of a network in training: not fetched
-    return prepare(flow);
+    prepare(flow);
+    // the spacing of the paths (which sets their copies' spread) is found again once all
+    // the blocks have been replaced: per update it would cost more than a frame
+    kept.filled = (kept.filled || new Set()).add(at);
+    const full = kept.filled.size * b >= n;
+    if (kept.last?.near && full && kept.fresh > 0) {
+      flow.near = kept.last.near;
+      flow.step = kept.last.step;
+      kept.fresh--;
+    } else kept.fresh = full ? n / b - 1 : 0;
+    kept.last = flow;
+    return flow;
   }
 
   async function watch(name, exact) {
     if (watching) watching.abort();
     const ctl = new AbortController();
     watching = ctl;
-    Object.assign(live, { name, state: "", updates: 0, firstAt: null, figures: {}, rate: null });
+    Object.assign(live, { name, state: "", updates: 0, figures: {}, rate: null });
     before = null;
+    kept = null;
     let after = "", state = "";
     while (!ctl.signal.aborted) {
       let header;
@@ -89,9 +111,12 @@ export function makeTraining(page) {
       live.status = header.status;
       show(header.status, header.figures);
       if (header.paths && exact()) {
+        const began = performance.now();
         const flow = flowOf(header, exact());
+        live.prepareMs = performance.now() - began; // what an update costs the page
         live.updates++;
-        if (live.firstAt === null) live.firstAt = performance.now();
+        if (live.firstAt === null) live.firstAt = performance.now(); // the network, step 0 on
+        if (live.trainedAt === null && header.figures.step >= 1) live.trainedAt = performance.now();
         page.showLive(flow, `${name}, training: step ${header.figures.step}`);
       }
       if (ENDED.includes(state)) {
@@ -124,7 +149,8 @@ export function makeTraining(page) {
       q.set("id", picture.id);
       if (picture.from) q.set("from", picture.from);
     } else { page.say("drop a picture first"); return; }
-    live.startedAt = performance.now();
+    Object.assign(live, { startedAt: performance.now(), firstAt: null, trainedAt: null, updates: 0 });
+    window.flowgifView.trained = null; // set again when this training's flow is shown whole
     try {
       const answer = await post(`/api/train?${q}`);
       $("train-command").textContent = answer.command;

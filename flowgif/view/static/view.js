@@ -169,6 +169,8 @@ $("play").addEventListener("click", () => {
 });
 $("scrub").addEventListener("input", (e) => { state.s = e.target.value / 1000; held = 0; });
 $("speed").addEventListener("change", (e) => { state.speed = parseFloat(e.target.value); });
+// what a panel shows at the frame on screen: half extents in model units (tests, benches)
+state.viewOf = (key) => viewAt(flows[key], state.drawn ?? state.s, $("pace").value);
 state.seek = (s) => { state.s = s; held = 0; $("scrub").value = Math.round(s * 1000); };
 state.pause = () => { state.playing = false; $("play").textContent = "play"; };
 
