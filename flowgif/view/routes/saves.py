@@ -34,7 +34,14 @@ async def save_route(request: Request) -> Response:
         if "run" in q:
             run_name(state.folder, q["run"])
     except FlowgifError as e:
-        return error(str(e), 404)
+        try:  # a run training before its first checkpoint: nothing to render yet
+            run_name(state.folder, q["run"], training=True)
+        except FlowgifError:
+            return error(str(e), 404)
+        return error(
+            "the run has no checkpoint yet (its first comes after train.checkpoint_every "
+            "steps, or when it stops); save again then"
+        )
     try:
         if "run" in q:
             data, text, ink, invert = None, None, "auto", False
