@@ -34,6 +34,7 @@ from flowgif.files import printable
 __all__ = ["GRACE", "QUEUE", "BusyError", "Training", "Trainings", "threads_for"]
 
 QUEUE = 4  # trainings that may wait for a place; beyond them, 503
+KEPT = 64  # ended trainings whose state is still answered
 GRACE = 5.0  # seconds a training may go unwatched before it is stopped (keep: never)
 RUNNING = ("starting", "training", "paused", "stopping")
 
@@ -111,6 +112,9 @@ class Trainings:
                 raise BusyError
             t = Training(name, folder, args, keep)
             self.all[name] = t
+            ended = [k for k, u in self.all.items() if u.state not in (*RUNNING, "queued")]
+            for k in ended[: max(0, len(ended) - KEPT)]:  # the oldest ended are forgotten
+                del self.all[k]
             self._watch()
             self._advance()
             return t

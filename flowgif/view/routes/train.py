@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from flowgif.errors import FlowgifError
+from flowgif.files import temp_name
 from flowgif.view.live import EVERY, Watch
 from flowgif.view.routes.base import choice, error, remember, state_of
 from flowgif.view.routes.pictures import RESOLUTION, STEPS
@@ -70,7 +71,7 @@ def keep_picture(folder: Path, data: bytes) -> Path:
                 continue
         except OSError:
             continue
-        tmp = folder / f".{path.name}.{os.getpid()}.~flowgif"
+        tmp = temp_name(path)  # a name flowgif's sweep knows, should this process die here
         tmp.write_bytes(data)
         try:
             os.link(tmp, path)  # fails if the name was taken meanwhile
