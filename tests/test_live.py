@@ -373,3 +373,40 @@ def test_a_run_a_shell_trains_shows_as_training_and_its_flow_refreshes(tmp_path:
             assert listed == [{"name": "shell", "training": False}]
     finally:
         proc.kill()
+
+
+def test_two_tabs_train_at_once_the_second_waits_its_turn(tmp_path: Path) -> None:
+    """One worker, two tabs of one browser: the second tab's training waits in the queue (the
+    page says so) and starts when the first tab stops its own."""
+    from tests.test_gallery import browser
+
+    live = "return window.flowgifView.training"
+    with view_server(tmp_path / "runs") as (url, app):
+        d = browser(tmp_path, 1200, 1000)
+        try:
+            tabs = []
+            for _ in range(2):
+                if tabs:
+                    d.switch_to.new_window("tab")
+                d.get(url + "/")
+                d.find_element("id", "text").send_keys("hi")
+                d.find_element("css selector", "#word button").click()
+                wait(lambda: d.execute_script("return window.flowgifView.ready"))
+                d.execute_script("document.getElementById('budget').value = 100000")
+                d.find_element("id", "train").click()
+                tabs.append(d.current_window_handle)
+            wait(lambda: d.execute_script(live + ".state") == "queued", 20)
+            assert "queued" in d.find_element("id", "train-figures").text
+            d.switch_to.window(tabs[0])
+            wait(lambda: d.execute_script(live + ".updates") >= 1, 60, "the first did not train")
+            d.find_element("id", "train-stop").click()
+            wait(lambda: d.execute_script(live + ".state") == "stopped", 30)
+            d.switch_to.window(tabs[1])
+            wait(lambda: d.execute_script(live + ".updates") >= 1, 60, "the second did not start")
+            assert d.execute_script(live + ".state") == "training"
+            d.find_element("id", "train-stop").click()
+            wait(lambda: d.execute_script(live + ".state") in ("stopped", "done"), 30)
+        finally:
+            d.quit()
+        names = [t.name for t in app.state.view.trainings.all.values()]
+    assert len(names) == 2 and names[0] != names[1]
