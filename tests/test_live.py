@@ -410,3 +410,24 @@ def test_two_tabs_train_at_once_the_second_waits_its_turn(tmp_path: Path) -> Non
             d.quit()
         names = [t.name for t in app.state.view.trainings.all.values()]
     assert len(names) == 2 and names[0] != names[1]
+
+
+@pytest.mark.parametrize(
+    "line, code, said",
+    [("", 0, ""), ('["--version"]', 0, "flowgif "), ("nonsense", 2, "error: the command is")],
+)
+def test_the_ready_process_runs_one_command_or_says_why_not(
+    line: str, code: int, said: str
+) -> None:
+    """``python -m flowgif.cli.ready`` says ready, then runs the one command it reads (the
+    end of input: nothing), or refuses what is not a list of arguments in one line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowgif.cli.ready"],
+        input=line + "\n" if line else "",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("ready\n")
+    assert said in proc.stdout + proc.stderr and "Traceback" not in proc.stderr

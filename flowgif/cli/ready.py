@@ -26,7 +26,10 @@ def main() -> None:
     line = sys.stdin.readline()
     if not line.strip():
         return
-    args = json.loads(line)
+    try:
+        args = json.loads(line)
+    except ValueError:
+        args = None
     if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
         print("error: the command is a JSON list of strings", file=sys.stderr)
         sys.exit(2)
