@@ -431,3 +431,25 @@ def test_the_ready_process_runs_one_command_or_says_why_not(
     assert proc.returncode == code, proc.stderr
     assert proc.stdout.startswith("ready\n")
     assert said in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_runs_computed_from_their_ends_are_marked_as_such(tmp_path: Path) -> None:
+    """The list marks the exact flow's run ``computed`` (the page offers no 'continue
+    training' under it); a trained run is not."""
+    import httpx
+
+    from tests.test_cli import call
+
+    pic = bar_png(tmp_path / "l.png", 32)
+    runs = tmp_path / "runs"
+    args = ("--resolution", 32, "--threads", 1)
+    assert (
+        call("train", "--img", pic, "--method", "exact", *args, "--out", runs / "e").exit_code == 0
+    )
+    assert call("train", "--img", pic, "--steps", 5, *args, "--out", runs / "t").exit_code == 0
+    with view_server(runs) as (url, _):
+        listed = httpx.get(url + "/api/runs", timeout=30).json()["runs"]
+    assert listed == [
+        {"name": "e", "training": False, "computed": True},
+        {"name": "t", "training": False},
+    ]

@@ -59,8 +59,8 @@ def _is_run(path: Path, training: bool = False) -> bool:
 
 def list_runs(folder: Path) -> list[dict]:
     """The run folders directly under ``folder`` (those with flowgif's checkpoint, or
-    training before it), with the finite figures of their ``eval`` and whether a process is
-    training them now."""
+    training before it), with the finite figures of their ``eval``, whether a process is
+    training them now, and ``computed`` for the flows computed from their ends."""
     from flowgif.store import in_use
 
     try:
@@ -72,6 +72,8 @@ def list_runs(folder: Path) -> list[dict]:
         if not _is_run(p, training=True):
             continue
         entry: dict = {"name": p.name, "training": in_use(p)}
+        if _computed(p):
+            entry["computed"] = True  # the exact or OT flow: nothing to train further
         try:
             figures = json.loads((p / "eval.json").read_text(encoding="utf-8"))
             entry["eval"] = finite(figures, FIGURES)
@@ -79,6 +81,18 @@ def list_runs(folder: Path) -> list[dict]:
             pass
         out.append(entry)
     return out
+
+
+def _computed(path: Path) -> bool:
+    """Whether the run's config says it is computed from its ends (``train.objective`` is
+    ``exact``: the exact flow, the optimal-transport map), not trained."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((path / "config.toml").read_text(encoding="utf-8"))
+        return config.get("train", {}).get("objective") == "exact"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run_name(folder: Path, name: str, training: bool = False) -> str:

@@ -297,7 +297,7 @@ async function showRuns() {
     b.append(img, title, small);
     b.addEventListener("click", () => playRun(run));
     li.append(b);
-    if (!run.training) { // go on training it: flowgif train --resume, for the budget above
+    if (!run.training && !run.computed) { // go on training it: flowgif train --resume
       const more = document.createElement("button");
       more.type = "button";
       more.className = "resume";
