@@ -119,19 +119,15 @@ def test_a_drawing_trains_in_the_page_beside_its_exact_flow_and_resumes_as_the_c
     replaced as it learns; pause holds its step, continue goes on, stop keeps a checkpoint;
     the folder resumes with ``flowgif train --resume`` to the weights of the same command run
     straight through in a shell; every request went to the page's own server."""
-    from selenium.webdriver.common.action_chains import ActionChains
-
     from tests.test_gallery import browser
+    from tests.test_view import draw_an_l
 
     folder = tmp_path / "runs"
     with view_server(folder) as (url, app):
         d = browser(tmp_path, 1200, 1000)
         try:
             d.get(url + "/")
-            d.find_element("css selector", "#drawing summary").click()
-            pad = d.find_element("id", "pad")
-            chain = ActionChains(d).move_to_element_with_offset(pad, -60, -70).click_and_hold()
-            chain.move_by_offset(0, 120).move_by_offset(100, 0).release().perform()
+            draw_an_l(d)
             d.find_element("id", "pad-flow").click()
             wait(lambda: d.execute_script("return window.flowgifView.ready"))
             d.find_element("css selector", "#drawing summary").click()  # the pad closes

@@ -549,25 +549,29 @@ def share_on_ink(png: Path, shown: dict, ink: np.ndarray) -> float:
     return float(on_ink(points, shown["half"], ink).mean())
 
 
-def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path: Path) -> None:
-    """Strokes drawn on the pad (pointer events) flow: at t = 1 at least 90 % of the canvas's
-    dark pixels are on the drawn ink. p_t and v toggled on load and tint the canvas; every
-    colour mode on either background draws without an error."""
+def draw_an_l(d) -> np.ndarray:
+    """Open the page's pad and draw an L on it with pointer strokes; the pad's pixels
+    (grey levels)."""
     import base64
 
     from selenium.webdriver.common.action_chains import ActionChains
 
+    d.find_element("css selector", "#drawing summary").click()
+    pad = d.find_element("id", "pad")
+    chain = ActionChains(d).move_to_element_with_offset(pad, -60, -70).click_and_hold()
+    chain.move_by_offset(0, 120).move_by_offset(100, 0).release().perform()
+    data = d.execute_script("return document.getElementById('pad').toDataURL()")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data.split(",")[1]))).convert("L"))
+
+
+def test_a_drawing_flows_and_the_page_shows_what_is_inside(server: str, tmp_path: Path) -> None:
+    """Strokes drawn on the pad (pointer events) flow: at t = 1 at least 90 % of the canvas's
+    dark pixels are on the drawn ink. p_t and v toggled on load and tint the canvas; every
+    colour mode on either background draws without an error."""
     d = browser(tmp_path, 1200, 1000)
     try:
         d.get(server + "/")
-        d.find_element("css selector", "#drawing summary").click()
-        pad = d.find_element("id", "pad")
-        chain = ActionChains(d).move_to_element_with_offset(pad, -60, -70).click_and_hold()
-        chain.move_by_offset(0, 120).move_by_offset(100, 0).release().perform()
-        data = d.execute_script("return document.getElementById('pad').toDataURL()")
-        drawn = np.asarray(
-            Image.open(io.BytesIO(base64.b64decode(data.split(",")[1]))).convert("L")
-        )
+        drawn = draw_an_l(d)
         assert (drawn < 128).mean() > 0.02
         d.find_element("id", "pad-flow").click()
         wait_for(d, "ready")

@@ -34,7 +34,7 @@ from flowgif.errors import FlowgifError
 from flowgif.files import alive, os_reason, printable, sweep_stale
 from flowgif.view.jobs import CancelledError, Job
 
-__all__ = ["CLAIM", "claim_name", "save", "stop_children"]
+__all__ = ["CLAIM", "argument", "claim_name", "save", "stop_children"]
 
 CLAIM = ".~flowgif-claim"  # a name being written: ``.NAME`` + this, created exclusively
 WAIT = 600.0  # seconds a save waits for another server training the same picture
@@ -62,18 +62,18 @@ def save(folder: Path, data: bytes | None, text: str | None, settings: dict, job
         run = _picture_run(folder, pid, data, text, how, commands, job)
     out, claim = claim_name(folder, f"view-{pid}", settings["format"])
     try:
-        render = ["render", "--out", _arg(out), "--particles", str(settings["particles"])]
+        render = ["render", "--out", argument(out), "--particles", str(settings["particles"])]
         render += ["--color", settings["color"], "--background", settings["background"]]
         render += ["--pace", settings["pace"]]
         if settings["trail"]:
             render += ["--trail", str(settings["trail"])]
-        commands.append(_flowgif([*render, _arg(run)], job, folder))
+        commands.append(_flowgif([*render, argument(run)], job, folder))
     finally:
         claim.unlink(missing_ok=True)
     return {"file": out.name, "command": commands[-1], "commands": commands}
 
 
-def _arg(path: Path) -> str:
+def argument(path: Path) -> str:
     """A path as a command's argument that is never read as an option (``-h`` -> ``./-h``)."""
     text = str(path)
     return f"./{text}" if text.startswith("-") else text
@@ -152,7 +152,7 @@ def _picture_run(
                     train = ["train", *what, "--method", "exact"]
                     train += ["--resolution", str(how["resolution"]), "--ink", how["ink"]]
                     train += ["--invert"] if how["invert"] else []
-                    train += ["--out", _arg(run)]
+                    train += ["--out", argument(run)]
                     try:
                         commands.append(_flowgif(train, job, folder))
                     except FlowgifError:
@@ -166,7 +166,7 @@ def _wait_for(run: Path, digest: str, how: dict, job: Job) -> str:
     """What ``run`` is for this picture: ``ours`` (a finished run of it), ``absent`` (nothing
     there: it may be trained), ``other`` (anything else). A run of it another process is
     making now is waited for."""
-    from flowgif.store import CHECKPOINT, read_marker
+    from flowgif.store import CHECKPOINT, in_use, read_marker
 
     deadline = time.monotonic() + WAIT
     while True:
@@ -179,7 +179,7 @@ def _wait_for(run: Path, digest: str, how: dict, job: Job) -> str:
             return "other"
         if (run / CHECKPOINT).is_file():
             return "ours" if _reads_ink_as(run, how) else "other"
-        if time.monotonic() > deadline or not (_in_use(run) or _young(run)):
+        if time.monotonic() > deadline or not (in_use(run) or _young(run)):
             return "other"  # left unfinished by a process that is gone
         job.check()
         time.sleep(0.25)
@@ -212,18 +212,6 @@ def _young(run: Path) -> bool:
         return time.time() - (run / MARKER).stat().st_mtime < STARTING
     except OSError:
         return False
-
-
-def _in_use(run: Path) -> bool:
-    """Whether another process holds ``run`` (it is being trained now)."""
-    from flowgif.store import hold, let_go
-
-    try:
-        hold(run)
-    except FlowgifError:
-        return True
-    let_go(run)
-    return False
 
 
 def _flowgif(args: list[str], job: Job, folder: Path) -> str:

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flowgif.errors import FlowgifError
-from flowgif.view.routes.base import choice, count, error, flow_body, remember, state_of
-from flowgif.view.routes.pictures import load_picture
+from flowgif.view.routes.base import count, error, flow_body, state_of
+from flowgif.view.routes.pictures import load_picture, receive
 from flowgif.view.scene import Scene
 
 __all__ = ["MAX_LEGS", "Chain", "morph"]
@@ -74,33 +74,20 @@ def chain_scene(pictures: list[tuple]) -> tuple[Scene, dict]:
 
 
 async def morph(request: Request) -> Response:
-    from flowgif.view.routes.pictures import INKS, check_word, picture_id
-
     state = state_of(request)
     ids = [i for i in request.query_params.get("ids", "").split(",") if i]
     try:
         n = count(request)
-        ink = choice(request, "ink", INKS, "auto")
-        invert = choice(request, "invert", ("0", "1"), "0") == "1"
-        text = request.query_params.get("text")
-        if text is not None:
-            check_word(text)
         if len(ids) > MAX_LEGS:
             raise FlowgifError(f"a morph in the page is at most {MAX_LEGS + 1} pictures")
         if any(i not in state.pictures for i in ids):
             raise FlowgifError("drop the pictures of the morph again")
     except FlowgifError as e:
         return error(str(e))
-    if text is not None:
-        data = None
-    else:
-        got = await state.pool.read_upload(request)
-        if isinstance(got, Response):
-            return got
-        data = got or None
-    if data is not None or text is not None:
-        pid = picture_id(data, text, ink, invert)
-        remember(state.pictures, pid, (data, text, ink, invert))
+    pid = await receive(request)  # the next picture, if one was sent
+    if isinstance(pid, Response):
+        return pid
+    if pid is not None:
         ids.append(pid)
     if len(ids) < 2:
         return error("a morph is two pictures or more, in order")

@@ -42,6 +42,7 @@ __all__ = [
     "load_picture",
     "picture_id",
     "picture_inside",
+    "receive",
 ]
 
 RESOLUTION = 256  # the working grid of a dropped picture (the exact flow: about a second)
@@ -156,10 +157,13 @@ def maker(request: Request, pid: str) -> Callable[[], tuple[Scene, dict]]:
     return make
 
 
-async def flow(request: Request) -> Response:
+async def receive(request: Request) -> str | Response | None:
+    """The picture a request sends (its bytes, or ``?text=WORD``), its ink read as
+    ``?ink=`` and ``?invert=1`` say: remembered, and its name on this server
+    (:func:`picture_id`); None when nothing was sent; or the answer to give instead (a
+    refusal of one line, 503 when busy)."""
     state = state_of(request)
     try:
-        n = count(request)
         ink = choice(request, "ink", INKS, "auto")
         invert = choice(request, "invert", ("0", "1"), "0") == "1"
         text = request.query_params.get("text")
@@ -173,10 +177,24 @@ async def flow(request: Request) -> Response:
         if isinstance(got, Response):
             return got
         if not got:
-            return error("no picture was sent")
+            return None
         data = got
     pid = picture_id(data, text, ink, invert)
     remember(state.pictures, pid, (data, text, ink, invert))
+    return pid
+
+
+async def flow(request: Request) -> Response:
+    state = state_of(request)
+    try:
+        n = count(request)
+    except FlowgifError as e:
+        return error(str(e))
+    pid = await receive(request)
+    if isinstance(pid, Response):
+        return pid
+    if pid is None:
+        return error("no picture was sent")
     await anyio.to_thread.run_sync(state.trainings.prepare)  # Train may come next
     return await state.pool.run(request, flow_body, state, pid, maker(request, pid), n)
 

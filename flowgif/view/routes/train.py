@@ -33,6 +33,7 @@ from flowgif.view.live import EVERY, Watch
 from flowgif.view.routes.base import choice, error, remember, state_of
 from flowgif.view.routes.pictures import RESOLUTION, STEPS
 from flowgif.view.routes.runs import run_name
+from flowgif.view.saving import argument
 from flowgif.view.scene import pack
 from flowgif.view.training import BusyError, threads_for
 
@@ -112,18 +113,13 @@ def _budget(request: Request) -> list[str]:
         ) from None
 
 
-def _arg(path: Path) -> str:
-    text = str(path)
-    return f"./{text}" if text.startswith("-") else text
-
-
 async def _picture_args(folder: Path, data: bytes | None, text: str | None, flag: str) -> list:
     """A picture of the page as the command's argument: ``--img PATH`` (the picture kept in
     FOLDER, :func:`keep_picture`) or ``--text=WORD`` (``--from text:WORD`` for a start)."""
     if text is not None:
         return [f"--text={text}"] if flag == "--img" else [f"{flag}=text:{text}"]
     picture = await anyio.to_thread.run_sync(keep_picture, folder, data)
-    return [flag, _arg(picture)]
+    return [flag, argument(picture)]
 
 
 async def start(request: Request) -> Response:
@@ -135,7 +131,7 @@ async def start(request: Request) -> Response:
         threads = ["--threads", str(threads_for(state.trainings.workers)), "--live"]
         if "run" in q:
             name = run_name(folder, q["run"])
-            args = ["train", "--resume", _arg(folder / name), *budget, *threads]
+            args = ["train", "--resume", argument(folder / name), *budget, *threads]
         elif q.get("id", "") in state.pictures:
             method = choice(request, "method", METHODS, "fm")
             data, text, ink, invert = state.pictures[q["id"]]
@@ -154,7 +150,7 @@ async def start(request: Request) -> Response:
             name = _run_folder(folder, stem, state.trainings.all)
             args = ["train", *what, "--method", method, "--resolution", str(RESOLUTION)]
             args += ["--ink", ink, *(["--invert"] if invert else []), *budget]
-            args += ["--out", _arg(folder / name), *threads]
+            args += ["--out", argument(folder / name), *threads]
         else:
             return error("drop the picture again, then train")
     except FlowgifError as e:
